@@ -1,0 +1,85 @@
+"""The DiT plugin: the reference DiT, diffusers' DiTTransformer2DModel and PixArt-α.
+
+Loaded through the ``blockdance`` entry-point group, like any third-party plugin.
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Callable
+
+from torch import nn
+
+import blockdance
+from blockdance import ArchitectureSpec, TensorIO, module_list_blocks, timestep_argument
+from blockdance.workload import Workload
+
+#: PixArt-α reuses later: 40%-95% of the trajectory (paper); DiT and Open-Sora 25%-95%.
+DIT_WINDOW = (0.25, 0.95)
+PIXART_WINDOW = (0.40, 0.95)
+
+
+def _is_diffusers(model: nn.Module, class_name: str) -> bool:
+    """True when ``model`` is diffusers' ``class_name`` (without importing diffusers)."""
+    if "diffusers" not in sys.modules:
+        return False
+    import diffusers
+
+    cls = getattr(diffusers, class_name, None)
+    return cls is not None and isinstance(model, cls)
+
+
+def _is_reference_dit(model: nn.Module) -> bool:
+    from blockdance_dit.model import DiT
+
+    return isinstance(model, DiT)
+
+
+REFERENCE_DIT = ArchitectureSpec(
+    name="dit",
+    description="class-conditional DiT, facebookresearch layout (blockdance_dit.model.DiT)",
+    matches=_is_reference_dit,
+    blocks=module_list_blocks("blocks", TensorIO(name="x", position=0)),
+    timestep=timestep_argument("t"),
+    window=DIT_WINDOW,
+)
+
+DIFFUSERS_DIT = ArchitectureSpec(
+    name="diffusers-dit",
+    description="diffusers DiTTransformer2DModel (DiT-XL/2 pipelines)",
+    matches=lambda m: _is_diffusers(m, "DiTTransformer2DModel"),
+    blocks=module_list_blocks("transformer_blocks", TensorIO()),
+    timestep=timestep_argument("timestep"),
+    window=DIT_WINDOW,
+)
+
+PIXART_ALPHA = ArchitectureSpec(
+    name="pixart-alpha",
+    description="diffusers PixArtTransformer2DModel (PixArt-α, PixArt-Σ)",
+    matches=lambda m: _is_diffusers(m, "PixArtTransformer2DModel"),
+    blocks=module_list_blocks("transformer_blocks", TensorIO()),
+    timestep=timestep_argument("timestep"),
+    window=PIXART_WINDOW,
+)
+
+
+@blockdance.hookimpl
+def blockdance_register_architectures(register: Callable[[ArchitectureSpec], None]) -> None:
+    register(REFERENCE_DIT)
+    register(DIFFUSERS_DIT)
+    register(PIXART_ALPHA)
+
+
+@blockdance.hookimpl
+def blockdance_register_models(register: Callable[[str, Callable[..., nn.Module]], None]) -> None:
+    from blockdance_dit.model import DiT_models
+
+    for name, factory in DiT_models.items():
+        register(name, factory)
+
+
+@blockdance.hookimpl
+def blockdance_register_workloads(register: Callable[[Workload], None]) -> None:
+    from blockdance_dit.workloads import RANDOM_DIT_S2
+
+    register(RANDOM_DIT_S2)

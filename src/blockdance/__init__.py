@@ -1,0 +1,130 @@
+"""blockdance: training-free acceleration of Diffusion Transformers by reusing
+structural block features across adjacent denoising steps (BlockDance, CVPR 2025).
+
+Quick use::
+
+    import blockdance
+
+    with blockdance.attach(pipe, "blockdance", N=2) as handle:
+        images = pipe(...).images
+    print(handle.stats.summary())
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from torch import nn
+
+from blockdance._attach import Handle, attach
+from blockdance._manager import (
+    Registry,
+    default_registry,
+    get_plugin_manager,
+    load_policy_file,
+    reload_plugins,
+)
+from blockdance.architecture import (
+    ArchitectureSpec,
+    BlockIO,
+    BlockSlot,
+    State,
+    TensorIO,
+    default_boundary,
+    module_list_blocks,
+    timestep_argument,
+)
+from blockdance.errors import (
+    AlreadyAttachedError,
+    BlockDanceError,
+    NumStepsRequiredError,
+    PluginClashError,
+    ReuseError,
+    StaleCacheError,
+    UnknownArchitectureError,
+    UnknownModelError,
+    UnknownPolicyError,
+)
+from blockdance.hookspecs import hookimpl
+from blockdance.policies import BlockDanceConfig, NoneConfig, ScheduleConfig
+from blockdance.policy import (
+    Decision,
+    GenerationInfo,
+    Policy,
+    PolicyConfig,
+    SlotInfo,
+    StepContext,
+)
+from blockdance.stats import CallRecord, GenerationStats
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "AlreadyAttachedError",
+    "ArchitectureSpec",
+    "BlockDanceConfig",
+    "BlockDanceError",
+    "BlockIO",
+    "BlockSlot",
+    "CallRecord",
+    "Decision",
+    "GenerationInfo",
+    "GenerationStats",
+    "Handle",
+    "NoneConfig",
+    "NumStepsRequiredError",
+    "PluginClashError",
+    "Policy",
+    "PolicyConfig",
+    "Registry",
+    "ReuseError",
+    "ScheduleConfig",
+    "SlotInfo",
+    "StaleCacheError",
+    "State",
+    "StepContext",
+    "TensorIO",
+    "UnknownArchitectureError",
+    "UnknownModelError",
+    "UnknownPolicyError",
+    "__version__",
+    "attach",
+    "create_model",
+    "default_boundary",
+    "default_registry",
+    "get_plugin_manager",
+    "hookimpl",
+    "list_architectures",
+    "list_models",
+    "list_policies",
+    "load_policy_config",
+    "module_list_blocks",
+    "reload_plugins",
+    "timestep_argument",
+]
+
+
+def list_architectures() -> dict[str, str]:
+    """Registered architectures: name -> one-line description."""
+    return {name: spec.description for name, spec in default_registry().architectures.items()}
+
+
+def list_policies() -> dict[str, type[PolicyConfig]]:
+    """Registered policy kinds: name -> config class (its fields are the options)."""
+    return {kind: cfg for kind, (cfg, _) in default_registry().policy_kinds.items()}
+
+
+def list_models() -> list[str]:
+    """Names accepted by :func:`create_model`."""
+    return default_registry().model_names
+
+
+def create_model(name: str, **kwargs: Any) -> nn.Module:
+    """Build a model registered by a plugin, e.g. ``create_model("DiT-XL/2")``."""
+    return default_registry().create_model(name, **kwargs)
+
+
+def load_policy_config(path: str | Path) -> PolicyConfig:
+    """Read and validate a policy configuration from a JSON file."""
+    return default_registry().policy_config(load_policy_file(path))

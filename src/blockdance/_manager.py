@@ -1,0 +1,291 @@
+"""Plugin manager factory and the registry that plugins fill."""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pluggy
+from torch import nn
+
+from blockdance import hookspecs
+from blockdance.architecture import ArchitectureSpec
+from blockdance.errors import (
+    PluginClashError,
+    UnknownArchitectureError,
+    UnknownModelError,
+    UnknownPolicyError,
+)
+from blockdance.policies import BuiltinPolicies
+from blockdance.policy import Policy, PolicyConfig
+from blockdance.workload import Workload
+
+ENTRYPOINT_GROUP = "blockdance"
+#: Set to a non-empty value (not "0") to skip loading plugins from entry points.
+DISABLE_AUTOLOAD_ENV = "BLOCKDANCE_DISABLE_PLUGIN_AUTOLOAD"
+#: Comma-separated entry-point names of plugins that must not be loaded.
+BLOCK_PLUGINS_ENV = "BLOCKDANCE_BLOCK_PLUGINS"
+BUILTIN_POLICIES_NAME = "blockdance.builtin_policies"
+
+
+def _autoload_disabled() -> bool:
+    return os.environ.get(DISABLE_AUTOLOAD_ENV, "") not in ("", "0")
+
+
+def get_plugin_manager(*, autoload: bool | None = None) -> pluggy.PluginManager:
+    """A new plugin manager with blockdance's hookspecs and plugins registered.
+
+    Entry points of the ``blockdance`` group are loaded unless ``autoload`` is False
+    or the ``BLOCKDANCE_DISABLE_PLUGIN_AUTOLOAD`` environment variable is set; names
+    in ``BLOCKDANCE_BLOCK_PLUGINS`` are blocked. Misspelt hook implementations fail
+    here through ``check_pending()``.
+
+    Args:
+        autoload: Load entry-point plugins; None follows the environment variable.
+    """
+    pm = pluggy.PluginManager(hookspecs.PROJECT_NAME)
+    pm.add_hookspecs(hookspecs)
+    for name in os.environ.get(BLOCK_PLUGINS_ENV, "").split(","):
+        if name.strip():
+            pm.set_blocked(name.strip())
+    if autoload if autoload is not None else not _autoload_disabled():
+        pm.load_setuptools_entrypoints(ENTRYPOINT_GROUP)
+    pm.register(BuiltinPolicies(), name=BUILTIN_POLICIES_NAME)
+    pm.check_pending()
+    return pm
+
+
+@dataclass
+class _Table:
+    """Named entries with the plugin that registered each."""
+
+    what: str
+    entries: dict[str, Any] = field(default_factory=dict)
+    owners: dict[str, str] = field(default_factory=dict)
+
+    def add(self, name: str, value: Any, owner: str) -> None:
+        if name in self.entries:
+            raise PluginClashError(
+                f"{self.what} {name!r} is registered twice: by plugin {self.owners[name]!r} "
+                f"and by plugin {owner!r}. Uninstall or block one of them "
+                f"(environment variable {BLOCK_PLUGINS_ENV})."
+            )
+        self.entries[name] = value
+        self.owners[name] = owner
+
+
+def _call_each(hook: Any, make_register: Callable[[str], Callable[..., None]]) -> None:
+    """Call every implementation of a registrar hook with a register bound to its plugin."""
+    for impl in hook.get_hookimpls():
+        impl.function(register=make_register(impl.plugin_name))
+
+
+class Registry:
+    """Architectures, policies and model factories registered by plugins.
+
+    Args:
+        pm: The plugin manager whose hooks fill the registry.
+    """
+
+    def __init__(self, pm: pluggy.PluginManager) -> None:
+        self.pm = pm
+        self._arch = _Table("architecture")
+        self._policies = _Table("policy kind")
+        self._models = _Table("model")
+        self._workloads = _Table("workload")
+
+        def arch_register(owner: str) -> Callable[[ArchitectureSpec], None]:
+            return lambda spec: self._arch.add(spec.name, spec, owner)
+
+        def policy_register(owner: str) -> Callable[[type[PolicyConfig], type[Policy]], None]:
+            def register(config_class: type[PolicyConfig], policy_class: type[Policy]) -> None:
+                kind = config_class.model_fields["kind"].default
+                if not isinstance(kind, str) or not kind:
+                    raise TypeError(
+                        f"{config_class.__name__}.kind needs a default naming the policy, "
+                        'e.g. kind: Literal["mine"] = "mine"'
+                    )
+                self._policies.add(kind, (config_class, policy_class), owner)
+
+            return register
+
+        def model_register(owner: str) -> Callable[[str, Callable[..., nn.Module]], None]:
+            return lambda name, factory: self._models.add(name, factory, owner)
+
+        _call_each(pm.hook.blockdance_register_architectures, arch_register)
+        _call_each(pm.hook.blockdance_register_policies, policy_register)
+
+        def workload_register(owner: str) -> Callable[[Workload], None]:
+            return lambda workload: self._workloads.add(workload.name, workload, owner)
+
+        _call_each(pm.hook.blockdance_register_models, model_register)
+        _call_each(pm.hook.blockdance_register_workloads, workload_register)
+
+    # -- architectures -------------------------------------------------------------
+    @property
+    def architectures(self) -> dict[str, ArchitectureSpec]:
+        return dict(self._arch.entries)
+
+    def architecture_owner(self, name: str) -> str:
+        return self._arch.owners[name]
+
+    def _registered_architectures(self) -> str:
+        if not self._arch.entries:
+            return (
+                "no architectures are registered (is a plugin installed, or is "
+                f"{DISABLE_AUTOLOAD_ENV} set?)"
+            )
+        lines = [
+            f"  - {name}: {spec.description or '(no description)'}"
+            for name, spec in self._arch.entries.items()
+        ]
+        return "registered architectures:\n" + "\n".join(lines)
+
+    def architecture(self, name: str) -> ArchitectureSpec:
+        """The spec registered as ``name``."""
+        try:
+            return self._arch.entries[name]
+        except KeyError:
+            raise UnknownArchitectureError(
+                f"unknown architecture {name!r}; {self._registered_architectures()}"
+            ) from None
+
+    def match(self, model: nn.Module) -> ArchitectureSpec:
+        """The architecture of ``model``: a plugin's override, else the one spec that matches."""
+        specs = list(self._arch.entries.values())
+        chosen = self.pm.hook.blockdance_match_architecture(model=model, architectures=specs)
+        if chosen is not None:
+            return chosen
+        found = [spec for spec in specs if spec.matches(model)]
+        if len(found) == 1:
+            return found[0]
+        if not found:
+            raise UnknownArchitectureError(
+                f"no registered architecture matches model {type(model).__module__}."
+                f"{type(model).__qualname__}; {self._registered_architectures()}\n"
+                "Install or write a plugin for it (docs/plugin-tutorial.md), or pass "
+                "architecture=<name> to attach()."
+            )
+        names = ", ".join(spec.name for spec in found)
+        raise UnknownArchitectureError(
+            f"several architectures match {type(model).__qualname__}: {names}. Pass "
+            "architecture=<name> to attach(), or implement blockdance_match_architecture."
+        )
+
+    # -- policies --------------------------------------------------------------------
+    @property
+    def policy_kinds(self) -> dict[str, tuple[type[PolicyConfig], type[Policy]]]:
+        return dict(self._policies.entries)
+
+    def _policy_entry(self, kind: str) -> tuple[type[PolicyConfig], type[Policy]]:
+        try:
+            return self._policies.entries[kind]
+        except KeyError:
+            known = ", ".join(sorted(self._policies.entries)) or "(none)"
+            raise UnknownPolicyError(
+                f"unknown policy kind {kind!r}; registered policy kinds: {known}"
+            ) from None
+
+    def policy_config(self, data: Mapping[str, Any]) -> PolicyConfig:
+        """Validate ``{"kind": ..., **options}`` into that kind's config model.
+
+        Raises pydantic's ``ValidationError`` (naming each bad field) on invalid options.
+        """
+        if "kind" not in data:
+            raise UnknownPolicyError(
+                "a policy configuration needs a 'kind' field; registered policy kinds: "
+                + ", ".join(sorted(self._policies.entries))
+            )
+        config_class, _ = self._policy_entry(str(data["kind"]))
+        return config_class.model_validate(dict(data))
+
+    def make_policy(
+        self, policy: Policy | PolicyConfig | Mapping[str, Any] | str | Path, **options: Any
+    ) -> Policy:
+        """Build a policy from a name with options, a config, a mapping or a JSON file.
+
+        Args:
+            policy: A registered kind name, a config object, a ``{"kind": ...}`` mapping,
+                a path to a JSON configuration, or a ready policy instance.
+            **options: Config fields, when ``policy`` is a name (or to override a config).
+        """
+        if isinstance(policy, Policy):
+            if options:
+                raise TypeError(
+                    "options cannot be combined with a policy instance; put them in its config"
+                )
+            return policy
+        if isinstance(policy, PolicyConfig):
+            config = self.policy_config({**policy.model_dump(), **options})
+        elif isinstance(policy, Mapping):
+            config = self.policy_config({**policy, **options})
+        elif isinstance(policy, Path) or (isinstance(policy, str) and policy.endswith(".json")):
+            config = self.policy_config({**load_policy_file(policy), **options})
+        elif isinstance(policy, str):
+            config = self.policy_config({"kind": policy, **options})
+        else:
+            raise TypeError(f"cannot build a policy from {type(policy).__name__}")
+        _, policy_class = self._policy_entry(config.kind)
+        return policy_class(config)
+
+    # -- models ------------------------------------------------------------------------
+    @property
+    def model_names(self) -> list[str]:
+        return list(self._models.entries)
+
+    def create_model(self, name: str, **kwargs: Any) -> nn.Module:
+        """Build the model registered as ``name``."""
+        try:
+            factory = self._models.entries[name]
+        except KeyError:
+            known = ", ".join(self._models.entries) or "(none)"
+            raise UnknownModelError(f"unknown model {name!r}; registered models: {known}") from None
+        return factory(**kwargs)
+
+    # -- workloads ---------------------------------------------------------------------
+    @property
+    def workloads(self) -> dict[str, Workload]:
+        return dict(self._workloads.entries)
+
+    def workload(self, name: str) -> Workload:
+        """The workload registered as ``name``."""
+        try:
+            return self._workloads.entries[name]
+        except KeyError:
+            known = ", ".join(self._workloads.entries) or "(none)"
+            raise UnknownModelError(
+                f"unknown workload {name!r}; registered workloads: {known}"
+            ) from None
+
+
+def load_policy_file(path: str | Path) -> dict[str, Any]:
+    """Read a policy configuration (``{"kind": ..., ...}``) from a JSON file."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"policy configuration file not found: {path}")
+    data = json.loads(path.read_text())
+    if not isinstance(data, dict):
+        raise ValueError(f"{path}: expected a JSON object with a 'kind' field")
+    return data
+
+
+_default: Registry | None = None
+
+
+def default_registry() -> Registry:
+    """The process-wide registry, built on first use from the installed plugins."""
+    global _default
+    if _default is None:
+        _default = Registry(get_plugin_manager())
+    return _default
+
+
+def reload_plugins() -> Registry:
+    """Rebuild the process-wide registry (after installing or blocking plugins)."""
+    global _default
+    _default = None
+    return default_registry()

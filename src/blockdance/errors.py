@@ -1,0 +1,39 @@
+"""Exceptions raised by blockdance; each message says what was expected and what to do."""
+
+from __future__ import annotations
+
+
+class BlockDanceError(Exception):
+    """Base of blockdance's own errors."""
+
+
+class PluginClashError(BlockDanceError):
+    """Two plugins registered the same name."""
+
+
+class UnknownArchitectureError(BlockDanceError, LookupError):
+    """No registered architecture matches a model, or a name is not registered."""
+
+
+class UnknownPolicyError(BlockDanceError, LookupError):
+    """A policy kind is not registered."""
+
+
+class UnknownModelError(BlockDanceError, LookupError):
+    """A model factory name is not registered."""
+
+
+class AlreadyAttachedError(BlockDanceError):
+    """A model already has a blockdance runtime attached."""
+
+
+class NumStepsRequiredError(BlockDanceError, ValueError):
+    """A policy needs the number of inference steps and none is known."""
+
+
+class StaleCacheError(BlockDanceError):
+    """A cached state does not fit the current call (shape, dtype or device)."""
+
+
+class ReuseError(BlockDanceError):
+    """A policy asked for a reuse that the runtime cannot serve."""

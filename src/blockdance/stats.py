@@ -1,0 +1,131 @@
+"""What ran: per step and guidance branch, which blocks computed and which were reused."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+
+@dataclass
+class CallRecord:
+    """One call of the top-level model: a (step, branch) pair.
+
+    Args:
+        step: Step index within the generation.
+        branch: Call index within the step (guidance branch).
+        timestep: Timestep value that reached the model, when readable.
+        reused: One flag per block call in execution order; True where the block was reused.
+    """
+
+    step: int
+    branch: int
+    timestep: float | None
+    reused: list[bool] = field(default_factory=list)
+
+
+@dataclass
+class GenerationStats:
+    """Statistics of one generation.
+
+    Args:
+        num_steps: Number of steps, when known.
+        num_blocks: Number of block slots in the model.
+        slot_kinds: Kind of each slot (``"block"``, ``"spatial"`` …).
+        policy: Name of the policy that decided.
+    """
+
+    num_steps: int | None
+    num_blocks: int
+    slot_kinds: tuple[str, ...] = ()
+    policy: str = ""
+    calls: list[CallRecord] = field(default_factory=list)
+    cache_bytes: int = 0
+    peak_cache_bytes: int = 0
+
+    @property
+    def block_calls(self) -> int:
+        """Blocks the model asked for, computed or reused."""
+        return sum(len(c.reused) for c in self.calls)
+
+    @property
+    def reused_blocks(self) -> int:
+        """Block calls whose compute was skipped."""
+        return sum(sum(c.reused) for c in self.calls)
+
+    @property
+    def computed_blocks(self) -> int:
+        return self.block_calls - self.reused_blocks
+
+    @property
+    def saved_fraction(self) -> float:
+        """Share of block computations skipped: the ideal latency reduction from blocks."""
+        total = self.block_calls
+        return self.reused_blocks / total if total else 0.0
+
+    @property
+    def steps_seen(self) -> int:
+        return 1 + max((c.step for c in self.calls), default=-1)
+
+    @property
+    def branches(self) -> int:
+        return 1 + max((c.branch for c in self.calls), default=-1)
+
+    def reused_pairs(self, branch: int = 0) -> set[tuple[int, int]]:
+        """The (step, block) pairs reused in ``branch``."""
+        return {
+            (c.step, b)
+            for c in self.calls
+            if c.branch == branch
+            for b, r in enumerate(c.reused)
+            if r
+        }
+
+    def reuse_map(self, branch: int = 0) -> list[list[bool]]:
+        """A steps × blocks grid, True where the block was reused (for plots)."""
+        grid = [[False] * self.num_blocks for _ in range(self.steps_seen)]
+        for step, block in self.reused_pairs(branch):
+            grid[step][block] = True
+        return grid
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "policy": self.policy,
+            "num_steps": self.num_steps,
+            "num_blocks": self.num_blocks,
+            "steps_seen": self.steps_seen,
+            "branches": self.branches,
+            "block_calls": self.block_calls,
+            "reused_blocks": self.reused_blocks,
+            "saved_fraction": self.saved_fraction,
+            "peak_cache_bytes": self.peak_cache_bytes,
+            "calls": [
+                {
+                    "step": c.step,
+                    "branch": c.branch,
+                    "timestep": c.timestep,
+                    "reused": [b for b, r in enumerate(c.reused) if r],
+                }
+                for c in self.calls
+            ],
+        }
+
+    def summary(self) -> str:
+        """A few human-readable lines."""
+        mib = self.peak_cache_bytes / 2**20
+        lines = [
+            f"policy {self.policy!r}: {self.steps_seen} steps x {self.branches} branch(es) x "
+            f"{self.num_blocks} blocks",
+            f"blocks computed {self.computed_blocks}, reused {self.reused_blocks} "
+            f"({100 * self.saved_fraction:.1f}% of block compute saved)",
+            f"peak cache {mib:.2f} MiB",
+        ]
+        return "\n".join(lines)
+
+    def step_table(self, branch: int = 0) -> str:
+        """One line per step: ``C`` computed, ``R`` reused, per block."""
+        rows = []
+        for c in self.calls:
+            if c.branch == branch:
+                marks = "".join("R" if r else "C" for r in c.reused)
+                rows.append(f"step {c.step:4d}  {marks}")
+        return "\n".join(rows)

@@ -1,0 +1,28 @@
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+sys.path.insert(0, str(Path(__file__).parent))
+
+import blockdance
+from toymodel import ToyDenoiser, toy_registry
+
+
+@pytest.fixture(autouse=True)
+def _threads() -> None:
+    torch.set_num_threads(1)
+
+
+@pytest.fixture
+def registry() -> blockdance.Registry:
+    return toy_registry()
+
+
+@pytest.fixture
+def toy() -> ToyDenoiser:
+    torch.manual_seed(0)
+    return ToyDenoiser().eval()

@@ -1,0 +1,84 @@
+"""A tiny denoiser with a plain block list, and a test plugin describing it."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import torch
+from torch import nn
+
+import blockdance
+from blockdance import ArchitectureSpec, TensorIO, module_list_blocks, timestep_argument
+
+
+class ToyBlock(nn.Module):
+    """x + tanh(W x) * c."""
+
+    def __init__(self, dim: int) -> None:
+        super().__init__()
+        self.lin = nn.Linear(dim, dim)
+
+    def forward(self, x: torch.Tensor, c: torch.Tensor) -> torch.Tensor:
+        return x + torch.tanh(self.lin(x)) * c
+
+
+class ToyDenoiser(nn.Module):
+    """Embeds t, runs the blocks, projects back."""
+
+    def __init__(self, depth: int = 8, dim: int = 16) -> None:
+        super().__init__()
+        self.blocks = nn.ModuleList(ToyBlock(dim) for _ in range(depth))
+        self.t_proj = nn.Linear(1, dim)
+        self.head = nn.Linear(dim, dim)
+
+    def forward(self, x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        tf = t.reshape(-1, 1).to(self.t_proj.weight.dtype) / 1000  # (N, 1)
+        c = torch.sigmoid(self.t_proj(tf))[:, None, :]  # (N, 1, D)
+        for block in self.blocks:
+            x = block(x, c)
+        return self.head(x)
+
+
+TOY_SPEC = ArchitectureSpec(
+    name="toy",
+    description="test denoiser (tests/toymodel.py)",
+    matches=lambda m: isinstance(m, ToyDenoiser),
+    blocks=module_list_blocks("blocks", TensorIO(name="x")),
+    timestep=timestep_argument("t"),
+    window=(0.25, 0.95),
+)
+
+
+class ToyPlugin:
+    """Registers the toy architecture."""
+
+    @blockdance.hookimpl
+    def blockdance_register_architectures(
+        self, register: Callable[[ArchitectureSpec], None]
+    ) -> None:
+        register(TOY_SPEC)
+
+
+def toy_registry() -> blockdance.Registry:
+    pm = blockdance.get_plugin_manager(autoload=False)
+    pm.register(ToyPlugin(), name="toy-plugin")
+    return blockdance.Registry(pm)
+
+
+def timesteps(num_steps: int) -> list[int]:
+    """Descending integer timesteps like a DDIM schedule."""
+    return [int(t) for t in torch.linspace(999, 0, num_steps).round()]
+
+
+def run(
+    model: nn.Module, x: torch.Tensor, num_steps: int, update: Callable | None = None
+) -> list[torch.Tensor]:
+    """A fake sampling loop: one call per step, outputs of every step."""
+    outs = []
+    with torch.no_grad():
+        for t in timesteps(num_steps):
+            tt = torch.full((x.shape[0],), t)
+            out = model(x, tt)
+            outs.append(out)
+            x = x - 0.05 * out if update is None else update(x, out)
+    return outs
