@@ -319,3 +319,59 @@ def test_testing_module_catches_a_wrong_timestep_reader(registry):
     checks.check_identity_under_none()  # identity alone cannot see it
     with pytest.raises(AssertionError, match="reused"):
         checks.check_blockdance_schedule(2)
+
+
+def test_unreadable_timestep_still_splits_generations_by_step_count(registry):
+    import dataclasses
+
+    from toymodel import TOY_SPEC
+
+    blind = dataclasses.replace(TOY_SPEC, name="blind", timestep=lambda m, a, k: None)
+
+    class BlindPlugin:
+        @blockdance.hookimpl
+        def blockdance_register_architectures(self, register):
+            register(blind)
+
+    pm = blockdance.get_plugin_manager(autoload=False)
+    pm.register(BlindPlugin())
+    model = ToyDenoiser()
+    reg = blockdance.Registry(pm)
+    with blockdance.attach(model, "none", architecture="blind", registry=reg, num_steps=4) as h:
+        run(model, x0(), 8)
+        assert [g.steps_seen for g in h.history] == [4, 4]
+
+
+def test_calls_past_announced_steps_warn(toy, registry):
+    with blockdance.attach(toy, "blockdance", N=2, registry=registry) as handle:
+        with handle.generation(num_steps=4):
+            run(toy, x0(), 4)
+            with pytest.warns(RuntimeWarning, match="step 4 of a generation announced with 4"):
+                toy(x0(), torch.full((2,), 3))
+
+
+def test_handle_stays_readable_after_removal(toy, registry):
+    with blockdance.attach(toy, "blockdance", N=2, registry=registry, num_steps=T) as handle:
+        run(toy, x0(), T)
+    assert handle.architecture.name == "toy"
+    assert handle.policy.name == "blockdance"
+    assert len(handle.history) == 1 and handle.stats.reused_blocks > 0
+    assert not handle.attached
+
+
+def test_register_plugin_at_run_time(toy):
+    from toymodel import ToyPlugin
+
+    before = blockdance.default_registry()
+    try:
+        blockdance.register_plugin(ToyPlugin(), name="toy-live")
+        assert "toy" in blockdance.list_architectures()
+        with blockdance.attach(toy, "none") as h:
+            assert h.architecture.name == "toy"
+        with pytest.raises(blockdance.PluginClashError, match="toy-live"):
+            blockdance.register_plugin(ToyPlugin(), name="toy-again")
+        assert "toy" in blockdance.list_architectures()
+    finally:
+        blockdance.reload_plugins()
+    assert "toy" not in blockdance.list_architectures()
+    assert before is not blockdance.default_registry()

@@ -49,6 +49,10 @@ class Handle:
     def __init__(self, runtime: Runtime) -> None:
         self._runtime: Runtime | None = runtime
         self._last = GenerationStats(num_steps=None, num_blocks=len(runtime.slots))
+        self._policy = runtime.policy
+        self._spec = runtime.spec
+        self._slots = list(runtime.slots)
+        self._history: list[GenerationStats] = []
 
     @property
     def runtime(self) -> Runtime:
@@ -58,15 +62,15 @@ class Handle:
 
     @property
     def policy(self) -> Policy:
-        return self.runtime.policy
+        return self._policy
 
     @property
     def architecture(self) -> ArchitectureSpec:
-        return self.runtime.spec
+        return self._spec
 
     @property
     def slots(self) -> list[BlockSlot]:
-        return list(self.runtime.slots)
+        return list(self._slots)
 
     @property
     def stats(self) -> GenerationStats:
@@ -77,8 +81,10 @@ class Handle:
 
     @property
     def history(self) -> list[GenerationStats]:
-        """Statistics of recent generations, oldest first."""
-        return list(self.runtime.history)
+        """Statistics of recent generations, oldest first (kept after removal)."""
+        if self._runtime is not None:
+            self._history = list(self._runtime.history)
+        return list(self._history)
 
     @property
     def cache_bytes(self) -> int:
@@ -106,7 +112,8 @@ class Handle:
     def remove(self) -> None:
         """Detach: restore every wrapped ``forward`` and free the cache. Idempotent."""
         if self._runtime is not None:
-            self.stats  # noqa: B018  (keep the last statistics readable after removal)
+            self.stats  # noqa: B018  (keep the statistics readable after removal)
+            self.history  # noqa: B018
             self._runtime.remove()
             self._runtime = None
 

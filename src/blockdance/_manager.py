@@ -78,10 +78,20 @@ class _Table:
         self.owners[name] = owner
 
 
-def _call_each(hook: Any, make_register: Callable[[str], Callable[..., None]]) -> None:
-    """Call every implementation of a registrar hook with a register bound to its plugin."""
+def _call_each(
+    pm: pluggy.PluginManager, hook_name: str, make_register: Callable[[str], Callable[..., None]]
+) -> None:
+    """Call a registrar hook plugin by plugin, each with a register bound to its owner.
+
+    Each call goes through pluggy (a caller restricted to one plugin), so hook
+    semantics — optional arguments, wrappers — are kept.
+    """
+    hook = getattr(pm.hook, hook_name)
+    plugins = pm.get_plugins()
     for impl in hook.get_hookimpls():
-        impl.function(register=make_register(impl.plugin_name))
+        others = [p for p in plugins if p is not impl.plugin]
+        caller = pm.subset_hook_caller(hook_name, remove_plugins=others)
+        caller(register=make_register(impl.plugin_name))
 
 
 class Registry:
@@ -116,14 +126,13 @@ class Registry:
         def model_register(owner: str) -> Callable[[str, Callable[..., nn.Module]], None]:
             return lambda name, factory: self._models.add(name, factory, owner)
 
-        _call_each(pm.hook.blockdance_register_architectures, arch_register)
-        _call_each(pm.hook.blockdance_register_policies, policy_register)
-
         def workload_register(owner: str) -> Callable[[Workload], None]:
             return lambda workload: self._workloads.add(workload.name, workload, owner)
 
-        _call_each(pm.hook.blockdance_register_models, model_register)
-        _call_each(pm.hook.blockdance_register_workloads, workload_register)
+        _call_each(pm, "blockdance_register_architectures", arch_register)
+        _call_each(pm, "blockdance_register_policies", policy_register)
+        _call_each(pm, "blockdance_register_models", model_register)
+        _call_each(pm, "blockdance_register_workloads", workload_register)
 
     # -- architectures -------------------------------------------------------------
     @property
@@ -281,6 +290,28 @@ def default_registry() -> Registry:
     global _default
     if _default is None:
         _default = Registry(get_plugin_manager())
+    return _default
+
+
+def register_plugin(plugin: object, name: str | None = None) -> Registry:
+    """Add a plugin to the process-wide registry without installing it (notebooks, tests).
+
+    Args:
+        plugin: A module or object with ``@blockdance.hookimpl`` functions.
+        name: Plugin name (default: pluggy's canonical name).
+
+    Returns:
+        The rebuilt registry.
+    """
+    global _default
+    pm = default_registry().pm
+    pm.register(plugin, name=name)
+    pm.check_pending()
+    try:
+        _default = Registry(pm)
+    except Exception:
+        pm.unregister(plugin)
+        raise
     return _default
 
 

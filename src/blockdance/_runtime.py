@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import collections
 import functools
+import warnings
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -192,7 +193,8 @@ class Runtime:
         if t is not None and self._last_t is not None and t > self._last_t:
             return True  # timesteps descend along a trajectory: a rise starts a new one
         steps = self.stats.num_steps if self.stats is not None else None
-        return steps is not None and t != self._last_t and self._step + 1 >= steps
+        new_step = t is None or t != self._last_t
+        return steps is not None and new_step and self._step + 1 >= steps
 
     def _enter_call(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
         t = timestep_value(self.spec.timestep(self.model, args, kwargs))
@@ -205,6 +207,16 @@ class Runtime:
             self._branch = 0
             self._last_t = t
         assert self.stats is not None
+        steps = self.stats.num_steps
+        if steps is not None and self._step == steps and self._branch == 0:
+            warnings.warn(
+                f"the model was called for step {self._step} of a generation announced with "
+                f"{steps} steps; policy {self.policy.name!r} schedules only steps 0..{steps - 1} "
+                "and computes the rest fully. Schedulers that evaluate the model more than "
+                "once per step (e.g. Heun) are not supported by step-based policies.",
+                RuntimeWarning,
+                stacklevel=3,
+            )
         self.ctx = StepContext(
             step=self._step, num_steps=self.stats.num_steps, timestep=t, branch=self._branch
         )

@@ -105,5 +105,5 @@ def all_hookspec_names() -> list[str]:
     return sorted(
         name
         for name, obj in module_globals.items()
-        if name.startswith(f"{PROJECT_NAME}_") and callable(obj)
+        if name.startswith(f"{PROJECT_NAME}_") and hasattr(obj, f"{PROJECT_NAME}_spec")
     )
