@@ -5,14 +5,16 @@ Loaded through the ``blockdance`` entry-point group, like any third-party plugin
 
 from __future__ import annotations
 
+import functools
 import sys
 from collections.abc import Callable
+from typing import Any
 
 from torch import nn
 
 import blockdance
 from blockdance import ArchitectureSpec, TensorIO, module_list_blocks, timestep_argument
-from blockdance.workload import Workload
+from blockdance.workload import GenerateRequest, Workload
 
 #: PixArt-α reuses later: 40%-95% of the trajectory (paper); DiT and Open-Sora 25%-95%.
 DIT_WINDOW = (0.25, 0.95)
@@ -30,9 +32,21 @@ def _is_diffusers(model: nn.Module, class_name: str) -> bool:
 
 
 def _is_reference_dit(model: nn.Module) -> bool:
-    from blockdance_dit.model import DiT
+    module = sys.modules.get("blockdance_dit.model")  # not imported: cannot be a DiT
+    return module is not None and isinstance(model, module.DiT)
 
-    return isinstance(model, DiT)
+
+#: The official DiT model names (blockdance_dit.model.DiT_models), listed here so that
+#: building the registry does not import the model code (and timm).
+DIT_MODEL_NAMES = tuple(
+    f"DiT-{size}/{patch}" for size in ("XL", "L", "B", "S") for patch in (2, 4, 8)
+)
+
+
+def _build_dit(name: str, **kwargs: Any) -> nn.Module:
+    from blockdance_dit.model import DiT_models
+
+    return DiT_models[name](**kwargs)
 
 
 REFERENCE_DIT = ArchitectureSpec(
@@ -63,6 +77,28 @@ PIXART_ALPHA = ArchitectureSpec(
 )
 
 
+def _random_dit_s2() -> Any:
+    from blockdance_dit.workloads import random_dit_s2
+
+    return random_dit_s2()
+
+
+def _generate(target: Any, request: GenerateRequest) -> Any:
+    return target(request)
+
+
+WORKLOADS = (
+    Workload(
+        name="dit-s2",
+        description="DiT-S/2 (12 blocks, 64 tokens), random weights: latency and schedule only",
+        build=_random_dit_s2,
+        generate=_generate,
+        num_steps=50,
+        scheduler="DDIM",
+    ),
+)
+
+
 @blockdance.hookimpl
 def blockdance_register_architectures(register: Callable[[ArchitectureSpec], None]) -> None:
     register(REFERENCE_DIT)
@@ -72,14 +108,11 @@ def blockdance_register_architectures(register: Callable[[ArchitectureSpec], Non
 
 @blockdance.hookimpl
 def blockdance_register_models(register: Callable[[str, Callable[..., nn.Module]], None]) -> None:
-    from blockdance_dit.model import DiT_models
-
-    for name, factory in DiT_models.items():
-        register(name, factory)
+    for name in DIT_MODEL_NAMES:
+        register(name, functools.partial(_build_dit, name))
 
 
 @blockdance.hookimpl
 def blockdance_register_workloads(register: Callable[[Workload], None]) -> None:
-    from blockdance_dit.workloads import RANDOM_DIT_S2
-
-    register(RANDOM_DIT_S2)
+    for workload in WORKLOADS:
+        register(workload)

@@ -7,7 +7,7 @@ from typing import Any
 
 import torch
 
-from blockdance.workload import GenerateRequest, Workload
+from blockdance.workload import GenerateRequest
 from blockdance_dit.model import DiT, DiT_models
 from blockdance_dit.sampling import make_scheduler, sample_dit
 
@@ -49,21 +49,8 @@ class DiTSampler:
         )
 
 
-def _random_dit_s2() -> DiTSampler:
+def random_dit_s2() -> DiTSampler:
+    """DiT-S/2 with random weights on 16x16 latents (64 tokens), DDIM."""
     torch.manual_seed(0)
     model = DiT_models["DiT-S/2"](input_size=16, num_classes=10, learn_sigma=False).eval()
     return DiTSampler(model, make_scheduler("ddim"))
-
-
-def _generate(target: DiTSampler, request: GenerateRequest) -> torch.Tensor:
-    return target(request)
-
-
-RANDOM_DIT_S2 = Workload(
-    name="dit-s2",
-    description="DiT-S/2 (12 blocks, 64 tokens), random weights: latency and schedule only",
-    build=_random_dit_s2,
-    generate=_generate,
-    num_steps=50,
-    scheduler="DDIM",
-)

@@ -23,6 +23,7 @@ from blockdance._manager import (
     default_registry,
     get_plugin_manager,
     load_policy_file,
+    register_plugin,
     reload_plugins,
 )
 from blockdance.architecture import (
@@ -100,6 +101,7 @@ __all__ = [
     "list_policies",
     "load_policy_config",
     "module_list_blocks",
+    "register_plugin",
     "reload_plugins",
     "timestep_argument",
 ]

@@ -330,3 +330,10 @@ def test_make_scheduler_unknown_name_lists_supported() -> None:
     assert make_scheduler("ddim").config["beta_schedule"] == "linear"
     short = make_scheduler("dpm-solver", num_train_timesteps=500)  # DiT rescales the betas
     assert short.config["beta_end"] == pytest.approx(0.04)
+
+
+def test_plugin_lists_every_official_model_name():
+    from blockdance_dit.model import DiT_models
+    from blockdance_dit.plugin import DIT_MODEL_NAMES
+
+    assert tuple(DiT_models) == DIT_MODEL_NAMES

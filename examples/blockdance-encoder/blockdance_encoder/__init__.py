@@ -1,0 +1,63 @@
+"""blockdance plugin for :class:`EncoderDenoiser` (the plugin tutorial's finished example).
+
+The ``blockdance`` entry point names this module, so blockdance registers it as a plugin
+and calls the hook implementations below when it builds its registry.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import torch
+from torch import nn
+
+import blockdance
+from blockdance import ArchitectureSpec, TensorIO, module_list_blocks, timestep_argument
+from blockdance.workload import GenerateRequest, Workload
+from blockdance_encoder.model import EncoderDenoiser, encoder_tiny, sample
+
+__all__ = ["ENCODER", "TINY_WORKLOAD", "EncoderDenoiser", "encoder_tiny", "sample"]
+
+ENCODER = ArchitectureSpec(
+    name="encoder",
+    description="denoiser built from nn.TransformerEncoderLayer (examples/blockdance-encoder)",
+    matches=lambda model: isinstance(model, EncoderDenoiser),
+    # TransformerEncoderLayer.forward(src, src_mask=None, ...) returns one tensor.
+    blocks=module_list_blocks("layers", TensorIO(name="src", position=0)),
+    timestep=timestep_argument("t"),
+    window=(0.25, 0.95),
+)
+
+
+def _build_tiny() -> EncoderDenoiser:
+    torch.manual_seed(0)
+    return encoder_tiny().eval()
+
+
+def _generate(model: EncoderDenoiser, request: GenerateRequest) -> torch.Tensor:
+    return sample(model, request.seeds, request.num_steps)
+
+
+TINY_WORKLOAD = Workload(
+    name="encoder-tiny",
+    description="Encoder-Tiny, random weights, Euler loop: latency and schedule only",
+    build=_build_tiny,
+    generate=_generate,
+    num_steps=50,
+    scheduler="Euler",
+)
+
+
+@blockdance.hookimpl
+def blockdance_register_architectures(register: Callable[[ArchitectureSpec], None]) -> None:
+    register(ENCODER)
+
+
+@blockdance.hookimpl
+def blockdance_register_models(register: Callable[[str, Callable[..., nn.Module]], None]) -> None:
+    register("Encoder-Tiny", encoder_tiny)
+
+
+@blockdance.hookimpl
+def blockdance_register_workloads(register: Callable[[Workload], None]) -> None:
+    register(TINY_WORKLOAD)

@@ -1,0 +1,55 @@
+"""Tests of the tutorial's example plugin, run with the package installed."""
+
+from __future__ import annotations
+
+import blockdance_encoder
+import pytest
+import torch
+from blockdance_encoder import EncoderDenoiser
+
+import blockdance
+from blockdance.testing import ArchitectureChecks
+
+
+@pytest.fixture(autouse=True)
+def _one_thread() -> None:
+    torch.set_num_threads(1)  # tiny models: extra threads only add contention
+
+
+def build() -> EncoderDenoiser:
+    torch.manual_seed(0)
+    return EncoderDenoiser().eval()
+
+
+def call(model: torch.nn.Module, t: int) -> torch.Tensor:
+    """One denoising call at timestep ``t`` on inputs that depend only on ``t``."""
+    x = torch.randn(2, 4, 8, 8, generator=torch.Generator().manual_seed(t))  # (N, C, H, W)
+    return model(x, torch.full((2,), t))
+
+
+def test_entry_point_is_installed():
+    assert "encoder" in blockdance.list_architectures()
+    assert "Encoder-Tiny" in blockdance.list_models()
+
+
+def test_architecture_contract():
+    ArchitectureChecks(build=build, call=call).run_all()
+
+
+def test_none_is_identity():
+    model = build()
+    with torch.no_grad():
+        ref = call(model, 500)
+        with blockdance.attach(model, "none", num_steps=1) as handle:
+            assert handle.architecture.name == "encoder"
+            got = call(model, 500)
+    assert torch.equal(ref, got)
+    assert handle.stats.block_calls == len(model.layers)
+
+
+def test_plugin_registered_in_a_test_registry():
+    """No installation needed: register the module on a fresh plugin manager."""
+    pm = blockdance.get_plugin_manager(autoload=False)
+    pm.register(blockdance_encoder, name="encoder-under-test")
+    registry = blockdance.Registry(pm)
+    ArchitectureChecks(build=build, call=call, registry=registry).check_blockdance_schedule(2)
