@@ -375,3 +375,67 @@ def test_register_plugin_at_run_time(toy):
         blockdance.reload_plugins()
     assert "toy" not in blockdance.list_architectures()
     assert before is not blockdance.default_registry()
+
+
+class ResidualSchedule(blockdance.Policy[blockdance.NoneConfig]):
+    """Reuse blocks 0..BOUNDARY at step 6 as a residual over the run."""
+
+    config_class = blockdance.NoneConfig
+
+    def decide(self, ctx, slot):
+        return Decision.REUSE if ctx.step == 6 and slot <= BOUNDARY else Decision.COMPUTE
+
+    def boundaries(self):
+        return frozenset({BOUNDARY})
+
+    def residual_runs(self):
+        return {BOUNDARY: 0}
+
+
+def test_residual_reuse_adds_cached_change_to_current_input(toy, registry):
+    x = x0()
+    with blockdance.attach(toy, ResidualSchedule(blockdance.NoneConfig()), registry=registry):
+        got = run(toy, x, 8)
+    want = []
+    delta = None
+    with torch.no_grad():
+        for step, t in enumerate(timesteps(8)):
+            tt = torch.full((x.shape[0],), t)
+            c = torch.sigmoid(toy.t_proj(tt.reshape(-1, 1).float() / 1000))[:, None, :]
+            if step == 6:
+                h = x + delta
+            else:
+                h = x
+                for block in toy.blocks[: BOUNDARY + 1]:
+                    h = block(h, c)
+                delta = h - x
+            for block in toy.blocks[BOUNDARY + 1 :]:
+                h = block(h, c)
+            out = toy.head(h)
+            want.append(out)
+            x = x - 0.05 * out
+    for step, (a, b) in enumerate(zip(got, want)):
+        assert torch.allclose(a, b, atol=1e-6), f"step {step} differs"
+
+
+def test_observer_sees_generations_blocks_and_model_calls(toy, registry):
+    seen = {"gen": 0, "blocks": 0, "model": 0}
+
+    class CountingObserver(blockdance.Observer):
+        def on_generation(self, info):
+            seen["gen"] += 1
+
+        def on_block(self, ctx, slot, output):
+            seen["blocks"] += 1
+
+        def on_model(self, ctx, args, kwargs, output):
+            seen["model"] += 1
+            assert output.shape == args[0].shape
+
+    observer = CountingObserver()
+    with blockdance.attach(toy, "blockdance", N=2, registry=registry, num_steps=T) as h:
+        h.add_observer(observer)
+        run(toy, x0(), T)
+        h.remove_observer(observer)
+        run(toy, x0(), T)
+    assert seen == {"gen": 1, "blocks": T * DEPTH - 7 * (BOUNDARY + 1), "model": T}

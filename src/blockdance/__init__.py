@@ -48,6 +48,7 @@ from blockdance.errors import (
     UnknownPolicyError,
 )
 from blockdance.hookspecs import hookimpl
+from blockdance.observer import Observer
 from blockdance.policies import BlockDanceConfig, NoneConfig, ScheduleConfig
 from blockdance.policy import (
     Decision,
@@ -75,6 +76,7 @@ __all__ = [
     "Handle",
     "NoneConfig",
     "NumStepsRequiredError",
+    "Observer",
     "PluginClashError",
     "Policy",
     "PolicyConfig",

@@ -13,6 +13,7 @@ from torch import nn
 from blockdance._manager import Registry, default_registry
 from blockdance._runtime import Runtime
 from blockdance.architecture import ArchitectureSpec, BlockSlot
+from blockdance.observer import Observer
 from blockdance.policy import Policy, PolicyConfig
 from blockdance.stats import GenerationStats
 
@@ -90,6 +91,13 @@ class Handle:
     def cache_bytes(self) -> int:
         """Bytes held by the cache right now."""
         return self.runtime.cache_bytes
+
+    def add_observer(self, observer: Observer) -> None:
+        """Tell ``observer`` about generations, computed blocks and model calls."""
+        self.runtime.observers.append(observer)
+
+    def remove_observer(self, observer: Observer) -> None:
+        self.runtime.observers.remove(observer)
 
     def reset(self) -> None:
         """Free the cache and end the current generation; the next call starts a new one."""

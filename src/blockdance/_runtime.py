@@ -20,6 +20,7 @@ from torch import nn
 
 from blockdance.architecture import ArchitectureSpec, BlockSlot, State, timestep_value
 from blockdance.errors import AlreadyAttachedError, ReuseError, StaleCacheError
+from blockdance.observer import Observer
 from blockdance.policy import Decision, GenerationInfo, Policy, SlotInfo, StepContext
 from blockdance.stats import CallRecord, GenerationStats
 
@@ -105,6 +106,10 @@ class Runtime:
             )
         self.slot_info = tuple(SlotInfo(s.index, s.kind, s.name) for s in self.slots)
         self.boundaries: frozenset[int] = frozenset()
+        self.residual: dict[int, int] = {}  # boundary -> first block of its residual run
+        self._run_starts: frozenset[int] = frozenset()
+        self._run_inputs: dict[int, State] = {}  # inputs of residual-run starts, this call
+        self.observers: list[Observer] = []
 
         # per-generation state
         self.cache: dict[tuple[int, int], State] = {}
@@ -165,6 +170,15 @@ class Runtime:
         )
         self.policy.begin(info)
         self.boundaries = self.policy.boundaries()
+        self.residual = dict(self.policy.residual_runs())
+        if not set(self.residual) <= self.boundaries:
+            raise ReuseError(
+                f"policy {self.policy.name!r} lists residual runs ending at blocks "
+                f"{sorted(set(self.residual) - self.boundaries)} that are not in boundaries()"
+            )
+        self._run_starts = frozenset(self.residual.values())
+        for observer in self.observers:
+            observer.on_generation(info)
         self.stats = GenerationStats(
             num_steps=steps,
             num_blocks=len(self.slots),
@@ -223,6 +237,7 @@ class Runtime:
         self._record = []
         self.stats.calls.append(CallRecord(self._step, self._branch, t, self._record))
         self._open_run = None
+        self._run_inputs.clear()
 
     def _exit_call(self) -> None:
         if self._open_run is not None:
@@ -241,13 +256,18 @@ class Runtime:
             if self._in_call:  # re-entrant call (e.g. a model calling itself): pass through
                 return original(*args, **kwargs)
             self._enter_call(args, kwargs)
+            ctx = self.ctx
             self._in_call = True
             try:
                 out = original(*args, **kwargs)
             finally:
                 self._in_call = False
                 self.ctx = None
+                self._run_inputs.clear()
             self._exit_call()
+            if self.observers and ctx is not None:
+                for observer in self.observers:
+                    observer.on_model(ctx, args, kwargs, out)
             return out
 
         return forward
@@ -280,11 +300,16 @@ class Runtime:
             if decision is not _REUSE:
                 if self._open_run is not None:
                     self._exit_call()
+                if index in self._run_starts:
+                    self._run_inputs[index] = io.read_input(args, kwargs)
                 out = original(*args, **kwargs)
                 if index in self.boundaries and policy.keep(ctx, index):
-                    self._store(ctx.branch, index, io.to_state(out))
+                    self._keep(ctx.branch, index, io.to_state(out))
                 if observes:
                     policy.observe(ctx, index, out)
+                if self.observers:
+                    for observer in self.observers:
+                        observer.on_block(ctx, index, out)
                 return out
             current = io.read_input(args, kwargs)
             if index not in self.boundaries:
@@ -292,11 +317,30 @@ class Runtime:
                     self._open_run = index
                 return io.to_output(current, args, kwargs)  # skipped: pass the input through
             self._open_run = None
-            return io.to_output(self._cached(ctx, slot, current), args, kwargs)
+            cached = self._cached(ctx, slot, current)
+            if index in self.residual:  # residual reuse: current input + cached change
+                cached = tuple(
+                    c + d if isinstance(c, torch.Tensor) else c
+                    for c, d in zip(current, cached, strict=True)
+                )
+            return io.to_output(cached, args, kwargs)
 
         return forward
 
     # -- cache -------------------------------------------------------------------------
+    def _keep(self, branch: int, index: int, state: State) -> None:
+        """Keep a boundary's output, or its residual over the run when reused as one."""
+        start = self.residual.get(index)
+        if start is not None:
+            before = self._run_inputs.get(start)
+            if before is None:  # the run's first block did not compute in this call
+                return
+            state = tuple(
+                o - i if isinstance(o, torch.Tensor) else o
+                for o, i in zip(state, before, strict=True)
+            )
+        self._store(branch, index, state)
+
     def _store(self, branch: int, index: int, state: State) -> None:
         self.cache[(branch, index)] = state
         stats = self.stats

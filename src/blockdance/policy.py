@@ -126,6 +126,15 @@ class Policy(ABC, Generic[C]):
         """Blocks whose outputs the runtime must keep so that reuse can substitute them."""
         return frozenset()
 
+    def residual_runs(self) -> dict[int, int]:
+        """Boundaries reused as a residual: ``{boundary: first block of its run}``.
+
+        For these the runtime keeps ``output(boundary) - input(first)`` from the last
+        compute and, on reuse, adds it to the run's current input instead of substituting
+        the raw state. Other boundaries use output reuse (what the paper's BlockDance does).
+        """
+        return {}
+
     def keep(self, ctx: StepContext, slot: int) -> bool:
         """Whether to keep the output of boundary block ``slot`` computed at ``ctx``.
 
