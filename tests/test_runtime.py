@@ -439,3 +439,36 @@ def test_observer_sees_generations_blocks_and_model_calls(toy, registry):
         h.remove_observer(observer)
         run(toy, x0(), T)
     assert seen == {"gen": 1, "blocks": T * DEPTH - 7 * (BOUNDARY + 1), "model": T}
+
+
+class PartialResidual(ResidualSchedule):
+    """Reuses only blocks 2..BOUNDARY of a residual run cached over 0..BOUNDARY."""
+
+    def decide(self, ctx, slot):
+        return Decision.REUSE if ctx.step == 6 and 2 <= slot <= BOUNDARY else Decision.COMPUTE
+
+
+def test_residual_run_must_be_reused_whole(toy, registry):
+    with blockdance.attach(toy, PartialResidual(blockdance.NoneConfig()), registry=registry):
+        with pytest.raises(blockdance.ReuseError, match="reused whole"):
+            run(toy, x0(), 8)
+
+
+def test_policy_end_is_called_when_a_generation_ends(toy, registry):
+    ended = []
+
+    class Ending(blockdance.Policy[blockdance.NoneConfig]):
+        config_class = blockdance.NoneConfig
+
+        def decide(self, ctx, slot):
+            return Decision.COMPUTE
+
+        def end(self):
+            ended.append(True)
+
+    with blockdance.attach(toy, Ending(blockdance.NoneConfig()), registry=registry) as h:
+        with h.generation(num_steps=2):
+            run(toy, x0(), 2)
+        assert ended == [True]
+        run(toy, x0(), 2)
+    assert ended == [True, True]

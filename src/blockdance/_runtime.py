@@ -193,6 +193,8 @@ class Runtime:
         self._branch = 0
 
     def _end_generation(self) -> None:
+        if self._active:
+            self.policy.end()
         self._active = False
         self._explicit = False
         self.ctx = None
@@ -316,9 +318,17 @@ class Runtime:
                 if self._open_run is None:
                     self._open_run = index
                 return io.to_output(current, args, kwargs)  # skipped: pass the input through
+            run_start = index if self._open_run is None else self._open_run
             self._open_run = None
             cached = self._cached(ctx, slot, current)
             if index in self.residual:  # residual reuse: current input + cached change
+                if self.residual[index] != run_start:
+                    raise ReuseError(
+                        f"policy {self.policy.name!r} reused blocks {run_start}..{index} at "
+                        f"step {ctx.step}, but block {index}'s cached change was taken over "
+                        f"the run {self.residual[index]}..{index}: a residual run must be "
+                        "reused whole"
+                    )
                 cached = tuple(
                     c + d if isinstance(c, torch.Tensor) else c
                     for c, d in zip(current, cached, strict=True)

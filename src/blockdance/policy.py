@@ -118,6 +118,9 @@ class Policy(ABC, Generic[C]):
         """Called when a generation starts, before its first block runs."""
         self.info = info
 
+    def end(self) -> None:
+        """Called when a generation ends (reset, new generation, removal): free state."""
+
     @abstractmethod
     def decide(self, ctx: StepContext, slot: int) -> Decision:
         """Decide for block ``slot`` at the step described by ``ctx``."""
