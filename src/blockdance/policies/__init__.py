@@ -6,15 +6,30 @@ from collections.abc import Callable
 
 from blockdance.hookspecs import hookimpl
 from blockdance.policies.blockdance import BlockDanceConfig, BlockDancePolicy
+from blockdance.policies.deepcache import DeepCacheConfig, DeepCachePolicy
+from blockdance.policies.delta_dit import DeltaDiTConfig, DeltaDiTPolicy
+from blockdance.policies.first_block_cache import FirstBlockCacheConfig, FirstBlockCachePolicy
+from blockdance.policies.fora import ForaConfig, ForaPolicy
 from blockdance.policies.none import NoneConfig, NonePolicy
+from blockdance.policies.random_reuse import RandomConfig, RandomPolicy
 from blockdance.policies.schedule import ScheduleConfig, SchedulePolicy
 from blockdance.policy import Policy, PolicyConfig
 
 __all__ = [
     "BlockDanceConfig",
     "BlockDancePolicy",
+    "DeepCacheConfig",
+    "DeepCachePolicy",
+    "DeltaDiTConfig",
+    "DeltaDiTPolicy",
+    "FirstBlockCacheConfig",
+    "FirstBlockCachePolicy",
+    "ForaConfig",
+    "ForaPolicy",
     "NoneConfig",
     "NonePolicy",
+    "RandomConfig",
+    "RandomPolicy",
     "ScheduleConfig",
     "SchedulePolicy",
 ]
@@ -30,3 +45,8 @@ class BuiltinPolicies:
         register(NoneConfig, NonePolicy)
         register(BlockDanceConfig, BlockDancePolicy)
         register(ScheduleConfig, SchedulePolicy)
+        register(ForaConfig, ForaPolicy)
+        register(DeepCacheConfig, DeepCachePolicy)
+        register(DeltaDiTConfig, DeltaDiTPolicy)
+        register(FirstBlockCacheConfig, FirstBlockCachePolicy)
+        register(RandomConfig, RandomPolicy)

@@ -1,0 +1,89 @@
+"""The ``random`` policy: a control that reuses on randomly chosen steps.
+
+Not a published method: a baseline for comparisons. If a method's choice of *when* to
+reuse matters, it should keep closer to the full model than reusing the same blocks on
+the same number of steps picked at random (the BlockDance paper's claim against
+indiscriminate reuse).
+
+``fraction * num_steps`` steps, rounded half up (at most ``num_steps - 1``), are drawn without
+replacement from ``1..num_steps - 1`` by a generator seeded with ``seed``, so the set is
+the same for the same ``seed`` and step count. Step 0 always computes (nothing is cached
+yet). On a drawn step blocks ``0..boundary`` are reused, substituting the boundary's
+output from the last step that computed it (output reuse, as BlockDance). Needs the step
+count.
+"""
+
+from __future__ import annotations
+
+import random
+from typing import Literal
+
+from pydantic import Field
+
+from blockdance.policies._common import round_half_up
+from blockdance.policy import Decision, GenerationInfo, Policy, PolicyConfig, StepContext
+
+
+class RandomConfig(PolicyConfig):
+    """Configuration of the ``random`` policy."""
+
+    kind: Literal["random"] = "random"
+    fraction: float = Field(
+        0.5,
+        ge=0.0,
+        le=1.0,
+        description="Target share of the steps that reuse: fraction * num_steps steps rounded "
+        "half up, at most num_steps - 1 (step 0 always computes).",
+    )
+    seed: int = Field(0, description="Seed of the step draw; same seed and step count, same steps.")
+    boundary: int | None = Field(
+        None,
+        ge=0,
+        description="Last reused block (blocks 0..boundary are reused); None: the "
+        "architecture's default structural boundary.",
+    )
+
+
+def draw_steps(fraction: float, seed: int, num_steps: int) -> frozenset[int]:
+    """The reuse steps of the ``random`` policy.
+
+    Args:
+        fraction: Target share of the steps that reuse.
+        seed: Seed of the draw.
+        num_steps: Number of denoising steps.
+    """
+    count = min(round_half_up(fraction * num_steps), max(num_steps - 1, 0))
+    return frozenset(random.Random(seed).sample(range(1, num_steps), count))
+
+
+class RandomPolicy(Policy[RandomConfig]):
+    """Reuse blocks ``0..boundary`` on a seeded random subset of the steps."""
+
+    config_class = RandomConfig
+
+    def __init__(self, config: RandomConfig) -> None:
+        super().__init__(config)
+        self.boundary = -1
+        self.reuse_steps: frozenset[int] = frozenset()
+
+    def begin(self, info: GenerationInfo) -> None:
+        super().begin(info)
+        num_steps = self.require_num_steps(info)
+        cfg = self.config
+        boundary = info.default_boundary if cfg.boundary is None else cfg.boundary
+        if boundary >= info.num_blocks:
+            raise ValueError(
+                f"random boundary={boundary} is out of range: the model has {info.num_blocks} "
+                f"blocks (0..{info.num_blocks - 1}); the architecture default is "
+                f"{info.default_boundary}"
+            )
+        self.boundary = boundary
+        self.reuse_steps = draw_steps(cfg.fraction, cfg.seed, num_steps)
+
+    def decide(self, ctx: StepContext, slot: int) -> Decision:
+        if slot <= self.boundary and ctx.step in self.reuse_steps:
+            return Decision.REUSE
+        return Decision.COMPUTE
+
+    def boundaries(self) -> frozenset[int]:
+        return frozenset({self.boundary})
