@@ -14,7 +14,7 @@ from torch import nn
 
 import blockdance
 from blockdance import ArchitectureSpec, TensorIO, module_list_blocks, timestep_argument
-from blockdance.workload import GenerateRequest, Workload
+from blockdance.workload import Workload
 
 #: PixArt-α reuses later: 40%-95% of the trajectory (paper); DiT and Open-Sora 25%-95%.
 DIT_WINDOW = (0.25, 0.95)
@@ -77,22 +77,34 @@ PIXART_ALPHA = ArchitectureSpec(
 )
 
 
-def _random_dit_s2() -> Any:
-    from blockdance_dit.workloads import random_dit_s2
+def _lazy(attr: str) -> Callable[..., Any]:
+    """A function that imports ``blockdance_dit.workloads.<attr>`` when first called."""
 
-    return random_dit_s2()
+    def call(*args: Any, **kwargs: Any) -> Any:
+        from blockdance_dit import workloads
 
+        return getattr(workloads, attr)(*args, **kwargs)
 
-def _generate(target: Any, request: GenerateRequest) -> Any:
-    return target(request)
+    return call
 
 
 WORKLOADS = (
     Workload(
+        name="dit-tiny-shapes",
+        description="tiny DiT trained here on 32 px coloured shapes (12 blocks, 64 tokens), "
+        "DDIM with guidance; judged by the shipped probe",
+        build=_lazy("tiny_shapes_sampler"),
+        generate=_lazy("generate_images"),
+        num_steps=50,
+        scheduler="DDIM",
+        probe=_lazy("tiny_shapes_probe"),
+        images=True,
+    ),
+    Workload(
         name="dit-s2",
         description="DiT-S/2 (12 blocks, 64 tokens), random weights: latency and schedule only",
-        build=_random_dit_s2,
-        generate=_generate,
+        build=_lazy("random_dit_s2"),
+        generate=_lazy("generate_latents"),
         num_steps=50,
         scheduler="DDIM",
     ),

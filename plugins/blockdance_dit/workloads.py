@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import torch
 
-from blockdance.workload import GenerateRequest
+from blockdance.workload import GenerateRequest, QualityProbe
 from blockdance_dit.model import DiT, DiT_models
 from blockdance_dit.sampling import make_scheduler, sample_dit
 
@@ -54,3 +55,34 @@ def random_dit_s2() -> DiTSampler:
     torch.manual_seed(0)
     model = DiT_models["DiT-S/2"](input_size=16, num_classes=10, learn_sigma=False).eval()
     return DiTSampler(model, make_scheduler("ddim"))
+
+
+#: Guidance scale of the tiny shapes model (chosen on its probe accuracy, see its card).
+TINY_GUIDANCE = 3.0
+
+
+def tiny_shapes_sampler() -> DiTSampler:
+    """The shipped tiny DiT with DDIM and classifier-free guidance."""
+    from blockdance_dit.tiny import load_tiny_dit
+
+    return DiTSampler(load_tiny_dit(), make_scheduler("ddim"), guidance_scale=TINY_GUIDANCE)
+
+
+def tiny_shapes_labels(seeds: Sequence[int]) -> torch.Tensor:
+    """The class each seed asks for (``DiTSampler`` uses ``seed % num_classes``)."""
+    return torch.tensor([s % 16 for s in seeds])
+
+
+def tiny_shapes_probe() -> QualityProbe:
+    from blockdance.evaluation.shapes_probe import shapes_probe
+
+    return shapes_probe(labels=tiny_shapes_labels)
+
+
+def generate_images(target: DiTSampler, request: GenerateRequest) -> torch.Tensor:
+    """Pixel-space samples, clamped to [-1, 1]."""
+    return target(request).clamp(-1, 1)
+
+
+def generate_latents(target: DiTSampler, request: GenerateRequest) -> torch.Tensor:
+    return target(request)

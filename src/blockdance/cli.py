@@ -14,9 +14,10 @@ import torch
 from blockdance._attach import PolicyLike
 from blockdance._manager import default_registry
 from blockdance.compare import PolicyRun, compare_policies
-from blockdance.evaluation.metrics import psnr, ssim
+from blockdance.evaluation.metrics import class_accuracy, frechet_distance, psnr, ssim
+from blockdance.workload import Workload
 
-DEFAULT_WORKLOAD = "dit-s2"
+DEFAULT_WORKLOAD = "dit-tiny-shapes"
 
 
 def _frames(x: torch.Tensor) -> torch.Tensor:
@@ -37,37 +38,100 @@ def add_consistency_metrics(runs: Sequence[PolicyRun]) -> None:
         run.metrics["ideal"] = run.stats.saved_fraction
 
 
-def format_table(runs: Sequence[PolicyRun]) -> str:
-    """The demo's table as aligned text."""
-    header = (
-        f"{'policy':<18}{'latency s':>10}{'reduction':>11}{'ideal':>8}{'of ideal':>10}"
-        f"{'SSIM':>8}{'PSNR dB':>9}{'cache MiB':>11}"
-    )
-    lines = [header, "-" * len(header)]
+def add_quality_metrics(
+    runs: Sequence[PolicyRun], workload: Workload, seeds: Sequence[int], reference_size: int = 1024
+) -> None:
+    """FD-probe against real samples and class accuracy, when the workload has a probe."""
+    if workload.probe is None:
+        return
+    probe = workload.probe()
+    real = probe.features(probe.reference(max(reference_size, len(seeds))))
+    labels = probe.labels(seeds)
     for run in runs:
-        m = run.metrics
-        of_ideal = f"{m['reduction'] / m['ideal']:.0%}" if m["ideal"] > 0 else "-"
-        lines.append(
-            f"{run.label:<18}{run.latency:>10.3f}{m['reduction']:>11.1%}{m['ideal']:>8.1%}"
-            f"{of_ideal:>10}{m['ssim']:>8.4f}{m['psnr']:>9.2f}"
-            f"{run.stats.peak_cache_bytes / 2**20:>11.2f}"
-        )
+        x = run.samples.clamp(-1, 1)
+        run.metrics["fd_probe"] = frechet_distance(probe.features(x), real)
+        run.metrics["accuracy"] = class_accuracy(probe.logits(x), labels)
+
+
+COLUMNS = [
+    # (metric key, header, format)
+    ("latency", "latency s", "{:.3f}"),
+    ("reduction", "reduction", "{:.1%}"),
+    ("ideal", "ideal", "{:.1%}"),
+    ("of_ideal", "of ideal", "{:.0%}"),
+    ("ssim", "SSIM", "{:.4f}"),
+    ("psnr", "PSNR dB", "{:.2f}"),
+    ("fd_probe", "FD-probe", "{:.2f}"),
+    ("accuracy", "accuracy", "{:.3f}"),
+    ("cache_mib", "cache MiB", "{:.2f}"),
+]
+
+
+def format_table(runs: Sequence[PolicyRun]) -> str:
+    """The demo's table as aligned text (columns without values are left out)."""
+    rows = []
+    for run in runs:
+        m = dict(run.metrics, latency=run.latency, cache_mib=run.stats.peak_cache_bytes / 2**20)
+        if m.get("ideal", 0) > 0:
+            m["of_ideal"] = m["reduction"] / m["ideal"]
+        rows.append((run.label, m))
+    cols = [c for c in COLUMNS if any(c[0] in m for _, m in rows)]
+    widths = [max(len(h), 8) + 2 for _, h, _ in cols]
+    header = f"{'policy':<18}" + "".join(f"{h:>{w}}" for (_, h, _), w in zip(cols, widths))
+    lines = [header, "-" * len(header)]
+    for label, m in rows:
+        cells = [fmt.format(m[k]) if k in m else "-" for k, _, fmt in cols]
+        lines.append(f"{label:<18}" + "".join(f"{c:>{w}}" for c, w in zip(cells, widths)))
     return "\n".join(lines)
 
 
-def save_reuse_maps(runs: Sequence[PolicyRun], path: Path) -> Path | None:
-    """A PNG of each run's (step, block) map: computed vs reused."""
+def save_sample_grid(runs: Sequence[PolicyRun], path: Path, count: int = 8) -> Path | None:
+    """A PNG with one row per policy and the same seeds in each column."""
+    plt = _pyplot()
+    if plt is None:
+        return None
+    count = min(count, runs[0].samples.shape[0])
+    fig, axes = plt.subplots(
+        len(runs), count, figsize=(1.1 * count + 1.2, 1.15 * len(runs)), squeeze=False
+    )
+    for row, run in zip(axes, runs):
+        for col, ax in enumerate(row):
+            img = _frames(run.samples[col : col + 1])[0]  # first frame of a video
+            ax.imshow(
+                ((img.clamp(-1, 1) + 1) / 2).permute(1, 2, 0).float().numpy(),
+                interpolation="nearest",
+            )
+            ax.set_xticks([])
+            ax.set_yticks([])
+        row[0].set_ylabel(run.label, fontsize=8, rotation=0, ha="right", va="center")
+    fig.suptitle("same seeds, same noise: baseline and reuse policies", fontsize=9)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+def _pyplot() -> Any:
     try:
         import matplotlib
 
         matplotlib.use("Agg")
         import matplotlib.pyplot as plt
     except ImportError:
-        print("matplotlib is not installed: skipping the reuse map (pip install blockdance[plot])")
+        print("matplotlib is not installed: skipping pictures (pip install blockdance[plot])")
+        return None
+    return plt
+
+
+def save_reuse_maps(runs: Sequence[PolicyRun], path: Path) -> Path | None:
+    """A PNG of each run's (step, block) map: computed vs reused."""
+    plt = _pyplot()
+    if plt is None:
         return None
     fig, axes = plt.subplots(1, len(runs), figsize=(2.2 * len(runs), 4), squeeze=False)
     for ax, run in zip(axes[0], runs):
-        grid = torch.tensor(run.stats.reuse_map(), dtype=torch.float32)
+        grid = torch.tensor(run.stats.reuse_map(), dtype=torch.float32).numpy()
         ax.imshow(grid, aspect="auto", cmap="Greens", vmin=0, vmax=1, interpolation="nearest")
         ax.set_title(run.label, fontsize=9)
         ax.set_xlabel("block")
@@ -108,6 +172,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
         registry=registry,
     )
     add_consistency_metrics(runs)
+    add_quality_metrics(runs, workload, list(range(args.seeds)))
     print()
     print(format_table(runs))
     out = Path(args.out)
@@ -116,9 +181,12 @@ def cmd_demo(args: argparse.Namespace) -> int:
         {"policy": r.label, "latency_s": r.latency, **r.metrics, "stats": r.stats.to_dict()}
         for r in runs
     ]
+    written: list[Path | None] = [out / "demo.json"]
     (out / "demo.json").write_text(json.dumps(rows, indent=1))
-    png = save_reuse_maps(runs, out / "reuse_map.png")
-    print(f"\nwrote {out / 'demo.json'}" + (f" and {png}" if png else ""))
+    written.append(save_reuse_maps(runs, out / "reuse_map.png"))
+    if workload.images:
+        written.append(save_sample_grid(runs, out / "samples.png"))
+    print("\nwrote " + ", ".join(str(p) for p in written if p is not None))
     return 0
 
 
@@ -149,7 +217,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("demo", help="baseline against BlockDance N=2,3,4 on a workload")
     p.add_argument("--workload", default=DEFAULT_WORKLOAD, help="registered workload name")
-    p.add_argument("--seeds", type=int, default=16, help="number of samples (seeds 0..n-1)")
+    p.add_argument("--seeds", type=int, default=64, help="number of samples (seeds 0..n-1)")
     p.add_argument("--steps", type=int, default=None, help="denoising steps")
     p.add_argument("--n", type=int, nargs="*", default=[2, 3, 4], help="BlockDance N values")
     p.add_argument(
@@ -162,6 +230,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", default="outputs/demo", help="output folder")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     p.set_defaults(func=cmd_demo)
+    from blockdance.analysis.cli import add_commands
+
+    add_commands(sub)
     return parser
 
 

@@ -8,7 +8,7 @@ stays model-agnostic. Register one through
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -31,6 +31,23 @@ class GenerateRequest:
 
 
 @dataclass(frozen=True)
+class QualityProbe:
+    """How to judge a workload's samples: a probe network and real reference data.
+
+    Args:
+        features: Samples ``(N, C, H, W)`` -> probe features ``(N, D)`` (for FD-probe).
+        logits: Samples -> class logits ``(N, K)`` (for class accuracy).
+        labels: Seeds -> the class each seed was asked to generate ``(N,)``.
+        reference: ``n`` -> ``n`` real samples from the training distribution.
+    """
+
+    features: Callable[[torch.Tensor], torch.Tensor]
+    logits: Callable[[torch.Tensor], torch.Tensor]
+    labels: Callable[[Sequence[int]], torch.Tensor]
+    reference: Callable[[int], torch.Tensor]
+
+
+@dataclass(frozen=True)
 class Workload:
     """A model and its sampler.
 
@@ -42,6 +59,9 @@ class Workload:
             in [-1, 1] or latents) or ``(N, F, C, H, W)`` for video, one per seed.
         num_steps: Default number of steps.
         scheduler: Name of the sampler, for reports.
+        probe: Returns a :class:`QualityProbe` (loaded lazily), or None when the samples
+            cannot be judged (random weights).
+        images: Whether samples are images in [-1, 1] (worth showing as pictures).
     """
 
     name: str
@@ -50,3 +70,5 @@ class Workload:
     generate: Callable[[Any, GenerateRequest], torch.Tensor]
     num_steps: int = 50
     scheduler: str = ""
+    probe: Callable[[], QualityProbe] | None = None
+    images: bool = False

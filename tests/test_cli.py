@@ -1,0 +1,58 @@
+"""The command line: list and demo (on the random-weight workload, few seeds and steps)."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from blockdance.cli import main
+
+
+def test_list_shows_plugins_policies_workloads(capsys):
+    assert main(["list"]) == 0
+    out = capsys.readouterr().out
+    for word in ("dit", "pixart-alpha", "blockdance", "schedule", "dit-s2", "DiT-XL/2"):
+        assert word in out
+
+
+def test_demo_writes_table_json_and_map(tmp_path, capsys):
+    out = tmp_path / "demo"
+    code = main(
+        [
+            "demo",
+            "--workload",
+            "dit-s2",
+            "--seeds",
+            "2",
+            "--steps",
+            "8",
+            "--repeats",
+            "1",
+            "--n",
+            "2",
+            "--policy",
+            '{"kind": "schedule", "reuse": {"5": "0-3"}}',
+            "--quiet",
+            "--out",
+            str(out),
+        ]
+    )
+    assert code == 0
+    text = capsys.readouterr().out
+    assert "blockdance N=2" in text and "schedule" in text and "reduction" in text
+    rows = json.loads((out / "demo.json").read_text())
+    assert [r["policy"] for r in rows] == ["baseline", "blockdance N=2", "schedule"]
+    assert rows[0]["ssim"] == pytest.approx(1.0)
+    # 8 steps, window 25%-95% -> steps 2..7, N=2 reuses 3, 5, 7: blocks 0..8 of 12
+    assert rows[1]["stats"]["reused_blocks"] == 3 * 9
+    assert rows[1]["ideal"] == pytest.approx(27 / 96)
+    assert rows[2]["stats"]["reused_blocks"] == 4
+    assert (out / "reuse_map.png").stat().st_size > 1000
+
+
+def test_demo_unknown_workload_lists_registered():
+    from blockdance.errors import UnknownModelError
+
+    with pytest.raises(UnknownModelError, match="dit-s2"):
+        main(["demo", "--workload", "nope"])
