@@ -30,7 +30,8 @@ def tests(session: nox.Session) -> None:
     install(session, "-e", ".[test]")
     install(session, "-e", EXAMPLE_PLUGIN)
     session.env["OMP_NUM_THREADS"] = session.env.get("OMP_NUM_THREADS", "2")
-    session.run("pytest", *(session.posargs or ["-q"]))
+    # the slow marker is deselected by plain `pytest`; CI runs it too
+    session.run("pytest", *(session.posargs or ["-q", "-m", "slow or not slow"]))
 
 
 @nox.session(python=PYTHON)

@@ -39,6 +39,7 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--depth", type=int, default=TinyDiTConfig.depth)
     p.add_argument("--heads", type=int, default=TinyDiTConfig.num_heads)
     p.add_argument("--mlp-ratio", type=float, default=TinyDiTConfig.mlp_ratio)
+    p.add_argument("--min-snr", type=float, default=TrainConfig.min_snr)
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--out", type=Path, default=DEFAULT_WEIGHTS)
     args = p.parse_args(argv)
@@ -48,7 +49,11 @@ def main(argv: list[str] | None = None) -> None:
         hidden_size=args.hidden, depth=args.depth, num_heads=args.heads, mlp_ratio=args.mlp_ratio
     )
     cfg = TrainConfig(
-        steps=args.steps, batch_size=args.batch_size, lr=args.lr, max_minutes=args.max_minutes
+        steps=args.steps,
+        batch_size=args.batch_size,
+        lr=args.lr,
+        max_minutes=args.max_minutes,
+        min_snr=args.min_snr,
     )
 
     def batch(n: int, seed: int, start: int) -> tuple[torch.Tensor, torch.Tensor]:
