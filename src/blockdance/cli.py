@@ -17,7 +17,7 @@ from blockdance.compare import PolicyRun, compare_policies
 from blockdance.evaluation.metrics import class_accuracy, frechet_distance, psnr, ssim
 from blockdance.workload import Workload
 
-DEFAULT_WORKLOAD = "dit-tiny-shapes"
+DEFAULT_WORKLOAD = "dit-s2"
 
 
 def _frames(x: torch.Tensor) -> torch.Tensor:
@@ -217,7 +217,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("demo", help="baseline against BlockDance N=2,3,4 on a workload")
     p.add_argument("--workload", default=DEFAULT_WORKLOAD, help="registered workload name")
-    p.add_argument("--seeds", type=int, default=64, help="number of samples (seeds 0..n-1)")
+    p.add_argument("--seeds", type=int, default=16, help="number of samples (seeds 0..n-1)")
     p.add_argument("--steps", type=int, default=None, help="denoising steps")
     p.add_argument("--n", type=int, nargs="*", default=[2, 3, 4], help="BlockDance N values")
     p.add_argument(
