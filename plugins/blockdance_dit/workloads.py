@@ -54,6 +54,12 @@ def random_dit_s2() -> DiTSampler:
     """DiT-S/2 with random weights on 16x16 latents (64 tokens), DDIM."""
     torch.manual_seed(0)
     model = DiT_models["DiT-S/2"](input_size=16, num_classes=10, learn_sigma=False).eval()
+    # adaLN-Zero makes a freshly initialised DiT's blocks identities, so reuse would change
+    # nothing; give the zero-initialised weights small random values so blocks matter
+    with torch.no_grad():
+        for p in model.parameters():
+            if not p.any():
+                p.normal_(0.0, 0.02)
     return DiTSampler(model, make_scheduler("ddim"))
 
 

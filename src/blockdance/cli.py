@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -160,6 +161,12 @@ def cmd_demo(args: argparse.Namespace) -> int:
     workload = registry.workload(args.workload)
     steps = args.steps or workload.num_steps
     torch.set_num_threads(args.threads) if args.threads else None
+    load, cores = os.getloadavg()[0], os.cpu_count() or 1
+    if load > cores - 0.5:
+        print(
+            f"warning: the machine is busy (load {load:.1f} on {cores} cores): latencies will "
+            "be noisy; try --threads 1 or run when it is idle"
+        )
     print(f"workload {workload.name}: {workload.description}")
     print(f"{args.seeds} seeds, {steps} {workload.scheduler} steps, {args.repeats} repeat(s)\n")
     runs = compare_policies(
