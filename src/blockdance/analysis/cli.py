@@ -14,11 +14,10 @@ from blockdance._manager import default_registry
 from blockdance.analysis.calibrate import SSIM_THRESHOLD, WINDOW_END, calibrate, settle_step
 from blockdance.analysis.plots import save_heatmap, save_surface, save_x0_curve
 from blockdance.analysis.trace import Trace, record_trace
+from blockdance.cli import DEFAULT_WORKLOAD
 from blockdance.policies.blockdance import window_steps
 
 __all__ = ["add_commands", "cmd_analyze", "cmd_calibrate"]
-
-DEFAULT_WORKLOAD = "dit-tiny-shapes"
 
 
 def _run_trace(args: argparse.Namespace) -> Trace:
