@@ -8,7 +8,6 @@ reuse that does not use the runtime.
 from __future__ import annotations
 
 import sys
-from collections import Counter
 from collections.abc import Callable
 
 import pytest
@@ -16,7 +15,7 @@ import torch
 from pydantic import ValidationError
 
 import blockdance
-from toymodel import ToyDenoiser, run, timesteps
+from toymodel import ToyDenoiser, count_computes, run, timesteps
 
 T = 20
 DEPTH = 8
@@ -26,20 +25,6 @@ DEFAULT_BOUNDARY = 5  # toy: round(21/28 * 8) - 1
 ZOO = ("fora", "deepcache", "delta-dit", "first-block-cache", "random")
 
 Run = tuple[int, int]  # (first block, last block) of a reused run
-
-
-def count_computes(model: ToyDenoiser) -> Counter[int]:
-    """Wrap each block's forward (before attach) to count real executions."""
-    counts: Counter[int] = Counter()
-    for i, block in enumerate(model.blocks):
-        original = block.forward
-
-        def counted(x: torch.Tensor, c: torch.Tensor, i: int = i, f=original) -> torch.Tensor:
-            counts[i] += 1
-            return f(x, c)
-
-        block.forward = counted
-    return counts
 
 
 def x0(batch: int = 2, tokens: int = 4, seed: int = 1) -> torch.Tensor:

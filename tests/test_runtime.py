@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 import inspect
-from collections import Counter
 
 import pytest
 import torch
 
 import blockdance
 from blockdance import Decision
-from toymodel import ToyDenoiser, run, timesteps
+from toymodel import ToyDenoiser, count_computes, run, timesteps
 
 T = 20
 DEPTH = 8
@@ -21,20 +20,6 @@ EXPECTED_REUSE_STEPS = {
     3: {6, 7, 9, 10, 12, 13, 15, 16, 18},
     4: {6, 7, 8, 10, 11, 12, 14, 15, 16, 18},
 }
-
-
-def count_computes(model: ToyDenoiser) -> Counter[int]:
-    """Wrap each block's forward (before attach) to count real executions."""
-    counts: Counter[int] = Counter()
-    for i, block in enumerate(model.blocks):
-        original = block.forward
-
-        def counted(x: torch.Tensor, c: torch.Tensor, i: int = i, f=original) -> torch.Tensor:
-            counts[i] += 1
-            return f(x, c)
-
-        block.forward = counted
-    return counts
 
 
 def x0(batch: int = 2, tokens: int = 4) -> torch.Tensor:

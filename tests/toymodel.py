@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Callable
 
 import torch
@@ -82,3 +83,17 @@ def run(
             outs.append(out)
             x = x - 0.05 * out if update is None else update(x, out)
     return outs
+
+
+def count_computes(model: ToyDenoiser) -> Counter[int]:
+    """Wrap each block's forward (before attach) to count real executions."""
+    counts: Counter[int] = Counter()
+    for i, block in enumerate(model.blocks):
+        original = block.forward
+
+        def counted(x: torch.Tensor, c: torch.Tensor, i: int = i, f=original) -> torch.Tensor:
+            counts[i] += 1
+            return f(x, c)
+
+        block.forward = counted
+    return counts

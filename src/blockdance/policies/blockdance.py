@@ -14,6 +14,7 @@ from typing import Literal
 
 from pydantic import Field, field_validator
 
+from blockdance.policies._common import resolve_boundary
 from blockdance.policy import Decision, GenerationInfo, Policy, PolicyConfig, StepContext
 
 
@@ -70,13 +71,7 @@ class BlockDancePolicy(Policy[BlockDanceConfig]):
         super().begin(info)
         num_steps = self.require_num_steps(info)
         cfg = self.config
-        boundary = info.default_boundary if cfg.boundary is None else cfg.boundary
-        if boundary >= info.num_blocks:
-            raise ValueError(
-                f"blockdance boundary={boundary} is out of range: the model has "
-                f"{info.num_blocks} blocks (0..{info.num_blocks - 1}); the architecture "
-                f"default is {info.default_boundary}"
-            )
+        boundary = resolve_boundary(info, cfg.boundary, "blockdance")
         window = info.default_window if cfg.window is None else cfg.window
         steps = window_steps(window, num_steps)
         self.boundary = boundary

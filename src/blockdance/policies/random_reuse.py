@@ -20,7 +20,7 @@ from typing import Literal
 
 from pydantic import Field
 
-from blockdance.policies._common import round_half_up
+from blockdance.policies._common import resolve_boundary, round_half_up
 from blockdance.policy import Decision, GenerationInfo, Policy, PolicyConfig, StepContext
 
 
@@ -70,13 +70,7 @@ class RandomPolicy(Policy[RandomConfig]):
         super().begin(info)
         num_steps = self.require_num_steps(info)
         cfg = self.config
-        boundary = info.default_boundary if cfg.boundary is None else cfg.boundary
-        if boundary >= info.num_blocks:
-            raise ValueError(
-                f"random boundary={boundary} is out of range: the model has {info.num_blocks} "
-                f"blocks (0..{info.num_blocks - 1}); the architecture default is "
-                f"{info.default_boundary}"
-            )
+        boundary = resolve_boundary(info, cfg.boundary, "random")
         self.boundary = boundary
         self.reuse_steps = draw_steps(cfg.fraction, cfg.seed, num_steps)
 
