@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 from dataclasses import asdict
 from pathlib import Path
 
@@ -40,7 +41,12 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--heads", type=int, default=TinyDiTConfig.num_heads)
     p.add_argument("--mlp-ratio", type=float, default=TinyDiTConfig.mlp_ratio)
     p.add_argument("--min-snr", type=float, default=TrainConfig.min_snr)
+    p.add_argument("--warmup", type=int, default=TrainConfig.warmup)
+    p.add_argument("--ema-decay", type=float, default=TrainConfig.ema_decay)
+    p.add_argument("--seed", type=int, default=TrainConfig.seed)
     p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--device", default="cpu", help="e.g. cuda, for hyper-parameter sweeps")
+    p.add_argument("--no-progress", action="store_true")
     p.add_argument("--out", type=Path, default=DEFAULT_WEIGHTS)
     args = p.parse_args(argv)
     torch.set_num_threads(args.threads)
@@ -54,14 +60,20 @@ def main(argv: list[str] | None = None) -> None:
         lr=args.lr,
         max_minutes=args.max_minutes,
         min_snr=args.min_snr,
+        warmup=args.warmup,
+        ema_decay=args.ema_decay,
+        seed=args.seed,
     )
 
     def batch(n: int, seed: int, start: int) -> tuple[torch.Tensor, torch.Tensor]:
         images, labels, _ = make_batch(n, seed=seed, image_size=model_cfg.input_size, start=start)
         return images, labels
 
-    model, log = train_tiny_dit(model_cfg, cfg, batch)
-    meta = {"train": asdict(cfg), "log": log, "command": "python scripts/train_tiny_dit.py"}
+    model, log = train_tiny_dit(
+        model_cfg, cfg, batch, progress=not args.no_progress, device=args.device
+    )
+    command = "python scripts/train_tiny_dit.py " + " ".join(sys.argv[1:] if argv is None else argv)
+    meta = {"train": asdict(cfg), "log": log, "command": command.strip()}
     save_tiny_dit(model, model_cfg, args.out, meta)
     print(json.dumps(log, indent=1))
     print(f"wrote {args.out}")

@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import math
 import time
+from collections import deque
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -92,6 +93,7 @@ def train_tiny_dit(
     make_batch: Callable[[int, int, int], tuple[torch.Tensor, torch.Tensor]],
     *,
     progress: bool = True,
+    device: str | torch.device = "cpu",
 ) -> tuple[DiT, dict[str, Any]]:
     """Train with eps-prediction on freshly rendered batches; return the EMA model.
 
@@ -101,18 +103,21 @@ def train_tiny_dit(
         make_batch: ``make_batch(n, seed, start)`` returns images (n, 3, H, W) in [-1, 1]
             and labels (n,).
         progress: Show a progress bar with the loss.
+        device: Where to train. Random draws stay on the CPU generator, so a run's
+            data, timesteps and noise are the same on any device.
 
     Returns:
-        The EMA model (eval mode) and a log: steps run, wall time, final losses.
+        The EMA model (eval mode, on the CPU) and a log: steps run, wall time, final losses.
     """
     torch.manual_seed(cfg.seed)
-    model = model_cfg.build().train()
-    ema = model_cfg.build().eval().requires_grad_(False)
+    model = model_cfg.build().to(device).train()
+    ema = model_cfg.build().to(device).eval().requires_grad_(False)
     ema.load_state_dict(model.state_dict())
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=0.0)
-    abar = linear_alphas_cumprod()
+    abar = linear_alphas_cumprod()  # (T,) on the CPU
     gen = torch.Generator().manual_seed(cfg.seed + 1)
-    start, losses = time.perf_counter(), []
+    start = time.perf_counter()
+    recent: deque[torch.Tensor] = deque(maxlen=100)  # detached losses: no sync per step
     bar = tqdm(range(cfg.steps), desc="train tiny DiT", disable=not progress)
     step = 0
     for step in bar:
@@ -120,6 +125,7 @@ def train_tiny_dit(
         t = torch.randint(0, len(abar), (x0.shape[0],), generator=gen)
         noise = torch.randn(x0.shape, generator=gen)
         a = abar[t].view(-1, 1, 1, 1)
+        x0, noise, a, t, y = (v.to(device) for v in (x0, noise, a, t, y))
         xt = a.sqrt() * x0 + (1 - a).sqrt() * noise
         per_sample = F.mse_loss(model(xt, t, y), noise, reduction="none").mean(dim=(1, 2, 3))
         if cfg.min_snr > 0:
@@ -134,20 +140,20 @@ def train_tiny_dit(
         opt.step()
         decay = min(cfg.ema_decay, (1 + step) / (10 + step))
         with torch.no_grad():
-            for pe, pm in zip(ema.parameters(), model.parameters(), strict=True):
-                pe.lerp_(pm, 1 - decay)
-        losses.append(loss.item())
-        if step % 10 == 0:
-            bar.set_postfix(loss=f"{sum(losses[-50:]) / len(losses[-50:]):.4f}")
+            torch._foreach_lerp_(list(ema.parameters()), list(model.parameters()), 1 - decay)
+        recent.append(loss.detach())
+        if step % 10 == 0 and progress:
+            bar.set_postfix(loss=f"{float(torch.stack(list(recent)[-50:]).mean()):.4f}")
         if time.perf_counter() - start > cfg.max_minutes * 60:
             break
     log = {
         "steps_run": step + 1,
         "wall_minutes": (time.perf_counter() - start) / 60,
         "samples_seen": (step + 1) * cfg.batch_size,
-        "final_loss_avg100": sum(losses[-100:]) / len(losses[-100:]),
+        "final_loss_avg100": float(torch.stack(list(recent)).mean()),
+        "device": str(device),
     }
-    return ema, log
+    return ema.cpu(), log
 
 
 def save_tiny_dit(model: DiT, model_cfg: TinyDiTConfig, path: Path, meta: dict[str, Any]) -> None:
