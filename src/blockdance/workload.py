@@ -14,6 +14,9 @@ from typing import Any
 
 import torch
 
+#: The workload ``blockdance demo``, ``bench``, ``analyze`` and ``calibrate`` use by default.
+DEFAULT_WORKLOAD = "dit-s2"
+
 
 @dataclass(frozen=True)
 class GenerateRequest:
