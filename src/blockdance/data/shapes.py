@@ -176,10 +176,10 @@ def _lerp(lo: float, hi: float, u: Tensor) -> Tensor:
 
 _N_SLOTS = 32
 # Shape half-extent as a fraction of the image size (stills, videos).
-_SIZE_IMAGE = (0.18, 0.34)
+_SIZE_IMAGE = (0.22, 0.36)
 _SIZE_VIDEO = (0.14, 0.24)
 _TRIANGLE_R = 1.2  # triangle circumradius / half-extent: similar area to the other shapes
-_CROSS_T = 0.36  # cross arm half-thickness / half-extent
+_CROSS_T = 0.42  # cross arm half-thickness / half-extent
 _SQUARE_S = 0.85  # square half-side / half-extent
 
 
