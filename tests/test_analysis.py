@@ -410,6 +410,15 @@ def test_settle_step():
     assert settle_step(synthetic_trace(), 0.9) == 6
     assert settle_step(synthetic_trace(), 0.8) == 4
     assert settle_step(synthetic_trace(), 0.99) is None
+
+
+def test_settle_step_ignores_steps_after_the_latest_window_end():
+    """A sharp last step (strong guidance) does not hide a structure settled long before."""
+    trace = synthetic_trace()
+    trace.x0_ssim[0, -1] = 0.5  # step 19 of 20; the latest window stop at 95% is 19
+    assert settle_step(trace, 0.9) is None
+    assert settle_step(trace, 0.9, end=0.95) == 6
+    assert calibrate(trace, n=2, ssim_threshold=0.9).settle_step == 6
     assert settle_step(synthetic_trace(x0=False)) is None
 
 

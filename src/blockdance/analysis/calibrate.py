@@ -3,7 +3,8 @@
 The rule (docs/analysis.md has the reasoning):
 
 1. **Settle step** ``s*``: the first step from which the SSIM between adjacent steps'
-   x̂₀ stays at or above ``ssim_threshold`` until the end (the structure has settled).
+   x̂₀ stays at or above ``ssim_threshold`` until the latest window end (the structure has
+   settled).
    Without x̂₀ numbers, the architecture's default window start is used instead.
 2. **Candidates**: ``N`` is given; a window ``[start, stop)`` of steps with ``start >= s*``
    and ``stop <= ceil(end * S)`` (``end`` defaults to the paper's 95%), ending right after one
@@ -166,13 +167,22 @@ class Calibration:
         return "\n".join(lines)
 
 
-def settle_step(trace: Trace, threshold: float = SSIM_THRESHOLD) -> int | None:
-    """First step ``s`` such that x̂₀ SSIM(s'−1, s') >= threshold for every ``s' >= s``.
+def settle_step(trace: Trace, threshold: float = SSIM_THRESHOLD, end: float = 1.0) -> int | None:
+    """First step ``s`` such that x̂₀ SSIM(s'−1, s') >= threshold for every later ``s'``
+    before the latest window stop ``ceil(end × S)``.
 
-    Steps without a number (step 0) are skipped. None when there are no x̂₀ numbers or the
-    last step is below the threshold.
+    Steps at or after that stop never reuse, so a sharp final denoising step (common with
+    strong guidance) does not hide a structure that settled long before. Steps without a
+    number (step 0) are skipped. None when there are no x̂₀ numbers or the last counted step
+    is below the threshold.
+
+    Args:
+        trace: A recorded trace.
+        threshold: x̂₀ SSIM that counts as settled.
+        end: Latest window end as a fraction of the steps (1.0: every step counts).
     """
-    curve = trace.x0_curve()
+    stop = window_steps((0.0, end), trace.num_steps).stop
+    curve = trace.x0_curve()[:stop]
     known = [s for s in range(len(curve)) if not np.isnan(curve[s])]
     if not known or curve[known[-1]] < threshold:
         return None
@@ -310,13 +320,13 @@ def calibrate(
     steps = trace.num_steps
     default_boundary = min(trace.default_boundary, trace.num_blocks - 2)
     default = evaluate_config(trace, n, default_boundary, trace.default_window)
-    settled = settle_step(trace, ssim_threshold)
+    settled = settle_step(trace, ssim_threshold, end)
     if settled is None:
         first = window_steps(trace.default_window, steps).start
         why = (
             "no x̂₀ numbers in the trace"
             if np.isnan(trace.x0_curve()).all()
-            else f"x̂₀ SSIM does not stay above {ssim_threshold:g} up to the last step"
+            else f"x̂₀ SSIM does not stay above {ssim_threshold:g} up to the window's latest end"
         )
         notes.append(f"{why}: windows start no earlier than the default start, step {first}")
     else:

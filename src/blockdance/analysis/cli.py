@@ -42,7 +42,7 @@ def describe(trace: Trace, threshold: float = SSIM_THRESHOLD) -> str:
     """A few lines of what the trace shows: where structure settles, which blocks change
     least inside the default window."""
     lines = []
-    settled = settle_step(trace, threshold)
+    settled = settle_step(trace, threshold, WINDOW_END)
     curve = trace.x0_curve()
     if np.isnan(curve).all():
         lines.append("x̂₀: not measured")
@@ -66,7 +66,7 @@ def cmd_analyze(args: argparse.Namespace) -> int:
     trace = _run_trace(args)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    settled = settle_step(trace, args.ssim_threshold)
+    settled = settle_step(trace, args.ssim_threshold, WINDOW_END)
     written: list[Path | None] = [
         Path(trace.to_csv(out / "trace.csv")),
         out / "trace.json",
