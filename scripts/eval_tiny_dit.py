@@ -15,6 +15,7 @@ from pathlib import Path
 
 import torch
 
+from blockdance.data.shapes import COLORS, SHAPES
 from blockdance.evaluation.metrics import class_accuracy, frechet_distance
 from blockdance.workload import GenerateRequest
 from blockdance_dit.sampling import make_scheduler
@@ -62,12 +63,25 @@ def main(argv: list[str] | None = None) -> None:
             images = sampler(request).clamp(-1, 1).cpu()
         seconds = time.perf_counter() - start
         grids.append(images[:32])
-        acc = class_accuracy(probe.logits(images), probe.labels(seeds))
+        logits, labels = probe.logits(images), probe.labels(seeds)
+        acc = class_accuracy(logits, labels)
+        shape_pred, shape_true = logits.argmax(1) // len(COLORS), labels // len(COLORS)
+        per_shape = {
+            name: float((shape_pred[shape_true == k] == k).float().mean())
+            for k, name in enumerate(SHAPES)
+        }
         fd = frechet_distance(probe.features(images), real)
         results["runs"].append(
-            {"guidance": scale, "accuracy": acc, "fd_probe": fd, "seconds": seconds}
+            {
+                "guidance": scale,
+                "accuracy": acc,
+                "shape_accuracy": per_shape,
+                "fd_probe": fd,
+                "seconds": seconds,
+            }
         )
-        print(f"guidance {scale}: accuracy {acc:.3f}, FD-probe {fd:.2f}, {seconds:.1f} s")
+        shapes = ", ".join(f"{k} {v:.2f}" for k, v in per_shape.items())
+        print(f"guidance {scale}: accuracy {acc:.3f} ({shapes}), FD-probe {fd:.2f}, {seconds:.0f}s")
     if args.grid is not None:
         save_grid(grids, args.grid)
         print(f"wrote {args.grid}")

@@ -56,3 +56,16 @@ def test_demo_unknown_workload_lists_registered():
 
     with pytest.raises(UnknownModelError, match="dit-s2"):
         main(["demo", "--workload", "nope"])
+
+
+def test_demo_on_the_shipped_tiny_dit_shows_quality_and_pictures(tmp_path, capsys):
+    out = tmp_path / "demo"
+    args = ["demo", "--seeds", "4", "--steps", "10", "--repeats", "1", "--n", "2", "--quiet"]
+    assert main([*args, "--out", str(out)]) == 0
+    text = capsys.readouterr().out
+    assert "dit-tiny-shapes" in text and "FD-probe" in text and "accuracy" in text
+    rows = json.loads((out / "demo.json").read_text())
+    assert [r["policy"] for r in rows] == ["baseline", "blockdance N=2"]
+    assert 0 <= rows[0]["accuracy"] <= 1 and rows[1]["fd_probe"] > 0
+    assert rows[1]["stats"]["reused_blocks"] > 0 and rows[1]["ssim"] < 1.0
+    assert (out / "samples.png").stat().st_size > 1000

@@ -36,7 +36,7 @@ class TinyDiTConfig:
     patch_size: int = 4
     in_channels: int = 3
     hidden_size: int = 128
-    depth: int = 12
+    depth: int = 8
     num_heads: int = 4
     mlp_ratio: float = 2.0
     class_dropout_prob: float = 0.1
@@ -63,10 +63,10 @@ class TrainConfig:
             step t is weighted by ``min(SNR_t, gamma) / SNR_t``; 0 turns it off.
     """
 
-    steps: int = 4600
+    steps: int = 5800
     batch_size: int = 64
-    lr: float = 1e-3
-    warmup: int = 100
+    lr: float = 6e-3
+    warmup: int = 300
     ema_decay: float = 0.998
     seed: int = 0
     max_minutes: float = 38.0

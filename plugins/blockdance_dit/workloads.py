@@ -64,7 +64,7 @@ def random_dit_s2() -> DiTSampler:
 
 
 #: Guidance scale of the tiny shapes model (chosen on its probe accuracy, see its card).
-TINY_GUIDANCE = 3.0
+TINY_GUIDANCE = 8.0
 
 
 def tiny_shapes_sampler() -> DiTSampler:

@@ -15,7 +15,7 @@ from typing import Any
 import torch
 
 #: The workload ``blockdance demo``, ``bench``, ``analyze`` and ``calibrate`` use by default.
-DEFAULT_WORKLOAD = "dit-s2"
+DEFAULT_WORKLOAD = "dit-tiny-shapes"
 
 
 @dataclass(frozen=True)
