@@ -1,0 +1,416 @@
+"""The MMDiT plugin on diffusers' SD3 and Flux transformers and pipelines (offline, tiny)."""
+
+from __future__ import annotations
+
+import functools
+from collections import Counter
+from typing import Any
+
+import numpy as np
+import pytest
+import torch
+from diffusers import (
+    AutoencoderKL,
+    DiTTransformer2DModel,
+    FlowMatchEulerDiscreteScheduler,
+    FluxPipeline,
+    FluxTransformer2DModel,
+    SD3Transformer2DModel,
+    StableDiffusion3Pipeline,
+)
+from torch import nn
+
+import blockdance
+from blockdance import TensorIO
+from blockdance.testing import ArchitectureChecks, trajectory
+from blockdance_mmdit.streams import JOINT, single_stream_io
+
+STEPS = 10
+DEPTH = 4  # SD3: 4 joint blocks; Flux: 2 double-stream + 2 single-stream blocks
+BOUNDARY = 2  # round(21/28 * 4) - 1; for Flux, single-stream block 0
+TXT = 6  # text tokens
+DIM = 16  # token width (2 heads x 8)
+# window 25%-95% of 10 steps = steps 3..9; groups of N start at 3
+REUSE_STEPS = {2: (4, 6, 8), 3: (4, 5, 7, 8)}
+
+
+# -- tiny models and one-step calls ----------------------------------------------------------
+def tiny_sd3() -> SD3Transformer2DModel:
+    torch.manual_seed(0)
+    return SD3Transformer2DModel(
+        sample_size=8,
+        patch_size=1,
+        in_channels=4,
+        num_layers=DEPTH,
+        attention_head_dim=8,
+        num_attention_heads=2,
+        joint_attention_dim=12,
+        caption_projection_dim=DIM,
+        pooled_projection_dim=8,
+        out_channels=4,
+        pos_embed_max_size=8,
+    ).eval()
+
+
+def tiny_flux() -> FluxTransformer2DModel:
+    torch.manual_seed(0)
+    return FluxTransformer2DModel(
+        patch_size=1,
+        in_channels=4,
+        num_layers=2,
+        num_single_layers=2,
+        attention_head_dim=8,
+        num_attention_heads=2,
+        joint_attention_dim=12,
+        pooled_projection_dim=8,
+        axes_dims_rope=(2, 2, 4),
+    ).eval()
+
+
+def sd3_call(model: nn.Module, t: int, branches: int = 1) -> torch.Tensor:
+    """One step: ``branches`` separate calls (e.g. cond, uncond) of batch 2 at timestep t."""
+    outs = []
+    for b in range(branches):
+        g = torch.Generator().manual_seed(t + 1000 * b)
+        outs.append(
+            model(
+                hidden_states=torch.randn(2, 4, 8, 8, generator=g),  # (N, C, H, W)
+                encoder_hidden_states=torch.randn(2, TXT, 12, generator=g),  # (N, T_txt, C_txt)
+                pooled_projections=torch.randn(2, 8, generator=g),
+                timestep=torch.full((2,), float(t)),
+            ).sample
+        )
+    return torch.cat(outs)
+
+
+def _image_ids(h: int, w: int) -> torch.Tensor:
+    ids = torch.zeros(h, w, 3)
+    ids[..., 1] = torch.arange(h)[:, None]
+    ids[..., 2] = torch.arange(w)[None, :]
+    return ids.reshape(h * w, 3)  # (T_img, 3)
+
+
+def flux_call(model: nn.Module, t: int, branches: int = 1) -> torch.Tensor:
+    """Like :func:`sd3_call`; Flux takes packed latents and the timestep divided by 1000."""
+    outs = []
+    for b in range(branches):
+        g = torch.Generator().manual_seed(t + 1000 * b)
+        outs.append(
+            model(
+                hidden_states=torch.randn(2, 16, 4, generator=g),  # (N, T_img, C)
+                encoder_hidden_states=torch.randn(2, TXT, 12, generator=g),  # (N, T_txt, C_txt)
+                pooled_projections=torch.randn(2, 8, generator=g),
+                timestep=torch.full((2,), t / 1000),
+                img_ids=_image_ids(4, 4),
+                txt_ids=torch.zeros(TXT, 3),
+            ).sample
+        )
+    return torch.cat(outs)
+
+
+MODELS = [
+    pytest.param(tiny_sd3, sd3_call, "sd3", id="sd3"),
+    pytest.param(tiny_flux, flux_call, "flux", id="flux"),
+]
+
+
+def count_block_calls(model: nn.Module) -> Counter[int]:
+    """Wrap every block's forward (before attach) to count real executions by slot."""
+    counts: Counter[int] = Counter()
+    for slot in blockdance.default_registry().match(model).blocks(model):
+        original = slot.module.forward
+
+        def counted(*args: Any, _i: int = slot.index, _f: Any = original, **kw: Any) -> Any:
+            counts[_i] += 1
+            return _f(*args, **kw)
+
+        slot.module.forward = counted
+    return counts
+
+
+def expected_reuse(n: int) -> set[tuple[int, int]]:
+    return {(s, b) for s in REUSE_STEPS[n] for b in range(BOUNDARY + 1)}
+
+
+# -- discovery, matching, slots --------------------------------------------------------------
+def test_entry_point_registers_mmdit_architectures():
+    pm = blockdance.get_plugin_manager()
+    assert "mmdit" in {name for name, _ in pm.list_name_plugin()}
+    assert {"sd3", "flux"} <= set(blockdance.list_architectures())
+
+
+def test_models_match_their_architecture_only():
+    registry = blockdance.default_registry()
+    assert registry.match(tiny_sd3()).name == "sd3"
+    assert registry.match(tiny_flux()).name == "flux"
+    dit = DiTTransformer2DModel(
+        num_attention_heads=2,
+        attention_head_dim=8,
+        in_channels=4,
+        num_layers=2,
+        sample_size=8,
+        norm_num_groups=8,
+    )
+    assert registry.match(dit).name not in {"sd3", "flux"}
+    with pytest.raises(blockdance.UnknownArchitectureError, match="no registered architecture"):
+        registry.match(nn.Linear(2, 2))
+    for arch in ("sd3", "flux"):  # forcing an MMDiT spec onto a DiT says what is wrong
+        with pytest.raises(TypeError, match=f"architecture '{arch}' expects"):
+            blockdance.attach(dit, "none", architecture=arch, num_steps=STEPS)
+
+
+@pytest.mark.parametrize(
+    ("build", "call", "kinds", "names"),
+    [
+        (tiny_sd3, sd3_call, ["joint"] * 4, [f"transformer_blocks.{i}" for i in range(4)]),
+        (
+            tiny_flux,
+            flux_call,
+            ["joint", "joint", "single", "single"],
+            [
+                "transformer_blocks.0",
+                "transformer_blocks.1",
+                "single_transformer_blocks.0",
+                "single_transformer_blocks.1",
+            ],
+        ),
+    ],
+    ids=["sd3", "flux"],
+)
+def test_slots_follow_execution_order_with_kinds(build, call, kinds, names):
+    model = build()
+    order: list[int] = []
+    with blockdance.attach(model, "none", num_steps=1) as handle:
+        assert [s.kind for s in handle.slots] == kinds
+        assert [s.name for s in handle.slots] == names
+        for slot in handle.slots:
+            slot.module.register_forward_pre_hook(lambda m, a, i=slot.index: order.append(i))
+        with torch.no_grad():
+            call(model, 999)
+    assert order == list(range(DEPTH))
+
+
+def test_single_stream_io_follows_the_block_signature():
+    class Legacy(nn.Module):  # diffusers releases whose single blocks take one stream
+        def forward(self, hidden_states: torch.Tensor, temb: torch.Tensor) -> torch.Tensor:
+            return hidden_states
+
+    assert single_stream_io(Legacy()) == TensorIO()
+    assert single_stream_io(tiny_flux().single_transformer_blocks[0]) is JOINT
+
+
+# -- the contract -------------------------------------------------------------------------------
+@pytest.mark.parametrize(("build", "call", "arch"), MODELS)
+def test_architecture_checks(build, call, arch):
+    checks = ArchitectureChecks(build=build, call=call, num_steps=STEPS)
+    checks.run_all()
+    with blockdance.attach(build(), "none", num_steps=STEPS) as handle:
+        assert handle.architecture.name == arch
+
+
+@pytest.mark.parametrize("n", [2, 3])
+@pytest.mark.parametrize(("build", "call", "arch"), MODELS)
+def test_blockdance_schedule_skips_real_compute(build, call, arch, n):
+    model = build()
+    with torch.no_grad():
+        ref = [call(model, t, branches=2) for t in trajectory(STEPS)]
+    counts = count_block_calls(model)
+    with blockdance.attach(model, "blockdance", N=n, num_steps=STEPS) as handle, torch.no_grad():
+        got = [call(model, t, branches=2) for t in trajectory(STEPS)]
+    stats = handle.stats
+    assert stats.branches == 2
+    for branch in (0, 1):
+        assert stats.reused_pairs(branch) == expected_reuse(n)
+    reused = len(REUSE_STEPS[n])
+    assert counts == {i: 2 * (STEPS - reused if i <= BOUNDARY else STEPS) for i in range(DEPTH)}, (
+        "reused blocks must not run"
+    )
+    for step, (a, b) in enumerate(zip(ref, got)):  # inputs depend on t only
+        assert torch.equal(a, b) is (step not in REUSE_STEPS[n]), f"step {step}"
+
+
+@pytest.mark.parametrize("n", [2, 3])
+@pytest.mark.parametrize(("build", "call", "arch"), MODELS)
+def test_reuse_feeds_both_cached_streams(build, call, arch, n):
+    """Hand recomputation: the unhooked model with the boundary output replaced (torch hook)."""
+    model = build()
+    step_call = functools.partial(call, branches=2)
+    boundary = blockdance.default_registry().match(model).blocks(model)[BOUNDARY].module
+    kept: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}  # branch -> (text, image) output
+    where = {"step": -1, "branch": 0, "image_only": False}
+
+    def substitute(module: nn.Module, args: Any, output: Any) -> Any:
+        branch = where["branch"]
+        where["branch"] += 1
+        if where["step"] not in REUSE_STEPS[n]:
+            kept[branch] = output
+            return None
+        text, image = kept[branch]
+        return (output[0], image) if where["image_only"] else (text, image)
+
+    def reference(image_only: bool = False) -> list[torch.Tensor]:
+        hook = boundary.register_forward_hook(substitute)
+        outs = []
+        with torch.no_grad():
+            for step, t in enumerate(trajectory(STEPS)):
+                where.update(step=step, branch=0, image_only=image_only)
+                outs.append(step_call(model, t))
+        hook.remove()
+        return outs
+
+    ref_image_only = reference(image_only=True)
+    ref = reference()
+    with blockdance.attach(model, "blockdance", N=n, num_steps=STEPS) as handle, torch.no_grad():
+        got = [step_call(model, t) for t in trajectory(STEPS)]
+        cache = dict(handle.runtime.cache)
+    for step, (a, b) in enumerate(zip(ref, got)):
+        assert torch.equal(a, b), f"step {step} differs from the hand recomputation"
+    first = REUSE_STEPS[n][0]
+    assert not torch.equal(ref_image_only[first], got[first]), "the text stream is not reused"
+    assert set(cache) == {(0, BOUNDARY), (1, BOUNDARY)}  # one state per branch
+    for branch in (0, 1):
+        image, text = cache[(branch, BOUNDARY)]
+        assert torch.equal(image, kept[branch][1]) and torch.equal(text, kept[branch][0])
+        assert image.shape[1] == (64 if arch == "sd3" else 16) and text.shape[1] == TXT
+
+
+@pytest.mark.parametrize(
+    "policy",
+    [
+        {"kind": "blockdance", "N": 2, "boundary": DEPTH - 1},  # SD3's last block is reused
+        {"kind": "fora", "N": 2, "reuse": "residual"},  # residual over blocks 0..last
+    ],
+    ids=["boundary-last", "fora-residual"],
+)
+def test_sd3_last_block_without_text_stream(policy):
+    model = tiny_sd3()
+    with torch.no_grad():
+        ref = [sd3_call(model, t) for t in trajectory(STEPS)]
+        with blockdance.attach(model, policy, num_steps=STEPS) as handle:
+            got = [sd3_call(model, t) for t in trajectory(STEPS)]
+    assert any(block == DEPTH - 1 for _, block in handle.stats.reused_pairs())
+    assert all(torch.isfinite(g).all() for g in got)
+    assert any(not torch.equal(a, b) for a, b in zip(ref, got))
+
+
+# -- pipelines ------------------------------------------------------------------------------------
+def tiny_vae(latent_channels: int) -> AutoencoderKL:
+    torch.manual_seed(0)
+    return AutoencoderKL(
+        block_out_channels=(4,),
+        layers_per_block=1,
+        latent_channels=latent_channels,
+        norm_num_groups=1,
+        sample_size=8,
+        use_quant_conv=False,
+        use_post_quant_conv=False,
+        shift_factor=0.0609,
+        scaling_factor=1.5035,
+    ).eval()
+
+
+def sd3_pipe() -> StableDiffusion3Pipeline:
+    return StableDiffusion3Pipeline(
+        transformer=tiny_sd3(),
+        scheduler=FlowMatchEulerDiscreteScheduler(),
+        vae=tiny_vae(4),
+        text_encoder=None,
+        tokenizer=None,
+        text_encoder_2=None,
+        tokenizer_2=None,
+        text_encoder_3=None,
+        tokenizer_3=None,
+    )
+
+
+def run_sd3(pipe: StableDiffusion3Pipeline, steps: int = STEPS) -> np.ndarray:
+    g = torch.Generator().manual_seed(0)
+    embeds, negative = torch.randn(2, 1, TXT, 12, generator=g)
+    pooled, negative_pooled = torch.randn(2, 1, 8, generator=g)
+    return pipe(
+        prompt_embeds=embeds,
+        pooled_prompt_embeds=pooled,
+        negative_prompt_embeds=negative,
+        negative_pooled_prompt_embeds=negative_pooled,
+        guidance_scale=4.0,
+        num_inference_steps=steps,
+        height=8,
+        width=8,
+        output_type="np",
+        generator=torch.Generator().manual_seed(1),
+    ).images
+
+
+def flux_pipe() -> FluxPipeline:
+    return FluxPipeline(
+        scheduler=FlowMatchEulerDiscreteScheduler(),
+        vae=tiny_vae(1),
+        text_encoder=None,
+        tokenizer=None,
+        text_encoder_2=None,
+        tokenizer_2=None,
+        transformer=tiny_flux(),
+    )
+
+
+def run_flux(pipe: FluxPipeline, steps: int = STEPS) -> np.ndarray:
+    g = torch.Generator().manual_seed(0)
+    embeds, negative = torch.randn(2, 1, TXT, 12, generator=g)
+    pooled, negative_pooled = torch.randn(2, 1, 8, generator=g)
+    return pipe(
+        prompt_embeds=embeds,
+        pooled_prompt_embeds=pooled,
+        negative_prompt_embeds=negative,  # true CFG: two transformer calls per step
+        negative_pooled_prompt_embeds=negative_pooled,
+        true_cfg_scale=2.0,
+        num_inference_steps=steps,
+        height=8,
+        width=8,
+        output_type="np",
+        generator=torch.Generator().manual_seed(1),
+    ).images
+
+
+def _state_bytes(batch: int, image_tokens: int) -> int:
+    return 4 * batch * (image_tokens + TXT) * DIM  # float32 (image, text) streams
+
+
+def test_sd3_pipeline_none_identity_and_blockdance():
+    pipe = sd3_pipe()
+    ref = run_sd3(pipe)
+    with blockdance.attach(pipe, "none") as handle:
+        assert handle.architecture.name == "sd3"
+        assert np.array_equal(run_sd3(pipe), ref)
+    counts = count_block_calls(pipe.transformer)
+    with blockdance.attach(pipe, "blockdance", N=2) as handle:
+        fast = run_sd3(pipe)
+        stats, computed = handle.stats, dict(counts)
+        run_sd3(pipe, steps=6)  # a new generation: step count from this call
+        assert handle.stats.num_steps == 6
+    assert stats.num_steps == STEPS  # from the pipeline call
+    assert stats.branches == 1  # batched CFG: uncond and cond rows travel in one state
+    assert stats.reused_pairs() == expected_reuse(2)
+    assert stats.peak_cache_bytes == _state_bytes(batch=2, image_tokens=64)
+    assert computed == {i: STEPS - 3 if i <= BOUNDARY else STEPS for i in range(DEPTH)}
+    assert not np.array_equal(fast, ref)
+    assert "forward" not in vars(pipe.transformer)
+    assert "set_timesteps" not in vars(pipe.scheduler)
+
+
+def test_flux_pipeline_true_cfg_branches_stay_apart():
+    pipe = flux_pipe()
+    ref = run_flux(pipe)
+    with blockdance.attach(pipe, "none") as handle:
+        assert handle.architecture.name == "flux"
+        assert np.array_equal(run_flux(pipe), ref)
+    counts = count_block_calls(pipe.transformer)
+    with blockdance.attach(pipe, "blockdance", N=2) as handle:
+        fast = run_flux(pipe)
+    stats = handle.stats
+    assert stats.num_steps == STEPS
+    assert stats.branches == 2  # cond and uncond calls, each with its own cache
+    assert stats.reused_pairs(0) == stats.reused_pairs(1) == expected_reuse(2)
+    assert stats.peak_cache_bytes == 2 * _state_bytes(batch=1, image_tokens=16)
+    assert counts == {i: 2 * (STEPS - 3 if i <= BOUNDARY else STEPS) for i in range(DEPTH)}
+    assert not np.array_equal(fast, ref)
+    assert "forward" not in vars(pipe.transformer)
