@@ -1,0 +1,223 @@
+"""Load official Open-Sora v1 checkpoints into :class:`blockdance_stdit.model.STDiT`.
+
+The released files (``OpenSora-v1-16x256x256.pth``, ``OpenSora-v1-HQ-16x256x256.pth``,
+``OpenSora-v1-HQ-16x512x512.pth``) are a raw state dict; training checkpoints may wrap it
+under ``"ema"``, ``"model"`` or ``"state_dict"``. ``.safetensors`` conversions load too.
+
+The sin-cos position buffers ``pos_embed`` and ``pos_embed_temporal`` follow from the
+model's configuration (``input_size``, ``space_scale``, ``time_scale``): like Open-Sora's
+own loader, this one ignores them in the checkpoint and keeps the model's, so they may be
+absent or of another resolution.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import torch
+
+if TYPE_CHECKING:
+    import os
+
+    from torch import nn
+
+__all__ = ["DERIVED_BUFFERS", "CheckpointMismatchError", "load_official_state_dict"]
+
+#: Buffers computed from the configuration; never read from a checkpoint.
+DERIVED_BUFFERS = ("pos_embed", "pos_embed_temporal")
+
+_MAX_LISTED = 10
+# (depth, hidden_size, patch_size) -> official model name; heads are not in the weights.
+_MODEL_NAMES: dict[tuple[int, int, tuple[int, ...]], str] = {(28, 1152, (1, 2, 2)): "STDiT-XL/2"}
+# Entries that hold the weights in a training checkpoint, in order of preference.
+_WEIGHT_ENTRIES = ("ema", "model", "state_dict")
+# Prefixes that wrappers add to every key: DistributedDataParallel, torch.compile.
+_WRAPPER_PREFIXES = ("module.", "_orig_mod.")
+
+
+class CheckpointMismatchError(ValueError):
+    """A state dict whose keys or shapes do not fit the model it is loaded into."""
+
+    def __init__(
+        self,
+        missing_keys: list[str],
+        unexpected_keys: list[str],
+        shape_mismatches: dict[str, tuple[torch.Size, torch.Size]],
+        hint: str = "",
+    ) -> None:
+        """
+        Args:
+            missing_keys: Keys the model has and the checkpoint lacks.
+            unexpected_keys: Keys the checkpoint has and the model lacks.
+            shape_mismatches: ``key -> (model shape, checkpoint shape)``.
+            hint: What the checkpoint looks like and what to do, appended to the message.
+        """
+        self.missing_keys = missing_keys
+        self.unexpected_keys = unexpected_keys
+        self.shape_mismatches = shape_mismatches
+        lines = ["STDiT checkpoint does not match the model."]
+        if missing_keys:
+            lines.append(f"  missing keys ({len(missing_keys)}):{_bullets(missing_keys)}")
+        if unexpected_keys:
+            lines.append(f"  unexpected keys ({len(unexpected_keys)}):{_bullets(unexpected_keys)}")
+        if shape_mismatches:
+            shapes = [
+                f"{key}: model {tuple(want)} vs checkpoint {tuple(got)}"
+                for key, (want, got) in shape_mismatches.items()
+            ]
+            lines.append(f"  shape mismatches ({len(shapes)}):{_bullets(shapes)}")
+        if hint:
+            lines.append(hint)
+        super().__init__("\n".join(lines))
+
+
+def load_official_state_dict(
+    model: nn.Module,
+    path_or_state_dict: str | os.PathLike[str] | Mapping[str, Any],
+    *,
+    strict: bool = True,
+) -> None:
+    """Load an official STDiT checkpoint into ``model`` in place.
+
+    Args:
+        model: A :class:`~blockdance_stdit.model.STDiT` (or any module with the official keys).
+        path_or_state_dict: A ``.pt``/``.pth`` file (raw state dict, or a checkpoint whose
+            ``"ema"``, ``"model"`` or ``"state_dict"`` entry holds one, in that preference),
+            a ``.safetensors`` file, or an in-memory dict of either form.
+        strict: Require the checkpoint's keys to match the model's exactly (the derived
+            buffers :data:`DERIVED_BUFFERS` aside). Shapes must match for the shared keys
+            either way.
+
+    Raises:
+        FileNotFoundError: The path does not exist.
+        CheckpointMismatchError: Missing or unexpected keys (when ``strict``) or mismatched
+            shapes; the message lists them and says which model the checkpoint fits.
+    """
+    if isinstance(path_or_state_dict, Mapping):
+        found = _unwrap(path_or_state_dict)
+    else:
+        found = _unwrap(_read(Path(path_or_state_dict)))
+    state_dict = {k: v for k, v in found.items() if k not in DERIVED_BUFFERS}
+
+    expected = {k: v for k, v in model.state_dict().items() if k not in DERIVED_BUFFERS}
+    missing = [k for k in expected if k not in state_dict]
+    unexpected = [k for k in state_dict if k not in expected]
+    mismatched = {
+        k: (expected[k].shape, state_dict[k].shape)
+        for k in expected
+        if k in state_dict and expected[k].shape != state_dict[k].shape
+    }
+    if mismatched or (strict and (missing or unexpected)):
+        raise CheckpointMismatchError(missing, unexpected, mismatched, hint=_hint(expected, found))
+    model.load_state_dict({k: v for k, v in state_dict.items() if k in expected}, strict=False)
+
+
+#################################################################################
+#                                    Helpers                                    #
+#################################################################################
+
+
+def _read(path: Path) -> Mapping[str, Any]:
+    """Read a checkpoint file onto the CPU without running arbitrary pickled code."""
+    if not path.is_file():
+        raise FileNotFoundError(f"STDiT checkpoint not found: {path}")
+    if path.suffix == ".safetensors":
+        from safetensors.torch import load_file
+
+        return load_file(path, device="cpu")
+    loaded = torch.load(path, map_location="cpu", weights_only=True)
+    if not isinstance(loaded, Mapping):
+        raise ValueError(f"{path} holds a {type(loaded).__name__}, not an STDiT state dict")
+    return loaded
+
+
+def _unwrap(checkpoint: Mapping[str, Any]) -> dict[str, torch.Tensor]:
+    """Pick the weights out of a training checkpoint and drop wrapper key prefixes."""
+    for entry in _WEIGHT_ENTRIES:
+        if isinstance(checkpoint.get(entry), Mapping):
+            checkpoint = checkpoint[entry]
+            break
+    state_dict = dict(checkpoint)
+    for prefix in _WRAPPER_PREFIXES:
+        if state_dict and all(k.startswith(prefix) for k in state_dict):
+            state_dict = {k.removeprefix(prefix): v for k, v in state_dict.items()}
+    not_tensors = [k for k, v in state_dict.items() if not isinstance(v, torch.Tensor)]
+    if not_tensors:
+        raise ValueError(
+            f"not an STDiT state dict: entries {_listing(not_tensors)} are not tensors "
+            f"(expected a state dict, or a checkpoint with one of {list(_WEIGHT_ENTRIES)})"
+        )
+    return state_dict
+
+
+def _listing(items: list[str], sep: str = ", ") -> str:
+    """The first few items joined by ``sep``, then a count of the rest."""
+    rest = len(items) - _MAX_LISTED
+    return sep.join(items[:_MAX_LISTED] + ([f"... and {rest} more"] if rest > 0 else []))
+
+
+def _bullets(items: list[str]) -> str:
+    return "\n    " + _listing(items, sep="\n    ")
+
+
+def _describe(state_dict: Mapping[str, torch.Tensor]) -> dict[str, Any] | None:
+    """Read an STDiT's configuration off its official keys and shapes (None if not one)."""
+    try:
+        hidden, in_channels, *patch = state_dict["x_embedder.proj.weight"].shape
+        out_features = state_dict["final_layer.linear.weight"].shape[0]
+        caption_channels = state_dict["y_embedder.y_proj.fc1.weight"].shape[1]
+        max_length = state_dict["y_embedder.y_embedding"].shape[0]
+    except (KeyError, ValueError, IndexError):
+        return None
+    if len(patch) != 3:  # a 4-D Conv2d kernel: an image model (PixArt, DiT)
+        return None
+    out_channels = out_features // max(patch[0] * patch[1] * patch[2], 1)
+    depth = len({k.split(".")[1] for k in state_dict if k.startswith("blocks.")})
+    return {
+        "name": _MODEL_NAMES.get((depth, hidden, tuple(patch))),
+        "depth": depth,
+        "hidden_size": hidden,
+        "patch_size": tuple(patch),
+        "in_channels": in_channels,
+        "pred_sigma": out_channels == 2 * in_channels,
+        "caption_channels": caption_channels,
+        "model_max_length": max_length,
+    }
+
+
+def _format(config: dict[str, Any]) -> str:
+    fields = ", ".join(f"{k}={v}" for k, v in config.items() if k != "name")
+    return f"{config['name'] or 'an STDiT'} ({fields})"
+
+
+def _hint(expected: Mapping[str, torch.Tensor], found: Mapping[str, torch.Tensor]) -> str:
+    """Say what the checkpoint and the model look like and how to build a matching model."""
+    ckpt, model = _describe(found), _describe(expected)
+    if ckpt is None:
+        return (
+            "The checkpoint lacks the Open-Sora v1 STDiT key layout (x_embedder.proj with a "
+            "3-D kernel, t_embedder, t_block, y_embedder, blocks.N.attn_temp, final_layer); "
+            "is this an STDiT checkpoint? (A PixArt/DiT image checkpoint has a 4-D "
+            "x_embedder.proj.weight; Open-Sora initialises STDiT from one by unsqueezing it "
+            "at dim 2 and loading with strict=False.)"
+        )
+    lines = [f"The checkpoint looks like {_format(ckpt)}."]
+    if model is not None:
+        lines.append(f"The model is {_format(model)}.")
+    fields = ("in_channels", "pred_sigma", "caption_channels", "model_max_length")
+    keep = ", ".join(f"{k}={ckpt[k]}" for k in fields)
+    if ckpt["name"]:
+        build = f'STDiT_models["{ckpt["name"]}"]({keep}, input_size=...)'
+    else:  # not an official size: spell the architecture out (heads are not in the weights)
+        build = (
+            f"STDiT(depth={ckpt['depth']}, hidden_size={ckpt['hidden_size']}, "
+            f"patch_size={ckpt['patch_size']}, num_heads=..., {keep}, input_size=...)"
+        )
+    lines.append(
+        f"Build the model to match, e.g. {build}; input_size (frames, height // 8, "
+        "width // 8) and space_scale are not in the weights: (16, 32, 32) with "
+        "space_scale=0.5 for the 16x256x256 weights, (16, 64, 64) with 1.0 for 16x512x512."
+    )
+    return "\n".join(lines)
