@@ -122,6 +122,7 @@ class Runtime:
         self._step = -1
         self._branch = 0
         self._record: list[bool] = []
+        self._record_slots: list[int] = []
         self._open_run: int | None = None  # first block of a pass-through run awaiting a boundary
         self._in_call = False
 
@@ -236,8 +237,10 @@ class Runtime:
         self.ctx = StepContext(
             step=self._step, num_steps=self.stats.num_steps, timestep=t, branch=self._branch
         )
-        self._record = []
-        self.stats.calls.append(CallRecord(self._step, self._branch, t, self._record))
+        self._record, self._record_slots = [], []
+        self.stats.calls.append(
+            CallRecord(self._step, self._branch, t, self._record, self._record_slots)
+        )
         self._open_run = None
         self._run_inputs.clear()
 
@@ -299,6 +302,7 @@ class Runtime:
                 return original(*args, **kwargs)
             decision = policy.decide(ctx, index)
             self._record.append(decision is _REUSE)
+            self._record_slots.append(index)
             if decision is not _REUSE:
                 if self._open_run is not None:
                     self._exit_call()

@@ -15,12 +15,20 @@ class CallRecord:
         branch: Call index within the step (guidance branch).
         timestep: Timestep value that reached the model, when readable.
         reused: One flag per block call in execution order; True where the block was reused.
+        slots: The slot index of each block call, parallel to ``reused`` (slots a model skips,
+            such as Latte's temporal blocks with temporal attention off, are absent).
     """
 
     step: int
     branch: int
     timestep: float | None
     reused: list[bool] = field(default_factory=list)
+    slots: list[int] = field(default_factory=list)
+
+    def reused_slots(self) -> list[int]:
+        """Slot indices of the reused block calls."""
+        slots = self.slots if len(self.slots) == len(self.reused) else range(len(self.reused))
+        return [slot for slot, r in zip(slots, self.reused, strict=True) if r]
 
 
 @dataclass
@@ -72,13 +80,7 @@ class GenerationStats:
 
     def reused_pairs(self, branch: int = 0) -> set[tuple[int, int]]:
         """The (step, block) pairs reused in ``branch``."""
-        return {
-            (c.step, b)
-            for c in self.calls
-            if c.branch == branch
-            for b, r in enumerate(c.reused)
-            if r
-        }
+        return {(c.step, b) for c in self.calls if c.branch == branch for b in c.reused_slots()}
 
     def reuse_map(self, branch: int = 0) -> list[list[bool]]:
         """A steps × blocks grid, True where the block was reused (for plots)."""
@@ -103,7 +105,7 @@ class GenerationStats:
                     "step": c.step,
                     "branch": c.branch,
                     "timestep": c.timestep,
-                    "reused": [b for b, r in enumerate(c.reused) if r],
+                    "reused": c.reused_slots(),
                 }
                 for c in self.calls
             ],
@@ -126,6 +128,10 @@ class GenerationStats:
         rows = []
         for c in self.calls:
             if c.branch == branch:
-                marks = "".join("R" if r else "C" for r in c.reused)
+                row = ["-"] * self.num_blocks  # "-": the model did not call this slot
+                slots = c.slots if len(c.slots) == len(c.reused) else range(len(c.reused))
+                for slot, r in zip(slots, c.reused, strict=True):
+                    row[slot] = "R" if r else "C"
+                marks = "".join(row)
                 rows.append(f"step {c.step:4d}  {marks}")
         return "\n".join(rows)

@@ -452,6 +452,9 @@ def test_latte_without_temporal_attention_needs_a_spatial_boundary() -> None:
     skipped = len(REUSE_STEPS)
     assert counts == {0: STEPS - skipped, 2: STEPS - skipped, 4: STEPS - skipped, 6: STEPS}
     assert h.stats.reused_blocks == 3 * skipped  # spatial slots 0, 2 and 4
+    # stats name the slots that ran, not their position among the calls
+    assert h.stats.reused_pairs() == {(s, b) for s in REUSE_STEPS for b in (0, 2, 4)}
+    assert h.stats.step_table().splitlines()[REUSE_STEPS[0]].endswith("R-R-R-C-")
 
 
 def tiny_vae() -> AutoencoderKL:
