@@ -8,12 +8,18 @@ dict; checkpoints written by the official ``train.py`` are a dict with ``"model"
 from __future__ import annotations
 
 import argparse
-import contextlib
 from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import torch
+
+from blockdance._checkpoint import (
+    CheckpointMismatchError,
+    load_checked,
+    read_checkpoint,
+    unwrap_state_dict,
+)
 
 if TYPE_CHECKING:
     import os
@@ -22,47 +28,8 @@ if TYPE_CHECKING:
 
 __all__ = ["CheckpointMismatchError", "load_official_state_dict"]
 
-_MAX_LISTED = 10
 # (depth, hidden_size) -> official size name; the heads cannot be read off the weights.
 _SIZE_NAMES = {(28, 1152): "XL", (24, 1024): "L", (12, 768): "B", (12, 384): "S"}
-# Prefixes that wrappers add to every key: DistributedDataParallel, torch.compile.
-_WRAPPER_PREFIXES = ("module.", "_orig_mod.")
-
-
-class CheckpointMismatchError(ValueError):
-    """A state dict whose keys or shapes do not fit the model it is loaded into."""
-
-    def __init__(
-        self,
-        missing_keys: list[str],
-        unexpected_keys: list[str],
-        shape_mismatches: dict[str, tuple[torch.Size, torch.Size]],
-        hint: str = "",
-    ) -> None:
-        """
-        Args:
-            missing_keys: Keys the model has and the checkpoint lacks.
-            unexpected_keys: Keys the checkpoint has and the model lacks.
-            shape_mismatches: ``key -> (model shape, checkpoint shape)``.
-            hint: What the checkpoint looks like and what to do, appended to the message.
-        """
-        self.missing_keys = missing_keys
-        self.unexpected_keys = unexpected_keys
-        self.shape_mismatches = shape_mismatches
-        lines = ["DiT checkpoint does not match the model."]
-        if missing_keys:
-            lines.append(f"  missing keys ({len(missing_keys)}):{_bullets(missing_keys)}")
-        if unexpected_keys:
-            lines.append(f"  unexpected keys ({len(unexpected_keys)}):{_bullets(unexpected_keys)}")
-        if shape_mismatches:
-            shapes = [
-                f"{key}: model {tuple(want)} vs checkpoint {tuple(got)}"
-                for key, (want, got) in shape_mismatches.items()
-            ]
-            lines.append(f"  shape mismatches ({len(shapes)}):{_bullets(shapes)}")
-        if hint:
-            lines.append(hint)
-        super().__init__("\n".join(lines))
 
 
 def load_official_state_dict(
@@ -87,75 +54,17 @@ def load_official_state_dict(
             shapes; the message lists them and says which model the checkpoint fits.
     """
     if isinstance(path_or_state_dict, Mapping):
-        state_dict = _unwrap(path_or_state_dict)
+        found = path_or_state_dict
     else:
-        state_dict = _unwrap(_read(Path(path_or_state_dict)))
-
-    expected = model.state_dict()
-    missing = [k for k in expected if k not in state_dict]
-    unexpected = [k for k in state_dict if k not in expected]
-    mismatched = {
-        k: (expected[k].shape, state_dict[k].shape)
-        for k in expected
-        if k in state_dict and expected[k].shape != state_dict[k].shape
-    }
-    if mismatched or (strict and (missing or unexpected)):
-        raise CheckpointMismatchError(
-            missing, unexpected, mismatched, hint=_hint(expected, state_dict)
-        )
-    model.load_state_dict({k: v for k, v in state_dict.items() if k in expected}, strict=strict)
+        # train.py stores its argparse.Namespace under "args": allow that one harmless class.
+        found = read_checkpoint(Path(path_or_state_dict), "a DiT", [argparse.Namespace])
+    state_dict = unwrap_state_dict(found, ("ema", "model"), "a DiT")
+    load_checked(model, state_dict, strict=strict, hint=_hint, family="DiT")
 
 
 #################################################################################
 #                                    Helpers                                    #
 #################################################################################
-
-
-def _read(path: Path) -> Mapping[str, Any]:
-    """Read a checkpoint file onto the CPU without running arbitrary pickled code."""
-    if not path.is_file():
-        raise FileNotFoundError(f"DiT checkpoint not found: {path}")
-    if path.suffix == ".safetensors":
-        from safetensors.torch import load_file
-
-        return load_file(path, device="cpu")
-    # train.py stores its argparse.Namespace under "args": allow that one harmless class.
-    safe_globals = getattr(torch.serialization, "safe_globals", None)  # torch >= 2.5
-    allow = safe_globals([argparse.Namespace]) if safe_globals else contextlib.nullcontext()
-    with allow:
-        loaded = torch.load(path, map_location="cpu", weights_only=True)
-    if not isinstance(loaded, Mapping):
-        raise ValueError(f"{path} holds a {type(loaded).__name__}, not a DiT state dict")
-    return loaded
-
-
-def _unwrap(checkpoint: Mapping[str, Any]) -> dict[str, torch.Tensor]:
-    """Pick the weights out of a training checkpoint and drop wrapper key prefixes."""
-    for entry in ("ema", "model"):
-        if isinstance(checkpoint.get(entry), Mapping):
-            checkpoint = checkpoint[entry]
-            break
-    state_dict = dict(checkpoint)
-    for prefix in _WRAPPER_PREFIXES:
-        if state_dict and all(k.startswith(prefix) for k in state_dict):
-            state_dict = {k.removeprefix(prefix): v for k, v in state_dict.items()}
-    not_tensors = [k for k, v in state_dict.items() if not isinstance(v, torch.Tensor)]
-    if not_tensors:
-        raise ValueError(
-            f"not a DiT state dict: entries {_listing(not_tensors)} are not tensors "
-            "(expected a state dict or a training checkpoint with 'ema' or 'model')"
-        )
-    return state_dict
-
-
-def _listing(items: list[str], sep: str = ", ") -> str:
-    """The first few items joined by ``sep``, then a count of the rest."""
-    rest = len(items) - _MAX_LISTED
-    return sep.join(items[:_MAX_LISTED] + ([f"... and {rest} more"] if rest > 0 else []))
-
-
-def _bullets(items: list[str]) -> str:
-    return "\n    " + _listing(items, sep="\n    ")
 
 
 def _describe(state_dict: Mapping[str, torch.Tensor]) -> dict[str, Any] | None:

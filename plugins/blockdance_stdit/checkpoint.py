@@ -18,6 +18,13 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 
+from blockdance._checkpoint import (
+    CheckpointMismatchError,
+    load_checked,
+    read_checkpoint,
+    unwrap_state_dict,
+)
+
 if TYPE_CHECKING:
     import os
 
@@ -28,49 +35,10 @@ __all__ = ["DERIVED_BUFFERS", "CheckpointMismatchError", "load_official_state_di
 #: Buffers computed from the configuration; never read from a checkpoint.
 DERIVED_BUFFERS = ("pos_embed", "pos_embed_temporal")
 
-_MAX_LISTED = 10
 # (depth, hidden_size, patch_size) -> official model name; heads are not in the weights.
 _MODEL_NAMES: dict[tuple[int, int, tuple[int, ...]], str] = {(28, 1152, (1, 2, 2)): "STDiT-XL/2"}
 # Entries that hold the weights in a training checkpoint, in order of preference.
 _WEIGHT_ENTRIES = ("ema", "model", "state_dict")
-# Prefixes that wrappers add to every key: DistributedDataParallel, torch.compile.
-_WRAPPER_PREFIXES = ("module.", "_orig_mod.")
-
-
-class CheckpointMismatchError(ValueError):
-    """A state dict whose keys or shapes do not fit the model it is loaded into."""
-
-    def __init__(
-        self,
-        missing_keys: list[str],
-        unexpected_keys: list[str],
-        shape_mismatches: dict[str, tuple[torch.Size, torch.Size]],
-        hint: str = "",
-    ) -> None:
-        """
-        Args:
-            missing_keys: Keys the model has and the checkpoint lacks.
-            unexpected_keys: Keys the checkpoint has and the model lacks.
-            shape_mismatches: ``key -> (model shape, checkpoint shape)``.
-            hint: What the checkpoint looks like and what to do, appended to the message.
-        """
-        self.missing_keys = missing_keys
-        self.unexpected_keys = unexpected_keys
-        self.shape_mismatches = shape_mismatches
-        lines = ["STDiT checkpoint does not match the model."]
-        if missing_keys:
-            lines.append(f"  missing keys ({len(missing_keys)}):{_bullets(missing_keys)}")
-        if unexpected_keys:
-            lines.append(f"  unexpected keys ({len(unexpected_keys)}):{_bullets(unexpected_keys)}")
-        if shape_mismatches:
-            shapes = [
-                f"{key}: model {tuple(want)} vs checkpoint {tuple(got)}"
-                for key, (want, got) in shape_mismatches.items()
-            ]
-            lines.append(f"  shape mismatches ({len(shapes)}):{_bullets(shapes)}")
-        if hint:
-            lines.append(hint)
-        super().__init__("\n".join(lines))
 
 
 def load_official_state_dict(
@@ -96,70 +64,18 @@ def load_official_state_dict(
             shapes; the message lists them and says which model the checkpoint fits.
     """
     if isinstance(path_or_state_dict, Mapping):
-        found = _unwrap(path_or_state_dict)
+        found = path_or_state_dict
     else:
-        found = _unwrap(_read(Path(path_or_state_dict)))
-    state_dict = {k: v for k, v in found.items() if k not in DERIVED_BUFFERS}
-
-    expected = {k: v for k, v in model.state_dict().items() if k not in DERIVED_BUFFERS}
-    missing = [k for k in expected if k not in state_dict]
-    unexpected = [k for k in state_dict if k not in expected]
-    mismatched = {
-        k: (expected[k].shape, state_dict[k].shape)
-        for k in expected
-        if k in state_dict and expected[k].shape != state_dict[k].shape
-    }
-    if mismatched or (strict and (missing or unexpected)):
-        raise CheckpointMismatchError(missing, unexpected, mismatched, hint=_hint(expected, found))
-    model.load_state_dict({k: v for k, v in state_dict.items() if k in expected}, strict=False)
+        found = read_checkpoint(Path(path_or_state_dict), "an STDiT")
+    state_dict = unwrap_state_dict(found, _WEIGHT_ENTRIES, "an STDiT")
+    load_checked(
+        model, state_dict, strict=strict, hint=_hint, family="STDiT", derived=DERIVED_BUFFERS
+    )
 
 
 #################################################################################
 #                                    Helpers                                    #
 #################################################################################
-
-
-def _read(path: Path) -> Mapping[str, Any]:
-    """Read a checkpoint file onto the CPU without running arbitrary pickled code."""
-    if not path.is_file():
-        raise FileNotFoundError(f"STDiT checkpoint not found: {path}")
-    if path.suffix == ".safetensors":
-        from safetensors.torch import load_file
-
-        return load_file(path, device="cpu")
-    loaded = torch.load(path, map_location="cpu", weights_only=True)
-    if not isinstance(loaded, Mapping):
-        raise ValueError(f"{path} holds a {type(loaded).__name__}, not an STDiT state dict")
-    return loaded
-
-
-def _unwrap(checkpoint: Mapping[str, Any]) -> dict[str, torch.Tensor]:
-    """Pick the weights out of a training checkpoint and drop wrapper key prefixes."""
-    for entry in _WEIGHT_ENTRIES:
-        if isinstance(checkpoint.get(entry), Mapping):
-            checkpoint = checkpoint[entry]
-            break
-    state_dict = dict(checkpoint)
-    for prefix in _WRAPPER_PREFIXES:
-        if state_dict and all(k.startswith(prefix) for k in state_dict):
-            state_dict = {k.removeprefix(prefix): v for k, v in state_dict.items()}
-    not_tensors = [k for k, v in state_dict.items() if not isinstance(v, torch.Tensor)]
-    if not_tensors:
-        raise ValueError(
-            f"not an STDiT state dict: entries {_listing(not_tensors)} are not tensors "
-            f"(expected a state dict, or a checkpoint with one of {list(_WEIGHT_ENTRIES)})"
-        )
-    return state_dict
-
-
-def _listing(items: list[str], sep: str = ", ") -> str:
-    """The first few items joined by ``sep``, then a count of the rest."""
-    rest = len(items) - _MAX_LISTED
-    return sep.join(items[:_MAX_LISTED] + ([f"... and {rest} more"] if rest > 0 else []))
-
-
-def _bullets(items: list[str]) -> str:
-    return "\n    " + _listing(items, sep="\n    ")
 
 
 def _describe(state_dict: Mapping[str, torch.Tensor]) -> dict[str, Any] | None:
