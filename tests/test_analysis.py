@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 from collections.abc import Callable
@@ -29,6 +30,7 @@ from blockdance.analysis import (
     record_trace,
     settle_step,
 )
+from blockdance.analysis.validate import validate
 from blockdance.cli import main
 from blockdance.policies.blockdance import window_steps
 from blockdance.workload import GenerateRequest, Workload
@@ -484,6 +486,59 @@ def test_calibrate_without_x0_starts_at_the_default_window():
     assert "no x̂₀" in result.notes[0]
 
 
+def test_calibrate_shortlists_the_best_window_of_each_boundary():
+    trace = synthetic_trace()
+    result = calibrate(trace, target_saving=0.1, shortlist=4)
+    short = result.shortlist
+    assert len(short) == 4 and short[0] == result.chosen
+    assert len({c.boundary for c in short}) == 4
+    assert [c.distance for c in short] == sorted(c.distance for c in short)
+    for c in short:  # each is the best window its boundary has
+        same_b = [x for x in all_candidates(trace, 2, 6) if x.boundary == c.boundary]
+        assert c.saving >= 0.1
+        assert c.distance == pytest.approx(min(x.distance for x in same_b if x.saving >= 0.1))
+    assert calibrate(trace, target_saving=0.1).shortlist == ()
+
+
+def toy_images(pipe: ToyPipe, request: GenerateRequest) -> torch.Tensor:
+    return toy_generate(pipe, request)[:, None]  # (N, 1, 4, 16): one-channel pictures
+
+
+def test_validate_chooses_the_configuration_closest_to_the_full_model(analysis_registry):
+    workload = dataclasses.replace(TOY_WORKLOAD, generate=toy_images)
+    trace = record_trace(workload, seeds=[0, 1], num_steps=20, registry=analysis_registry)
+    result = calibrate(trace, target_saving=0.15, ssim_threshold=0.5, shortlist=3)
+    checked = validate(result, workload, seeds=[5, 6], registry=analysis_registry)
+    measured = dict(checked.measured)
+    assert set(result.shortlist) <= set(measured)
+    assert result.default is not None and result.default.saving >= 0.15
+    assert result.default in measured  # the default competes when it reaches the saving
+    assert checked.chosen in measured
+    assert measured[checked.chosen] == max(measured.values())
+    assert all(c.saving >= 0.15 - 1e-12 for c in measured)
+    # the measurement is the SSIM of a real generation under that configuration
+    from blockdance.compare import compare_policies
+    from blockdance.report import add_consistency_metrics
+
+    runs = compare_policies(
+        workload,
+        [("none", "none"), ("c", checked.chosen.config)],
+        seeds=[5, 6],
+        num_steps=20,
+        warmup=False,
+        registry=analysis_registry,
+    )
+    add_consistency_metrics(runs)
+    assert runs[1].metrics["ssim"] == pytest.approx(measured[checked.chosen])
+    assert "validated on 2 seeds" in checked.notes[-1]
+    assert "measured SSIM" in checked.summary()
+    with pytest.raises(ValueError, match="shortlist"):
+        validate(calibrate(trace, target_saving=0.15), workload, registry=analysis_registry)
+    similar = calibrate(trace, target_similarity=0.5, ssim_threshold=0.5, shortlist=2)
+    with pytest.raises(ValueError, match="target saving"):
+        validate(similar, workload, registry=analysis_registry)
+
+
 # -- command line --------------------------------------------------------------------------------
 def test_analyze_cli_writes_pictures_and_numbers(tmp_path, capsys):
     out = tmp_path / "an"
@@ -541,3 +596,21 @@ def test_calibrate_cli_writes_a_config_attach_takes(analysis_registry, tmp_path,
     got = evaluate_config(trace, config["N"], config["boundary"], tuple(config["window"]))
     assert got.distance <= 0.5
     assert blockdance.load_policy_config(policy).model_dump(mode="json") == config
+
+
+def test_calibrate_cli_validates_on_generations(tmp_path, capsys):
+    policy, report = tmp_path / "policy.json", tmp_path / "report.json"
+    args = ["calibrate", "--workload", "dit-s2", "--seeds", "1", "--steps", "8", "--quiet"]
+    code = main([*args, "--validate", "2", "--validate-seeds", "1", "--ssim-threshold", "0.0",
+                 "--out", str(policy), "--report", str(report)])  # fmt: skip
+    assert code == 0
+    text = capsys.readouterr().out
+    assert "validating 2 shortlisted configurations" in text and "measured SSIM" in text
+    details = json.loads(report.read_text())
+    measured = details["measured"]
+    assert len(measured) in (2, 3)  # the default joins when it reaches the saving
+    best = max(measured, key=lambda m: (m["ssim"], m["saving"]))
+    config = json.loads(policy.read_text())
+    assert (config["boundary"], config["window"]) == (best["boundary"], best["window"])
+    with pytest.raises(SystemExit, match="--target-saving"):
+        main([*args, "--validate", "2", "--target-similarity", "0.1"])

@@ -4,7 +4,8 @@
   the relative L2 and cosine similarity of every block's output to the previous step's, and
   the SSIM of adjacent steps' predicted clean samples x̂₀ (:func:`predicted_x0`);
 - :class:`Trace` holds the numbers (``to_json``, ``to_csv``);
-- :func:`calibrate` proposes a BlockDance boundary block and reuse window for a target.
+- :func:`calibrate` proposes a BlockDance boundary block and reuse window for a target;
+  :func:`validate` measures its shortlist on a few generations and keeps the best.
 
 The command line is ``blockdance analyze`` and ``blockdance calibrate``; docs/analysis.md
 describes the measurements, the plots and the calibration rule.
@@ -21,9 +22,11 @@ from blockdance.analysis.calibrate import (
     settle_step,
 )
 from blockdance.analysis.trace import Trace, TraceRecorder, XInput, default_x_input, record_trace
+from blockdance.analysis.validate import VALIDATION_SEED0, validate
 from blockdance.analysis.x0 import UnsupportedSchedulerError, model_prediction, predicted_x0
 
 __all__ = [
+    "VALIDATION_SEED0",
     "Calibration",
     "CalibrationError",
     "Candidate",
@@ -38,4 +41,5 @@ __all__ = [
     "predicted_x0",
     "record_trace",
     "settle_step",
+    "validate",
 ]

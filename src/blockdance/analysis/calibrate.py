@@ -109,6 +109,12 @@ class Calibration:
         target_value: The target's value.
         ssim_threshold: Threshold used for the settle step.
         notes: What was relaxed or assumed.
+        shortlist: The best candidate of each boundary block by the rule, best first
+            (``chosen`` is the first), when asked for.
+        measured: SSIM to the full model of each validated configuration, as
+            ``(candidate, ssim)`` pairs in shortlist order (see
+            :func:`~blockdance.analysis.validate.validate`); empty when not validated.
+        num_steps: Steps of the trace the candidates were evaluated on.
     """
 
     chosen: Candidate
@@ -118,6 +124,9 @@ class Calibration:
     target_value: float
     ssim_threshold: float
     notes: tuple[str, ...] = field(default_factory=tuple)
+    shortlist: tuple[Candidate, ...] = field(default_factory=tuple)
+    measured: tuple[tuple[Candidate, float], ...] = field(default_factory=tuple)
+    num_steps: int = 0
 
     @property
     def config(self) -> BlockDanceConfig:
@@ -144,6 +153,8 @@ class Calibration:
             "target_value": self.target_value,
             "ssim_threshold": self.ssim_threshold,
             "notes": list(self.notes),
+            "shortlist": [c.to_dict() for c in self.shortlist],
+            "measured": [{**c.to_dict(), "ssim": v} for c, v in self.measured],
         }
 
     def summary(self) -> str:
@@ -163,6 +174,15 @@ class Calibration:
                 f"{d.window[1]:.4g}) -> {len(d.reuse_steps)} reuse steps, saving "
                 f"{d.saving:.1%}, reuse distance {d.distance:.4f} (max {d.max_distance:.4f})"
             )
+        if self.measured:
+            lines.append("measured SSIM to the full model:")
+            for cand, value in self.measured:
+                mark = "*" if cand == c else " "
+                tag = " (default)" if cand == self.default else ""
+                lines.append(
+                    f" {mark} boundary={cand.boundary} window=({cand.window[0]:.4g}, "
+                    f"{cand.window[1]:.4g}) saving {cand.saving:.1%}: SSIM {value:.4f}{tag}"
+                )
         lines += [f"note: {n}" for n in self.notes]
         return "\n".join(lines)
 
@@ -290,6 +310,7 @@ def calibrate(
     target_saving: float | None = None,
     ssim_threshold: float = SSIM_THRESHOLD,
     end: float = WINDOW_END,
+    shortlist: int = 0,
 ) -> Calibration:
     """Propose a ``blockdance`` configuration for a target (see the module doc for the rule).
 
@@ -303,6 +324,9 @@ def calibrate(
             configuration at this N is the target.
         ssim_threshold: x̂₀ SSIM between adjacent steps that counts as settled.
         end: Latest window end (fraction of the trajectory); earlier ends are searched.
+        shortlist: Also keep the best candidate of each boundary block, the first
+            ``shortlist`` of them by the same order, for
+            :func:`~blockdance.analysis.validate.validate` to measure.
 
     Raises:
         CalibrationError: No configuration meets the target.
@@ -335,7 +359,9 @@ def calibrate(
     grid = _grid(trace, n, first, end)
     if target_similarity is not None:
         target, value = "similarity", float(target_similarity)
-        i = grid.best(grid.distance <= value + 1e-12, (-grid.saving, grid.distance, grid.start))
+        mask = grid.distance <= value + 1e-12
+        keys = (-grid.saving, grid.distance, grid.start)
+        i = grid.best(mask, keys)
         if i is None:
             best = float(grid.distance.min()) if grid.distance.size else float("nan")
             raise CalibrationError(
@@ -351,10 +377,13 @@ def calibrate(
         else:
             value = float(target_saving)
         keys = (grid.distance, -grid.saving, grid.start)
-        i = grid.best(grid.saving >= value - 1e-12, keys)
+        mask = grid.saving >= value - 1e-12
+        i = grid.best(mask, keys)
         if i is None:
             grid = _grid(trace, n, 0, end)
-            i = grid.best(grid.saving >= value - 1e-12, (grid.distance, -grid.saving, grid.start))
+            keys = (grid.distance, -grid.saving, grid.start)
+            mask = grid.saving >= value - 1e-12
+            i = grid.best(mask, keys)
             if i is not None:
                 notes.append(
                     f"saving {value:.1%} is out of reach with windows starting at step >= "
@@ -367,6 +396,9 @@ def calibrate(
                 f"the block computations; the most is {top:.1%}. Lower --target-saving or raise N."
             )
     chosen = _candidate(trace, n, grid, i, end)
+    per_boundary = [grid.best(mask & (grid.boundary == b), keys) for b in range(trace.num_blocks)]
+    best = [j for j in per_boundary if j is not None]
+    best.sort(key=lambda j: tuple(k[j] for k in keys))
     return Calibration(
         chosen=chosen,
         default=default,
@@ -375,4 +407,6 @@ def calibrate(
         target_value=value,
         ssim_threshold=ssim_threshold,
         notes=tuple(notes),
+        shortlist=tuple(_candidate(trace, n, grid, j, end) for j in best[:shortlist]),
+        num_steps=steps,
     )

@@ -14,6 +14,7 @@ from blockdance._manager import default_registry
 from blockdance.analysis.calibrate import SSIM_THRESHOLD, WINDOW_END, calibrate, settle_step
 from blockdance.analysis.plots import save_heatmap, save_surface, save_x0_curve
 from blockdance.analysis.trace import Trace, record_trace
+from blockdance.analysis.validate import VALIDATION_SEED0, validate
 from blockdance.cli import DEFAULT_WORKLOAD
 from blockdance.policies.blockdance import window_steps
 
@@ -82,6 +83,11 @@ def cmd_analyze(args: argparse.Namespace) -> int:
 
 
 def cmd_calibrate(args: argparse.Namespace) -> int:
+    if args.validate and args.target_similarity is not None:
+        raise SystemExit(
+            "error: --validate compares configurations that reach one saving; use it with "
+            "--target-saving (or no target), not --target-similarity"
+        )
     trace = Trace.from_json(args.trace) if args.trace else _run_trace(args)
     result = calibrate(
         trace,
@@ -90,7 +96,24 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
         target_saving=args.target_saving,
         ssim_threshold=args.ssim_threshold,
         end=args.end,
+        shortlist=args.validate,
     )
+    if args.validate:
+        registry = default_registry()
+        name = trace.meta.get("workload") or args.workload
+        workload = registry.workload(name)
+        seeds = range(VALIDATION_SEED0, VALIDATION_SEED0 + args.validate_seeds)
+        print(
+            f"validating {len(result.shortlist)} shortlisted configurations and the default "
+            f"on {workload.name}, {len(seeds)} seeds, {trace.num_steps} steps"
+        )
+        result = validate(
+            result,
+            workload,
+            seeds=seeds,
+            registry=registry,
+            progress=not args.quiet,
+        )
     path = result.write(args.out)
     print(result.summary())
     written = [path]
@@ -165,6 +188,20 @@ def add_commands(subparsers: Any) -> None:
         "distance reaching it is proposed (default: the architecture default's saving)",
     )
     p.add_argument("--end", type=float, default=WINDOW_END, help="latest window end (fraction)")
+    p.add_argument(
+        "--validate",
+        type=int,
+        default=0,
+        metavar="K",
+        help="generate with the best window of each of the K best boundary blocks and the "
+        "default, and choose the one closest to the full model (measured SSIM)",
+    )
+    p.add_argument(
+        "--validate-seeds",
+        type=int,
+        default=16,
+        help=f"seeds per validation generation (from {VALIDATION_SEED0}, apart from the demo's)",
+    )
     p.add_argument("--out", default="outputs/calibrate/policy.json", help="policy JSON path")
     p.add_argument("--report", default=None, help="also write the calibration details here")
     p.set_defaults(func=cmd_calibrate)
