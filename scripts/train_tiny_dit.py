@@ -21,6 +21,7 @@ from pathlib import Path
 import torch
 
 from blockdance.data.shapes import make_batch
+from blockdance.training import add_train_arguments, train_config_from
 from blockdance_dit.tiny import (
     DEFAULT_WEIGHTS,
     TinyDiTConfig,
@@ -32,21 +33,11 @@ from blockdance_dit.tiny import (
 
 def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--steps", type=int, default=TrainConfig.steps)
-    p.add_argument("--batch-size", type=int, default=TrainConfig.batch_size)
-    p.add_argument("--lr", type=float, default=TrainConfig.lr)
-    p.add_argument("--max-minutes", type=float, default=TrainConfig.max_minutes)
+    add_train_arguments(p, TrainConfig)
     p.add_argument("--hidden", type=int, default=TinyDiTConfig.hidden_size)
     p.add_argument("--depth", type=int, default=TinyDiTConfig.depth)
     p.add_argument("--heads", type=int, default=TinyDiTConfig.num_heads)
     p.add_argument("--mlp-ratio", type=float, default=TinyDiTConfig.mlp_ratio)
-    p.add_argument("--min-snr", type=float, default=TrainConfig.min_snr)
-    p.add_argument("--warmup", type=int, default=TrainConfig.warmup)
-    p.add_argument("--ema-decay", type=float, default=TrainConfig.ema_decay)
-    p.add_argument("--seed", type=int, default=TrainConfig.seed)
-    p.add_argument("--threads", type=int, default=2)
-    p.add_argument("--device", default="cpu", help="e.g. cuda, for hyper-parameter sweeps")
-    p.add_argument("--no-progress", action="store_true")
     p.add_argument("--out", type=Path, default=DEFAULT_WEIGHTS)
     args = p.parse_args(argv)
     torch.set_num_threads(args.threads)
@@ -54,16 +45,7 @@ def main(argv: list[str] | None = None) -> None:
     model_cfg = TinyDiTConfig(
         hidden_size=args.hidden, depth=args.depth, num_heads=args.heads, mlp_ratio=args.mlp_ratio
     )
-    cfg = TrainConfig(
-        steps=args.steps,
-        batch_size=args.batch_size,
-        lr=args.lr,
-        max_minutes=args.max_minutes,
-        min_snr=args.min_snr,
-        warmup=args.warmup,
-        ema_decay=args.ema_decay,
-        seed=args.seed,
-    )
+    cfg = train_config_from(args, TrainConfig)
 
     def batch(n: int, seed: int, start: int) -> tuple[torch.Tensor, torch.Tensor]:
         images, labels, _ = make_batch(n, seed=seed, image_size=model_cfg.input_size, start=start)

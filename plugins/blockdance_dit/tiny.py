@@ -9,19 +9,17 @@ schedule, class dropout for guidance, EMA weights), and save/load.
 from __future__ import annotations
 
 import json
-import math
-import time
-from collections import deque
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
 import torch.nn.functional as F
 from safetensors.torch import load_file, save_file
-from tqdm import tqdm
 
+from blockdance.training import TrainConfig as BaseTrainConfig
+from blockdance.training import train_with_ema
 from blockdance_dit.model import DiT
 
 ASSETS = Path(__file__).parent / "assets"
@@ -48,43 +46,21 @@ class TinyDiTConfig:
 
 
 @dataclass
-class TrainConfig:
-    """Training hyper-parameters.
+class TrainConfig(BaseTrainConfig):
+    """Training hyper-parameters (see :class:`blockdance.training.TrainConfig`), plus:
 
     Args:
-        steps: Optimiser steps (training also stops at ``max_minutes``).
-        batch_size: Images per step, rendered fresh each step.
-        lr: Peak AdamW learning rate (linear warm-up, cosine decay).
-        warmup: Warm-up steps.
-        ema_decay: EMA decay of the shipped weights.
-        seed: Data and initialisation seed.
-        max_minutes: Wall-clock budget.
         min_snr: Min-SNR-gamma loss weighting (Hang et al., ICCV 2023): the eps loss of
             step t is weighted by ``min(SNR_t, gamma) / SNR_t``; 0 turns it off.
     """
 
-    steps: int = 5800
-    batch_size: int = 64
-    lr: float = 6e-3
-    warmup: int = 300
-    ema_decay: float = 0.998
-    seed: int = 0
-    max_minutes: float = 38.0
     min_snr: float = 5.0
-    extra: dict[str, Any] = field(default_factory=dict)
 
 
 def linear_alphas_cumprod(num_train_timesteps: int = 1000) -> torch.Tensor:
     """DiT's linear beta schedule (1e-4 to 0.02), as cumulative alpha products."""
     betas = torch.linspace(1e-4, 0.02, num_train_timesteps, dtype=torch.float64)
     return torch.cumprod(1 - betas, dim=0).float()  # (T,)
-
-
-def _lr_at(step: int, cfg: TrainConfig) -> float:
-    if step < cfg.warmup:
-        return cfg.lr * (step + 1) / cfg.warmup
-    progress = (step - cfg.warmup) / max(1, cfg.steps - cfg.warmup)
-    return cfg.lr * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * min(progress, 1.0))))
 
 
 def train_tiny_dit(
@@ -109,18 +85,9 @@ def train_tiny_dit(
     Returns:
         The EMA model (eval mode, on the CPU) and a log: steps run, wall time, final losses.
     """
-    torch.manual_seed(cfg.seed)
-    model = model_cfg.build().to(device).train()
-    ema = model_cfg.build().to(device).eval().requires_grad_(False)
-    ema.load_state_dict(model.state_dict())
-    opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=0.0)
     abar = linear_alphas_cumprod()  # (T,) on the CPU
-    gen = torch.Generator().manual_seed(cfg.seed + 1)
-    start = time.perf_counter()
-    recent: deque[torch.Tensor] = deque(maxlen=100)  # detached losses: no sync per step
-    bar = tqdm(range(cfg.steps), desc="train tiny DiT", disable=not progress)
-    step = 0
-    for step in bar:
+
+    def loss_fn(model: DiT, step: int, gen: torch.Generator) -> torch.Tensor:
         x0, y = make_batch(cfg.batch_size, cfg.seed, step * cfg.batch_size)  # (B, 3, H, W), (B,)
         t = torch.randint(0, len(abar), (x0.shape[0],), generator=gen)
         noise = torch.randn(x0.shape, generator=gen)
@@ -131,29 +98,11 @@ def train_tiny_dit(
         if cfg.min_snr > 0:
             snr = a.flatten() / (1 - a.flatten())  # (B,)
             per_sample = per_sample * snr.clamp(max=cfg.min_snr) / snr
-        loss = per_sample.mean()
-        for group in opt.param_groups:
-            group["lr"] = _lr_at(step, cfg)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-        opt.step()
-        decay = min(cfg.ema_decay, (1 + step) / (10 + step))
-        with torch.no_grad():
-            torch._foreach_lerp_(list(ema.parameters()), list(model.parameters()), 1 - decay)
-        recent.append(loss.detach())
-        if step % 10 == 0 and progress:
-            bar.set_postfix(loss=f"{float(torch.stack(list(recent)[-50:]).mean()):.4f}")
-        if time.perf_counter() - start > cfg.max_minutes * 60:
-            break
-    log = {
-        "steps_run": step + 1,
-        "wall_minutes": (time.perf_counter() - start) / 60,
-        "samples_seen": (step + 1) * cfg.batch_size,
-        "final_loss_avg100": float(torch.stack(list(recent)).mean()),
-        "device": str(device),
-    }
-    return ema.cpu(), log
+        return per_sample.mean()
+
+    return train_with_ema(
+        model_cfg.build, loss_fn, cfg, desc="train tiny DiT", progress=progress, device=device
+    )
 
 
 def save_tiny_dit(model: DiT, model_cfg: TinyDiTConfig, path: Path, meta: dict[str, Any]) -> None:

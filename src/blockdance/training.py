@@ -1,0 +1,145 @@
+"""The training loop the small shipped models share: AdamW, warm-up and cosine decay, EMA.
+
+Each model brings only its loss (:data:`StepLoss`): how it renders a batch and noises it. The
+loop draws nothing itself; every random draw of a step comes from the generator it hands to
+the loss, seeded from the config, so a run is reproducible on any device.
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import time
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass, field, fields
+from typing import Any, TypeVar
+
+import torch
+from torch import nn
+from tqdm import tqdm
+
+__all__ = [
+    "StepLoss",
+    "TrainConfig",
+    "add_train_arguments",
+    "lr_at",
+    "train_config_from",
+    "train_with_ema",
+]
+
+M = TypeVar("M", bound=nn.Module)
+
+#: ``loss(model, step, generator)``: the training loss of step ``step``.
+StepLoss = Callable[[M, int, torch.Generator], torch.Tensor]
+
+
+@dataclass
+class TrainConfig:
+    """Hyper-parameters every small model shares.
+
+    Args:
+        steps: Optimiser steps (training also stops at ``max_minutes``).
+        batch_size: Samples per step, rendered fresh each step.
+        lr: Peak AdamW learning rate (linear warm-up, cosine decay to 10%).
+        warmup: Warm-up steps.
+        ema_decay: EMA decay of the shipped weights.
+        seed: Data and initialisation seed.
+        max_minutes: Wall-clock budget.
+        extra: Free-form notes saved with the weights.
+    """
+
+    steps: int = 5800
+    batch_size: int = 64
+    lr: float = 6e-3
+    warmup: int = 300
+    ema_decay: float = 0.998
+    seed: int = 0
+    max_minutes: float = 38.0
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+def lr_at(step: int, cfg: TrainConfig) -> float:
+    """Learning rate of ``step``: linear warm-up, then cosine decay to 10% of the peak."""
+    if step < cfg.warmup:
+        return cfg.lr * (step + 1) / cfg.warmup
+    progress = (step - cfg.warmup) / max(1, cfg.steps - cfg.warmup)
+    return cfg.lr * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * min(progress, 1.0))))
+
+
+def train_with_ema(
+    build: Callable[[], M],
+    loss_fn: StepLoss[M],
+    cfg: TrainConfig,
+    *,
+    desc: str = "train",
+    progress: bool = True,
+    device: str | torch.device = "cpu",
+) -> tuple[M, dict[str, Any]]:
+    """Train ``build()`` on ``loss_fn`` and return its EMA copy.
+
+    Args:
+        build: Makes the model (called twice: the trained model, then its EMA copy).
+        loss_fn: The loss of one step; it draws every random number from the generator.
+        cfg: Hyper-parameters.
+        desc: Progress bar label.
+        progress: Show a progress bar with the running loss.
+        device: Where to train.
+
+    Returns:
+        The EMA model (eval mode, on the CPU) and a log: steps run, wall time, final loss.
+    """
+    torch.manual_seed(cfg.seed)
+    model = build().to(device).train()
+    ema = build().to(device).eval().requires_grad_(False)
+    ema.load_state_dict(model.state_dict())
+    opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=0.0)
+    gen = torch.Generator().manual_seed(cfg.seed + 1)
+    start = time.perf_counter()
+    recent: deque[torch.Tensor] = deque(maxlen=100)  # detached losses: no sync per step
+    bar = tqdm(range(cfg.steps), desc=desc, disable=not progress)
+    step = 0
+    for step in bar:
+        loss = loss_fn(model, step, gen)
+        for group in opt.param_groups:
+            group["lr"] = lr_at(step, cfg)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        opt.step()
+        decay = min(cfg.ema_decay, (1 + step) / (10 + step))
+        with torch.no_grad():
+            torch._foreach_lerp_(list(ema.parameters()), list(model.parameters()), 1 - decay)
+        recent.append(loss.detach())
+        if step % 10 == 0 and progress:
+            bar.set_postfix(loss=f"{float(torch.stack(list(recent)[-50:]).mean()):.4f}")
+        if time.perf_counter() - start > cfg.max_minutes * 60:
+            break
+    log = {
+        "steps_run": step + 1,
+        "wall_minutes": (time.perf_counter() - start) / 60,
+        "samples_seen": (step + 1) * cfg.batch_size,
+        "final_loss_avg100": float(torch.stack(list(recent)).mean()),
+        "device": str(device),
+    }
+    return ema.cpu(), log
+
+
+C = TypeVar("C", bound=TrainConfig)
+
+
+def add_train_arguments(parser: argparse.ArgumentParser, cls: type[TrainConfig]) -> None:
+    """Add one ``--flag`` per hyper-parameter of ``cls`` (``--batch-size`` for
+    ``batch_size``) with its default, and ``--threads``, ``--device``, ``--no-progress``."""
+    for f in fields(cls):
+        if f.name != "extra":
+            flag = "--" + f.name.replace("_", "-")
+            parser.add_argument(flag, type=type(f.default), default=f.default)
+    parser.add_argument("--threads", type=int, default=2, help="torch CPU threads")
+    parser.add_argument("--device", default="cpu", help="e.g. cuda, for hyper-parameter sweeps")
+    parser.add_argument("--no-progress", action="store_true")
+
+
+def train_config_from(args: argparse.Namespace, cls: type[C]) -> C:
+    """The ``cls`` config the flags of :func:`add_train_arguments` describe."""
+    return cls(**{f.name: getattr(args, f.name) for f in fields(cls) if f.name != "extra"})
