@@ -13,22 +13,18 @@ from typing import Any
 from torch import nn
 
 import blockdance
-from blockdance import ArchitectureSpec, TensorIO, module_list_blocks, timestep_argument
-from blockdance.workload import Workload
+from blockdance import (
+    ArchitectureSpec,
+    TensorIO,
+    diffusers_class,
+    module_list_blocks,
+    timestep_argument,
+)
+from blockdance.workload import Workload, lazy
 
 #: PixArt-α reuses later: 40%-95% of the trajectory (paper); DiT and Open-Sora 25%-95%.
 DIT_WINDOW = (0.25, 0.95)
 PIXART_WINDOW = (0.40, 0.95)
-
-
-def _is_diffusers(model: nn.Module, class_name: str) -> bool:
-    """True when ``model`` is diffusers' ``class_name`` (without importing diffusers)."""
-    if "diffusers" not in sys.modules:
-        return False
-    import diffusers
-
-    cls = getattr(diffusers, class_name, None)
-    return cls is not None and isinstance(model, cls)
 
 
 def _is_reference_dit(model: nn.Module) -> bool:
@@ -61,7 +57,7 @@ REFERENCE_DIT = ArchitectureSpec(
 DIFFUSERS_DIT = ArchitectureSpec(
     name="diffusers-dit",
     description="diffusers DiTTransformer2DModel (DiT-XL/2 pipelines)",
-    matches=lambda m: _is_diffusers(m, "DiTTransformer2DModel"),
+    matches=diffusers_class("DiTTransformer2DModel"),
     blocks=module_list_blocks("transformer_blocks", TensorIO()),
     timestep=timestep_argument("timestep"),
     window=DIT_WINDOW,
@@ -70,7 +66,7 @@ DIFFUSERS_DIT = ArchitectureSpec(
 PIXART_ALPHA = ArchitectureSpec(
     name="pixart-alpha",
     description="diffusers PixArtTransformer2DModel (PixArt-α, PixArt-Σ)",
-    matches=lambda m: _is_diffusers(m, "PixArtTransformer2DModel"),
+    matches=diffusers_class("PixArtTransformer2DModel"),
     blocks=module_list_blocks("transformer_blocks", TensorIO()),
     timestep=timestep_argument("timestep"),
     window=PIXART_WINDOW,
@@ -78,14 +74,7 @@ PIXART_ALPHA = ArchitectureSpec(
 
 
 def _lazy(attr: str) -> Callable[..., Any]:
-    """A function that imports ``blockdance_dit.workloads.<attr>`` when first called."""
-
-    def call(*args: Any, **kwargs: Any) -> Any:
-        from blockdance_dit import workloads
-
-        return getattr(workloads, attr)(*args, **kwargs)
-
-    return call
+    return lazy("blockdance_dit.workloads", attr)
 
 
 WORKLOADS = (

@@ -32,6 +32,7 @@ from blockdance import (
     BlockSlot,
     TensorIO,
     default_boundary,
+    diffusers_class,
     module_list_blocks,
     timestep_argument,
 )
@@ -44,16 +45,6 @@ OPEN_SORA_SAMPLER: dict[str, Any] = {"scheduler": "DDIM", "num_steps": 100}
 #: The official STDiT model names (blockdance_stdit.model.STDiT_models), listed here so
 #: that building the registry does not import the model code (and timm).
 STDIT_MODEL_NAMES = ("STDiT-XL/2",)
-
-
-def _is_diffusers(model: nn.Module, class_name: str) -> bool:
-    """True when ``model`` is diffusers' ``class_name`` (without importing diffusers)."""
-    if "diffusers" not in sys.modules:
-        return False
-    import diffusers
-
-    cls = getattr(diffusers, class_name, None)
-    return cls is not None and isinstance(model, cls)
 
 
 def _is_stdit(model: nn.Module) -> bool:
@@ -128,7 +119,7 @@ REFERENCE_STDIT = ArchitectureSpec(
 LATTE = InterleavedSpec(
     name="latte",
     description="diffusers LatteTransformer3DModel: spatial and temporal blocks interleaved",
-    matches=lambda m: _is_diffusers(m, "LatteTransformer3DModel"),
+    matches=diffusers_class("LatteTransformer3DModel"),
     blocks=interleaved_blocks("transformer_blocks", "temporal_transformer_blocks", TensorIO()),
     timestep=timestep_argument("timestep"),
     window=STDIT_WINDOW,

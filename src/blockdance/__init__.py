@@ -18,6 +18,7 @@ from typing import Any
 from torch import nn
 
 from blockdance._attach import Handle, attach
+from blockdance._checkpoint import CheckpointMismatchError
 from blockdance._manager import (
     Registry,
     default_registry,
@@ -33,6 +34,7 @@ from blockdance.architecture import (
     State,
     TensorIO,
     default_boundary,
+    diffusers_class,
     module_list_blocks,
     timestep_argument,
 )
@@ -70,6 +72,7 @@ __all__ = [
     "BlockIO",
     "BlockSlot",
     "CallRecord",
+    "CheckpointMismatchError",
     "Decision",
     "GenerationInfo",
     "GenerationStats",
@@ -96,6 +99,7 @@ __all__ = [
     "create_model",
     "default_boundary",
     "default_registry",
+    "diffusers_class",
     "get_plugin_manager",
     "hookimpl",
     "list_architectures",

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import inspect
 import math
+import sys
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
@@ -157,6 +158,25 @@ def module_list_blocks(
         ]
 
     return blocks
+
+
+def diffusers_class(class_name: str) -> Callable[[nn.Module], bool]:
+    """A ``matches`` predicate: is the model diffusers' ``class_name`` (or a subclass)?
+
+    It never imports diffusers: a model cannot be a diffusers class unless diffusers is
+    already imported, so listing plugins stays cheap.
+
+    Args:
+        class_name: A class exported by ``diffusers``, e.g. ``"SD3Transformer2DModel"``.
+    """
+
+    def matches(model: nn.Module) -> bool:
+        if "diffusers" not in sys.modules:
+            return False
+        cls = getattr(sys.modules["diffusers"], class_name, None)
+        return isinstance(cls, type) and isinstance(model, cls)
+
+    return matches
 
 
 def timestep_argument(name: str) -> TimestepReader:

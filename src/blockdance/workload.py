@@ -8,6 +8,7 @@ stays model-agnostic. Register one through
 
 from __future__ import annotations
 
+import importlib
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -75,3 +76,22 @@ class Workload:
     scheduler: str = ""
     probe: Callable[[], QualityProbe] | None = None
     images: bool = False
+
+
+def lazy(module: str, attr: str) -> Callable[..., Any]:
+    """A function that imports ``module`` on its first call and calls ``module.attr``.
+
+    Plugins register workloads at start-up; this keeps their model code (and diffusers,
+    timm …) out of the import until a workload actually runs.
+
+    Args:
+        module: Dotted module name, e.g. ``"blockdance_dit.workloads"``.
+        attr: The function to call in it.
+    """
+
+    def call(*args: Any, **kwargs: Any) -> Any:
+        return getattr(importlib.import_module(module), attr)(*args, **kwargs)
+
+    call.__name__ = attr
+    call.__qualname__ = f"lazy({module}.{attr})"
+    return call
