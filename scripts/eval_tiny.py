@@ -1,9 +1,12 @@
-"""Measure the shipped tiny DiT: probe class accuracy and FD-probe of its samples.
+"""Measure a shipped tiny model: probe class accuracy and FD-probe of its samples.
 
-    python scripts/eval_tiny_dit.py --samples 256 --guidance 1.0 2.0 3.0 4.0
+    python scripts/eval_tiny.py --model dit --samples 256 --guidance 4 6 8 10
+    python scripts/eval_tiny.py --model sd3 --samples 256 --guidance 3 4.5 6 7.5
 
-Samples one image per seed (class = seed % 16) with DDIM and classifier-free guidance,
-and compares them with real images of the held-out reference seed.
+Samples one image per seed (class = seed % 16; for the SD3, the caption of that class on
+background (seed // 16) % 5) with classifier-free guidance -- DDIM for the DiT, diffusers'
+flow-matching Euler for the SD3 -- and compares them with real images of the held-out
+reference seed.
 """
 
 from __future__ import annotations
@@ -11,16 +14,34 @@ from __future__ import annotations
 import argparse
 import json
 import time
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import torch
 
 from blockdance.data.shapes import COLORS, SHAPES
 from blockdance.evaluation.metrics import class_accuracy, frechet_distance
+from blockdance.evaluation.shapes_probe import shapes_probe
 from blockdance.workload import GenerateRequest
-from blockdance_dit.sampling import make_scheduler
-from blockdance_dit.tiny import DEFAULT_WEIGHTS, load_tiny_dit
-from blockdance_dit.workloads import DiTSampler, tiny_shapes_probe
+
+
+def build_sampler(model: str, weights: Path | None, device: str) -> Callable[[float], Any]:
+    """``sampler(guidance_scale)`` for the tiny ``model`` ("dit" or "sd3")."""
+    if model == "dit":
+        from blockdance_dit import tiny
+        from blockdance_dit.sampling import make_scheduler
+        from blockdance_dit.workloads import DiTSampler
+
+        dit = tiny.load_tiny_dit(weights or tiny.DEFAULT_WEIGHTS).to(device)
+        return lambda g: DiTSampler(dit, make_scheduler("ddim"), guidance_scale=g)
+    from diffusers import FlowMatchEulerDiscreteScheduler
+
+    from blockdance_mmdit import tiny as tiny_sd3
+    from blockdance_mmdit.workloads import SD3Sampler
+
+    sd3 = tiny_sd3.load_tiny_sd3(weights or tiny_sd3.DEFAULT_WEIGHTS).to(device)
+    return lambda g: SD3Sampler(sd3, FlowMatchEulerDiscreteScheduler(), guidance_scale=g)
 
 
 def save_grid(rows: list[torch.Tensor], path: Path) -> None:
@@ -35,7 +56,8 @@ def save_grid(rows: list[torch.Tensor], path: Path) -> None:
 
 def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--weights", type=Path, default=DEFAULT_WEIGHTS)
+    p.add_argument("--model", choices=("dit", "sd3"), default="dit")
+    p.add_argument("--weights", type=Path, default=None, help="default: the shipped weights")
     p.add_argument("--samples", type=int, default=256)
     p.add_argument("--steps", type=int, default=50)
     p.add_argument("--guidance", type=float, nargs="+", default=[1.0, 2.0, 3.0, 4.0])
@@ -43,12 +65,13 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--device", default="cpu")
     p.add_argument("--no-progress", action="store_true")
     p.add_argument("--grid", type=Path, default=None, help="PNG of the first 32 samples per scale")
-    p.add_argument("--out", type=Path, default=Path("outputs/eval_tiny_dit.json"))
+    p.add_argument("--out", type=Path, default=None, help="default outputs/eval_tiny_<model>.json")
     args = p.parse_args(argv)
     torch.set_num_threads(args.threads)
 
-    model = load_tiny_dit(args.weights).to(args.device)
-    probe = tiny_shapes_probe()
+    sampler_at = build_sampler(args.model, args.weights, args.device)
+    out = args.out or Path(f"outputs/eval_tiny_{args.model}.json")
+    probe = shapes_probe(labels=lambda seeds: torch.tensor([s % 16 for s in seeds]))
     seeds = tuple(range(args.samples))
     real = probe.features(probe.reference(1024))
     real2 = probe.features(probe.reference(2048)[1024:])
@@ -56,7 +79,7 @@ def main(argv: list[str] | None = None) -> None:
     print(f"FD-probe real vs real (1024 vs 1024): {results['fd_real_vs_real']:.2f}")
     grids: list[torch.Tensor] = []
     for scale in args.guidance:
-        sampler = DiTSampler(model, make_scheduler("ddim"), guidance_scale=scale)
+        sampler = sampler_at(scale)
         start = time.perf_counter()
         with torch.inference_mode():
             request = GenerateRequest(seeds, args.steps, progress=not args.no_progress)
@@ -85,9 +108,9 @@ def main(argv: list[str] | None = None) -> None:
     if args.grid is not None:
         save_grid(grids, args.grid)
         print(f"wrote {args.grid}")
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(results, indent=1))
-    print(f"wrote {args.out}")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(results, indent=1))
+    print(f"wrote {out}")
 
 
 if __name__ == "__main__":

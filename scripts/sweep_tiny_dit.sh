@@ -18,7 +18,7 @@ run() {  # name, then train_tiny_dit.py flags
   local name=$1; shift
   (python scripts/train_tiny_dit.py --device "$DEVICE" --threads 1 --no-progress \
       --max-minutes "$MAX_MIN" --out "$OUT/$name.safetensors" "$@" >"$OUT/$name.train.log" 2>&1 &&
-   python scripts/eval_tiny_dit.py --device "$DEVICE" --threads 1 --no-progress --samples "$SAMPLES" \
+   python scripts/eval_tiny.py --model dit --device "$DEVICE" --threads 1 --no-progress --samples "$SAMPLES" \
       --steps "$EVAL_STEPS" --guidance ${GUIDANCE:-2 3 4 6} --weights "$OUT/$name.safetensors" --grid "$OUT/$name.png" \
       --out "$OUT/$name.eval.json" >"$OUT/$name.eval.log" 2>&1;
    echo "$name done: $(grep -h accuracy "$OUT/$name.eval.log" | tr '\n' ' ')") &

@@ -9,33 +9,22 @@ paper's DiT choice scaled to depth (docs/mmdit.md); validate them with
 
 from __future__ import annotations
 
-import sys
 from collections.abc import Callable
-
-from torch import nn
+from typing import Any
 
 import blockdance
-from blockdance import ArchitectureSpec, timestep_argument
+from blockdance import ArchitectureSpec, diffusers_class, timestep_argument
+from blockdance.workload import Workload, lazy
 from blockdance_mmdit.streams import flux_blocks, sd3_blocks
 
 #: The paper's DiT and Open-Sora window (25%-95% of the steps), not yet measured on MMDiTs.
 MMDIT_WINDOW = (0.25, 0.95)
 
 
-def _is_diffusers(model: nn.Module, class_name: str) -> bool:
-    """True when ``model`` is diffusers' ``class_name`` (without importing diffusers)."""
-    if "diffusers" not in sys.modules:
-        return False
-    import diffusers
-
-    cls = getattr(diffusers, class_name, None)
-    return cls is not None and isinstance(model, cls)
-
-
 SD3 = ArchitectureSpec(
     name="sd3",
     description="diffusers SD3Transformer2DModel (SD3, SD3.5): joint two-stream blocks",
-    matches=lambda m: _is_diffusers(m, "SD3Transformer2DModel"),
+    matches=diffusers_class("SD3Transformer2DModel"),
     blocks=sd3_blocks,
     timestep=timestep_argument("timestep"),
     window=MMDIT_WINDOW,
@@ -44,7 +33,7 @@ SD3 = ArchitectureSpec(
 FLUX = ArchitectureSpec(
     name="flux",
     description="diffusers FluxTransformer2DModel: double-stream then single-stream blocks",
-    matches=lambda m: _is_diffusers(m, "FluxTransformer2DModel"),
+    matches=diffusers_class("FluxTransformer2DModel"),
     blocks=flux_blocks,
     timestep=timestep_argument("timestep"),
     window=MMDIT_WINDOW,
@@ -55,3 +44,27 @@ FLUX = ArchitectureSpec(
 def blockdance_register_architectures(register: Callable[[ArchitectureSpec], None]) -> None:
     register(SD3)
     register(FLUX)
+
+
+def _lazy(attr: str) -> Callable[..., Any]:
+    return lazy("blockdance_mmdit.workloads", attr)
+
+
+WORKLOADS = (
+    Workload(
+        name="sd3-tiny-shapes",
+        description="tiny SD3 trained here on captioned shapes (8 joint blocks, 64+10 tokens)",
+        build=_lazy("tiny_sd3_sampler"),
+        generate=_lazy("generate_images"),
+        num_steps=50,
+        scheduler="flow Euler",
+        probe=_lazy("tiny_sd3_probe"),
+        images=True,
+    ),
+)
+
+
+@blockdance.hookimpl
+def blockdance_register_workloads(register: Callable[[Workload], None]) -> None:
+    for workload in WORKLOADS:
+        register(workload)
