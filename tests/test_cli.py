@@ -41,6 +41,7 @@ def test_demo_writes_table_json_and_map(tmp_path, capsys):
     assert code == 0
     text = capsys.readouterr().out
     assert "blockdance N=2" in text and "schedule" in text and "reduction" in text
+    out = out / "dit-s2"
     rows = json.loads((out / "demo.json").read_text())
     assert [r["policy"] for r in rows] == ["baseline", "blockdance N=2", "schedule"]
     assert rows[0]["ssim"] == pytest.approx(1.0)
@@ -58,14 +59,18 @@ def test_demo_unknown_workload_lists_registered():
         main(["demo", "--workload", "nope"])
 
 
-def test_demo_on_the_shipped_tiny_dit_shows_quality_and_pictures(tmp_path, capsys):
+def test_demo_runs_every_shipped_model_with_quality_and_pictures(tmp_path, capsys):
     out = tmp_path / "demo"
     args = ["demo", "--seeds", "4", "--steps", "10", "--repeats", "1", "--n", "2", "--quiet"]
     assert main([*args, "--out", str(out)]) == 0
     text = capsys.readouterr().out
-    assert "dit-tiny-shapes" in text and "FD-probe" in text and "accuracy" in text
-    rows = json.loads((out / "demo.json").read_text())
-    assert [r["policy"] for r in rows] == ["baseline", "blockdance N=2"]
-    assert 0 <= rows[0]["accuracy"] <= 1 and rows[1]["fd_probe"] > 0
-    assert rows[1]["stats"]["reused_blocks"] > 0 and rows[1]["ssim"] < 1.0
-    assert (out / "samples.png").stat().st_size > 1000
+    shipped = ["dit-tiny-shapes", "sd3-tiny-shapes"]
+    assert all(f"workload {name}" in text for name in shipped)
+    assert "FD-probe" in text and "accuracy" in text
+    for name in shipped:
+        rows = json.loads((out / name / "demo.json").read_text())
+        assert [r["policy"] for r in rows] == ["baseline", "blockdance N=2"]
+        assert 0 <= rows[0]["accuracy"] <= 1 and rows[1]["fd_probe"] > 0
+        assert rows[1]["stats"]["reused_blocks"] > 0 and rows[1]["ssim"] < 1.0
+        assert (out / name / "samples.png").stat().st_size > 1000
+    assert "dit-s2" not in text  # random weights: not part of the default demo

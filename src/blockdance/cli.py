@@ -14,7 +14,7 @@ from typing import Any
 import torch
 
 from blockdance._attach import PolicyLike
-from blockdance._manager import default_registry
+from blockdance._manager import Registry, default_registry
 from blockdance.compare import compare_policies
 from blockdance.report import (
     add_consistency_metrics,
@@ -23,7 +23,7 @@ from blockdance.report import (
     save_reuse_maps,
     save_sample_grid,
 )
-from blockdance.workload import DEFAULT_WORKLOAD
+from blockdance.workload import DEFAULT_WORKLOAD, Workload
 
 __all__ = ["DEFAULT_WORKLOAD", "build_parser", "main"]
 
@@ -40,10 +40,17 @@ def _policy_list(args: argparse.Namespace) -> list[tuple[str, PolicyLike]]:
     return policies
 
 
+def _demo_workloads(registry: Registry, names: Sequence[str] | None) -> list[Workload]:
+    """The named workloads, or every registered one with a quality probe (a trained model)."""
+    if names:
+        return [registry.workload(name) for name in names]
+    judged = [w for w in registry.workloads.values() if w.probe is not None]
+    return judged or [registry.workload(DEFAULT_WORKLOAD)]
+
+
 def cmd_demo(args: argparse.Namespace) -> int:
     registry = default_registry()
-    workload = registry.workload(args.workload)
-    steps = args.steps or workload.num_steps
+    workloads = _demo_workloads(registry, args.workload)
     torch.set_num_threads(args.threads) if args.threads else None
     load, cores = os.getloadavg()[0], os.cpu_count() or 1
     if load > cores - 0.5:
@@ -51,6 +58,15 @@ def cmd_demo(args: argparse.Namespace) -> int:
             f"warning: the machine is busy (load {load:.1f} on {cores} cores): latencies will "
             "be noisy; try --threads 1 or run when it is idle"
         )
+    for i, workload in enumerate(workloads):
+        if i:
+            print()
+        _demo_one(args, registry, workload, Path(args.out) / workload.name)
+    return 0
+
+
+def _demo_one(args: argparse.Namespace, registry: Registry, workload: Workload, out: Path) -> None:
+    steps = args.steps or workload.num_steps
     print(f"workload {workload.name}: {workload.description}")
     print(f"{args.seeds} seeds, {steps} {workload.scheduler} steps, {args.repeats} repeat(s)\n")
     runs = compare_policies(
@@ -66,7 +82,6 @@ def cmd_demo(args: argparse.Namespace) -> int:
     add_quality_metrics(runs, workload, list(range(args.seeds)))
     print()
     print(format_table(runs))
-    out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     rows = [
         {"policy": r.label, "latency_s": r.latency, **r.metrics, "stats": r.stats.to_dict()}
@@ -78,7 +93,6 @@ def cmd_demo(args: argparse.Namespace) -> int:
     if workload.images:
         written.append(save_sample_grid(runs, out / "samples.png"))
     print("\nwrote " + ", ".join(str(p) for p in written if p is not None))
-    return 0
 
 
 def cmd_bench(args: argparse.Namespace) -> int:
@@ -150,7 +164,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_list)
 
     p = sub.add_parser("demo", help="baseline against BlockDance N=2,3,4 on a workload")
-    p.add_argument("--workload", default=DEFAULT_WORKLOAD, help="registered workload name")
+    p.add_argument(
+        "--workload",
+        nargs="+",
+        default=None,
+        help="registered workload name(s) (default: every workload with a trained model and "
+        "probe); each writes to OUT/<workload>/",
+    )
     p.add_argument("--seeds", type=int, default=64, help="number of samples (seeds 0..n-1)")
     p.add_argument("--steps", type=int, default=None, help="denoising steps")
     p.add_argument("--n", type=int, nargs="*", default=[2, 3, 4], help="BlockDance N values")
