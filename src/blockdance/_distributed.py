@@ -104,5 +104,5 @@ def gather_runs(
             cache_bytes=sum(p[2].cache_bytes for p in parts),
             peak_cache_bytes=sum(p[2].peak_cache_bytes for p in parts),
         )
-        merged.append(PolicyRun(run.label, latencies, stats, ordered))
+        merged.append(PolicyRun(run.label, latencies, stats, ordered, external=run.external))
     return merged

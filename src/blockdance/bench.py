@@ -10,10 +10,13 @@ A bench file (JSON or YAML) names the workload, the seeds and the policies::
       - {kind: blockdance, N: 2}
       - {kind: fora, N: 2, label: "FORA N=2"}
       - deepcache
+      - {kind: "diffusers:first-block-cache", threshold: 0.05}
 
-The baseline (policy ``none``) always runs first and is the reference for SSIM, PSNR and
-latency reduction. Under ``torchrun`` the seeds are sharded over the ranks and rank 0
-reports on all of them (see :mod:`blockdance._distributed`).
+Kinds starting with ``diffusers:`` are diffusers' own caches, run as external baselines on
+the same pipeline and seeds (:mod:`blockdance.external`). The baseline (policy ``none``)
+always runs first and is the reference for SSIM, PSNR and latency reduction. Under
+``torchrun`` the seeds are sharded over the ranks and rank 0 reports on all of them (see
+:mod:`blockdance._distributed`).
 """
 
 from __future__ import annotations
@@ -30,6 +33,7 @@ from blockdance._attach import PolicyLike
 from blockdance._distributed import DistContext, gather_runs, shard
 from blockdance._manager import Registry, default_registry
 from blockdance.compare import PolicyRun, compare_policies
+from blockdance.external import is_external, parse_external
 from blockdance.report import add_consistency_metrics, add_quality_metrics, load_pyplot
 from blockdance.workload import DEFAULT_WORKLOAD
 
@@ -47,7 +51,7 @@ class BenchSpec(BaseModel):
         steps: Denoising steps (default: the workload's).
         repeats: Timed repeats per policy, interleaved; latency is their median.
         policies: Each a kind name, a JSON file, or a mapping with ``kind``, its options
-            and an optional ``label``.
+            and an optional ``label``; ``diffusers:...`` kinds are external caches.
     """
 
     model_config = ConfigDict(frozen=True, extra="forbid")
@@ -140,7 +144,10 @@ def run_bench(
     workload = registry.workload(spec.workload)
     pairs = spec.labelled()
     for _, policy in pairs[1:]:  # fail on a bad config before any generation runs
-        registry.make_policy(policy)
+        if is_external(policy):
+            parse_external(policy)  # type: ignore[arg-type]
+        else:
+            registry.make_policy(policy)
     seeds = list(range(spec.seeds))
     if len(seeds) < ctx.world_size:
         raise ValueError(f"{len(seeds)} seeds cannot be shared by {ctx.world_size} ranks")
@@ -174,7 +181,7 @@ def result_rows(runs: Sequence[PolicyRun]) -> list[dict[str, Any]]:
                 "reduction": m.get("reduction"),
                 "ideal": ideal,
                 "of_ideal": m["reduction"] / ideal if ideal > 0 else None,
-                "cache_bytes": run.stats.peak_cache_bytes,
+                "cache_bytes": None if run.external else run.stats.peak_cache_bytes,
                 "ssim": m.get("ssim"),
                 "psnr": m.get("psnr"),
                 "fd_probe": m.get("fd_probe"),

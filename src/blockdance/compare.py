@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import functools
 import statistics
 import time
 from collections.abc import Sequence
+from contextlib import ExitStack
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -12,6 +14,13 @@ import torch
 
 from blockdance._attach import PolicyLike, attach
 from blockdance._manager import Registry, default_registry
+from blockdance._runtime import Runtime
+from blockdance.external import (
+    ExternalCache,
+    apply_external_cache,
+    is_external,
+    parse_external,
+)
 from blockdance.stats import GenerationStats
 from blockdance.workload import GenerateRequest, Workload
 
@@ -25,6 +34,9 @@ class PolicyRun:
         latencies: Wall time of each repeat, in seconds.
         stats: Statistics of the last generation.
         samples: The generated samples (one per seed).
+        metrics: Numbers computed afterwards (SSIM, reduction, ...).
+        external: The row ran a diffusers cache (:mod:`blockdance.external`) under the
+            ``none`` policy, so ``stats`` records no reuse decisions.
     """
 
     label: str
@@ -32,6 +44,7 @@ class PolicyRun:
     stats: GenerationStats
     samples: torch.Tensor
     metrics: dict[str, float] = field(default_factory=dict)
+    external: bool = False
 
     @property
     def latency(self) -> float:
@@ -54,7 +67,7 @@ def _device_of(target: Any) -> torch.device | None:
 
 def compare_policies(
     workload: Workload,
-    policies: Sequence[tuple[str, PolicyLike]],
+    policies: Sequence[tuple[str, PolicyLike | ExternalCache]],
     *,
     seeds: Sequence[int],
     num_steps: int | None = None,
@@ -69,10 +82,13 @@ def compare_policies(
     Args:
         workload: What to run.
         policies: ``(label, policy)`` pairs; the first is the reference (usually ``"none"``).
+            A policy may also be a diffusers cache (:mod:`blockdance.external`): it runs
+            under ``none``, with diffusers' hooks applied for each generation.
         seeds: One sample per seed.
         num_steps: Denoising steps (default: the workload's).
         repeats: Timed repeats per policy; latency is their median.
-        warmup: Run one untimed generation first (lazy initialisation, caches).
+        warmup: Run one untimed generation of the same seeds first (lazy initialisation,
+            the memory allocator and caches warm for the timed shapes).
         progress: Show a progress bar per generation.
         registry: Registry to resolve policies and architectures.
         target: A model or pipeline already built by ``workload.build()``.
@@ -83,13 +99,24 @@ def compare_policies(
         seeds=tuple(seeds), num_steps=num_steps or workload.num_steps, progress=progress
     )
     device = _device_of(target)
-    if warmup:
-        with attach(target, "none", registry=registry, num_steps=request.num_steps):
-            workload.generate(target, GenerateRequest(request.seeds[:1], request.num_steps))
+    if warmup:  # the full batch: allocator and kernels warm for the shapes that are timed
+        with (
+            attach(target, "none", registry=registry, num_steps=request.num_steps),
+            torch.inference_mode(),
+        ):
+            workload.generate(target, GenerateRequest(request.seeds, request.num_steps))
     runs: dict[str, PolicyRun] = {}
     for _ in range(repeats):
         for label, policy in policies:
-            with attach(target, policy, registry=registry, num_steps=request.num_steps) as h:
+            external = parse_external(policy) if is_external(policy) else None  # type: ignore[arg-type]
+            own: PolicyLike = "none" if external is not None else policy  # type: ignore[assignment]
+            with ExitStack() as stack:
+                h = stack.enter_context(
+                    attach(target, own, registry=registry, num_steps=request.num_steps)
+                )
+                if external is not None:
+                    timestep = functools.partial(_timestep, h.runtime)
+                    stack.enter_context(apply_external_cache(external, h.runtime.model, timestep))
                 _sync(device)
                 start = time.perf_counter()
                 with torch.inference_mode():
@@ -99,5 +126,15 @@ def compare_policies(
             if label in runs:
                 runs[label].latencies.append(elapsed)
             else:
-                runs[label] = PolicyRun(label, [elapsed], h.stats, samples.detach().cpu())
+                runs[label] = PolicyRun(
+                    label, [elapsed], h.stats, samples.detach().cpu(), external=bool(external)
+                )
     return list(runs.values())
+
+
+def _timestep(runtime: Runtime) -> float:
+    """The timestep of the model call in progress (diffusers' PAB asks for it)."""
+    t = runtime.ctx.timestep if runtime.ctx is not None else None
+    if t is None:
+        raise RuntimeError("the model call carries no timestep for the diffusers cache")
+    return float(t)

@@ -10,13 +10,7 @@ import numpy as np
 import pytest
 import torch
 from diffusers import (
-    AutoencoderKL,
     DiTTransformer2DModel,
-    FlowMatchEulerDiscreteScheduler,
-    FluxPipeline,
-    FluxTransformer2DModel,
-    SD3Transformer2DModel,
-    StableDiffusion3Pipeline,
 )
 from torch import nn
 
@@ -24,49 +18,25 @@ import blockdance
 from blockdance import TensorIO
 from blockdance.testing import ArchitectureChecks, trajectory
 from blockdance_mmdit.streams import JOINT, single_stream_io
+from tiny_diffusers import (
+    DEPTH,
+    DIM,
+    STEPS,
+    TXT,
+    flux_pipe,
+    run_flux,
+    run_sd3,
+    sd3_pipe,
+    tiny_flux,
+    tiny_sd3,
+)
 
-STEPS = 10
-DEPTH = 4  # SD3: 4 joint blocks; Flux: 2 double-stream + 2 single-stream blocks
 BOUNDARY = 2  # round(21/28 * 4) - 1; for Flux, single-stream block 0
-TXT = 6  # text tokens
-DIM = 16  # token width (2 heads x 8)
 # window 25%-95% of 10 steps = steps 3..9; groups of N start at 3
 REUSE_STEPS = {2: (4, 6, 8), 3: (4, 5, 7, 8)}
 
 
 # -- tiny models and one-step calls ----------------------------------------------------------
-def tiny_sd3() -> SD3Transformer2DModel:
-    torch.manual_seed(0)
-    return SD3Transformer2DModel(
-        sample_size=8,
-        patch_size=1,
-        in_channels=4,
-        num_layers=DEPTH,
-        attention_head_dim=8,
-        num_attention_heads=2,
-        joint_attention_dim=12,
-        caption_projection_dim=DIM,
-        pooled_projection_dim=8,
-        out_channels=4,
-        pos_embed_max_size=8,
-    ).eval()
-
-
-def tiny_flux() -> FluxTransformer2DModel:
-    torch.manual_seed(0)
-    return FluxTransformer2DModel(
-        patch_size=1,
-        in_channels=4,
-        num_layers=2,
-        num_single_layers=2,
-        attention_head_dim=8,
-        num_attention_heads=2,
-        joint_attention_dim=12,
-        pooled_projection_dim=8,
-        axes_dims_rope=(2, 2, 4),
-    ).eval()
-
-
 def sd3_call(model: nn.Module, t: int, branches: int = 1) -> torch.Tensor:
     """One step: ``branches`` separate calls (e.g. cond, uncond) of batch 2 at timestep t."""
     outs = []
@@ -294,83 +264,6 @@ def test_sd3_last_block_without_text_stream(policy):
 
 
 # -- pipelines ------------------------------------------------------------------------------------
-def tiny_vae(latent_channels: int) -> AutoencoderKL:
-    torch.manual_seed(0)
-    return AutoencoderKL(
-        block_out_channels=(4,),
-        layers_per_block=1,
-        latent_channels=latent_channels,
-        norm_num_groups=1,
-        sample_size=8,
-        use_quant_conv=False,
-        use_post_quant_conv=False,
-        shift_factor=0.0609,
-        scaling_factor=1.5035,
-    ).eval()
-
-
-def sd3_pipe() -> StableDiffusion3Pipeline:
-    return StableDiffusion3Pipeline(
-        transformer=tiny_sd3(),
-        scheduler=FlowMatchEulerDiscreteScheduler(),
-        vae=tiny_vae(4),
-        text_encoder=None,
-        tokenizer=None,
-        text_encoder_2=None,
-        tokenizer_2=None,
-        text_encoder_3=None,
-        tokenizer_3=None,
-    )
-
-
-def run_sd3(pipe: StableDiffusion3Pipeline, steps: int = STEPS) -> np.ndarray:
-    g = torch.Generator().manual_seed(0)
-    embeds, negative = torch.randn(2, 1, TXT, 12, generator=g)
-    pooled, negative_pooled = torch.randn(2, 1, 8, generator=g)
-    return pipe(
-        prompt_embeds=embeds,
-        pooled_prompt_embeds=pooled,
-        negative_prompt_embeds=negative,
-        negative_pooled_prompt_embeds=negative_pooled,
-        guidance_scale=4.0,
-        num_inference_steps=steps,
-        height=8,
-        width=8,
-        output_type="np",
-        generator=torch.Generator().manual_seed(1),
-    ).images
-
-
-def flux_pipe() -> FluxPipeline:
-    return FluxPipeline(
-        scheduler=FlowMatchEulerDiscreteScheduler(),
-        vae=tiny_vae(1),
-        text_encoder=None,
-        tokenizer=None,
-        text_encoder_2=None,
-        tokenizer_2=None,
-        transformer=tiny_flux(),
-    )
-
-
-def run_flux(pipe: FluxPipeline, steps: int = STEPS) -> np.ndarray:
-    g = torch.Generator().manual_seed(0)
-    embeds, negative = torch.randn(2, 1, TXT, 12, generator=g)
-    pooled, negative_pooled = torch.randn(2, 1, 8, generator=g)
-    return pipe(
-        prompt_embeds=embeds,
-        pooled_prompt_embeds=pooled,
-        negative_prompt_embeds=negative,  # true CFG: two transformer calls per step
-        negative_pooled_prompt_embeds=negative_pooled,
-        true_cfg_scale=2.0,
-        num_inference_steps=steps,
-        height=8,
-        width=8,
-        output_type="np",
-        generator=torch.Generator().manual_seed(1),
-    ).images
-
-
 def _state_bytes(batch: int, image_tokens: int) -> int:
     return 4 * batch * (image_tokens + TXT) * DIM  # float32 (image, text) streams
 
