@@ -178,7 +178,15 @@ class Calibration:
             lines.append("measured SSIM to the full model:")
             for cand, value in self.measured:
                 mark = "*" if cand == c else " "
-                tag = " (default)" if cand == self.default else ""
+                tags = [
+                    name
+                    for name, hit in (
+                        ("the rule's choice", bool(self.shortlist) and cand == self.shortlist[0]),
+                        ("default", cand == self.default),
+                    )
+                    if hit
+                ]
+                tag = f" ({', '.join(tags)})" if tags else ""
                 lines.append(
                     f" {mark} boundary={cand.boundary} window=({cand.window[0]:.4g}, "
                     f"{cand.window[1]:.4g}) saving {cand.saving:.1%}: SSIM {value:.4f}{tag}"
@@ -397,8 +405,8 @@ def calibrate(
             )
     chosen = _candidate(trace, n, grid, i, end)
     per_boundary = [grid.best(mask & (grid.boundary == b), keys) for b in range(trace.num_blocks)]
-    best = [j for j in per_boundary if j is not None]
-    best.sort(key=lambda j: tuple(k[j] for k in keys))
+    ranked = [j for j in per_boundary if j is not None]
+    ranked.sort(key=lambda j: tuple(k[j] for k in keys))
     return Calibration(
         chosen=chosen,
         default=default,
@@ -407,6 +415,6 @@ def calibrate(
         target_value=value,
         ssim_threshold=ssim_threshold,
         notes=tuple(notes),
-        shortlist=tuple(_candidate(trace, n, grid, j, end) for j in best[:shortlist]),
+        shortlist=tuple(_candidate(trace, n, grid, j, end) for j in ranked[:shortlist]),
         num_steps=steps,
     )
