@@ -22,6 +22,7 @@ from blockdance.report import (
     format_table,
     save_reuse_maps,
     save_sample_grid,
+    save_video_gif,
 )
 from blockdance.workload import DEFAULT_WORKLOAD, Workload
 
@@ -92,6 +93,9 @@ def _demo_one(args: argparse.Namespace, registry: Registry, workload: Workload, 
     written.append(save_reuse_maps(runs, out / "reuse_map.png"))
     if workload.images:
         written.append(save_sample_grid(runs, out / "samples.png"))
+        if runs[0].samples.dim() == 5:  # videos: play them side by side
+            gif = save_video_gif(runs, out / "samples.gif")
+            written += [gif, gif.with_name(f"{gif.stem}_strip.png")]
     print("\nwrote " + ", ".join(str(p) for p in written if p is not None))
 
 

@@ -27,12 +27,22 @@ def add_consistency_metrics(runs: Sequence[PolicyRun]) -> None:
         x = _frames(run.samples).float()
         run.metrics["ssim"] = float(ssim(x, base, data_range=data_range).mean())
         run.metrics["psnr"] = float(psnr(x, base, data_range=data_range, max_db=100.0).mean())
+        if run.samples.dim() == 5 and run.samples.shape[1] > 1:
+            run.metrics["temporal"] = temporal_consistency(run.samples, data_range)
         run.metrics["reduction"] = 1.0 - run.latency / t_base
         if not run.external:
             run.metrics["ideal"] = run.stats.saved_fraction
         elif run.stats.block_calls < runs[0].stats.block_calls:
             # a diffusers cache that skips whole blocks: the blocks that never ran
             run.metrics["ideal"] = 1.0 - run.stats.block_calls / runs[0].stats.block_calls
+
+
+def temporal_consistency(videos: torch.Tensor, data_range: float = 2.0) -> float:
+    """Mean SSIM between adjacent frames of videos ``(N, F, C, H, W)``: how smoothly they
+    move (compare a policy's with the baseline's)."""
+    a = videos[:, 1:].flatten(0, 1).float()  # (N*(F-1), C, H, W)
+    b = videos[:, :-1].flatten(0, 1).float()
+    return float(ssim(a, b, data_range=data_range).mean())
 
 
 def add_quality_metrics(
@@ -58,6 +68,7 @@ COLUMNS = [
     ("of_ideal", "of ideal", "{:.0%}"),
     ("ssim", "SSIM", "{:.4f}"),
     ("psnr", "PSNR dB", "{:.2f}"),
+    ("temporal", "temporal", "{:.4f}"),
     ("fd_probe", "FD-probe", "{:.2f}"),
     ("accuracy", "accuracy", "{:.3f}"),
     ("cache_mib", "cache MiB", "{:.2f}"),
@@ -108,6 +119,39 @@ def save_sample_grid(runs: Sequence[PolicyRun], path: Path, count: int = 8) -> P
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=110)
     plt.close(fig)
+    return path
+
+
+def save_video_gif(
+    runs: Sequence[PolicyRun], path: Path, count: int = 4, frame_ms: int = 160
+) -> Path:
+    """An animated GIF of videos ``(N, F, C, H, W)``: one row per policy, the same seeds
+    in each column, all playing in step; and a PNG strip of every frame beside it.
+
+    Args:
+        runs: Runs whose samples are videos in [-1, 1].
+        path: The ``.gif`` to write; the strip goes to ``<stem>_strip.png``.
+        count: Seeds (columns) to show.
+        frame_ms: Display time of a frame.
+    """
+    from PIL import Image
+
+    count = min(count, runs[0].samples.shape[0])
+    pad = 2
+    # (policies, seeds, F, C, H, W) -> per frame a (policies*H, seeds*W) mosaic
+    clips = torch.stack([r.samples[:count].float() for r in runs])
+    clips = torch.nn.functional.pad(((clips.clamp(-1, 1) + 1) / 2), (0, pad, 0, pad), value=1.0)
+    p, n, f, c, h, w = clips.shape
+    mosaic = clips.permute(2, 0, 4, 1, 5, 3).reshape(f, p * h, n * w, c)  # (F, pH, nW, C)
+    pixels = (mosaic * 255).round().to(torch.uint8).numpy()
+    frames = [
+        Image.fromarray(frame).resize((n * w * 4, p * h * 4), Image.Resampling.NEAREST)
+        for frame in pixels
+    ]
+    path.parent.mkdir(parents=True, exist_ok=True)
+    frames[0].save(path, save_all=True, append_images=frames[1:], duration=frame_ms, loop=0)
+    strip = torch.cat(list(torch.from_numpy(pixels)), dim=1)  # frames side by side (pH, F*nW, C)
+    Image.fromarray(strip.numpy()).save(path.with_name(f"{path.stem}_strip.png"))
     return path
 
 

@@ -20,11 +20,12 @@ from safetensors.torch import load_file, save_file
 from torch import Tensor, nn
 from tqdm.auto import tqdm
 
-from blockdance.data.shapes import CLASS_NAMES, make_batch, num_classes
+from blockdance.data.shapes import CLASS_NAMES, make_batch, make_video_batch, num_classes
 from blockdance.evaluation.metrics import class_accuracy
 
 __all__ = [
     "DEFAULT_PROBE_PATH",
+    "DEFAULT_VIDEO_PROBE_PATH",
     "ProbeNet",
     "evaluate_probe",
     "load_probe",
@@ -37,6 +38,24 @@ DEFAULT_PROBE_PATH = (
     Path(__file__).resolve().parent.parent / "assets" / "probe_shapes32.safetensors"
 )
 """The shipped probe's weights; its config sits beside it with a ``.json`` suffix."""
+
+DEFAULT_VIDEO_PROBE_PATH = DEFAULT_PROBE_PATH.with_name("probe_shapes32_video.safetensors")
+"""The probe for video frames: the same network trained on frames of the moving-shape
+videos, whose shapes are smaller than the images' (the image probe gets 0.86 on them)."""
+
+
+def shape_batch(
+    n: int, seed: int, image_size: int = 32, start: int = 0, frames: int = 0
+) -> tuple[Tensor, Tensor]:
+    """Images ``(n, 3, H, W)`` and labels ``(n,)``: samples ``start..`` of ``seed``, or with
+    ``frames > 0`` the frames of ``n // frames`` videos ``start // frames..``, in order."""
+    if frames <= 0:
+        images, labels, _ = make_batch(n, seed, image_size, start=start)
+        return images, labels
+    clips = max(1, n // frames)
+    videos, labels, _ = make_video_batch(clips, seed, image_size, frames, start=start // frames)
+    return videos.flatten(0, 1), labels.repeat_interleave(frames)  # (clips*F, 3, H, W)
+
 
 _ARCH = "ProbeNet"
 
@@ -152,6 +171,7 @@ def train_probe(
     lr: float = 3e-3,
     model: ProbeNet | None = None,
     progress: bool = True,
+    frames: int = 0,
 ) -> ProbeNet:
     """Trains a probe on freshly rendered ``ShapesDataset`` images (no sample is seen twice).
 
@@ -166,6 +186,8 @@ def train_probe(
         lr: Peak learning rate.
         model: A probe to continue training; a new default ``ProbeNet`` if ``None``.
         progress: Show a tqdm progress bar.
+        frames: Train on the frames of moving-shape videos of this length instead of
+            images (``batch_size // frames`` videos per step).
 
     Returns:
         The trained probe, in eval mode.
@@ -186,7 +208,7 @@ def train_probe(
     bar = tqdm(range(steps), desc="probe", disable=not progress, mininterval=1.0)
     ema_loss, ema_acc = 0.0, 0.0
     for step in bar:
-        images, labels, _ = make_batch(batch_size, seed, image_size, start=step * batch_size)
+        images, labels = shape_batch(batch_size, seed, image_size, step * batch_size, frames)
         logits = model(_augment(images, gen))
         loss = F.cross_entropy(logits, labels, label_smoothing=0.05)
         opt.zero_grad(set_to_none=True)
@@ -229,6 +251,7 @@ def evaluate_probe(
     seed: int = 1_000_003,
     image_size: int = 32,
     batch_size: int = 512,
+    frames: int = 0,
 ) -> float:
     """Accuracy of the probe on ``n`` images of a (held-out) seed.
 
@@ -238,6 +261,7 @@ def evaluate_probe(
         seed: Data seed; use one that differs from the training seed.
         image_size: Image height and width in pixels.
         batch_size: Images per forward pass.
+        frames: Score video frames of this length instead of images.
 
     Returns:
         Accuracy in [0, 1].
@@ -245,12 +269,13 @@ def evaluate_probe(
     model.eval()
     device = next(model.parameters()).device
     dtype = next(model.parameters()).dtype
-    correct = 0
+    correct = total = 0
     for start in range(0, n, batch_size):
-        images, labels, _ = make_batch(min(batch_size, n - start), seed, image_size, start=start)
+        images, labels = shape_batch(min(batch_size, n - start), seed, image_size, start, frames)
         logits = model(images.to(device=device, dtype=dtype)).float().cpu()
         correct += int((logits.argmax(dim=1) == labels).sum())
-    return correct / n
+        total += len(labels)
+    return correct / total
 
 
 # --------------------------------------------------------------------------------------
