@@ -7,7 +7,7 @@ Reproduces the shipped weights::
 Renders captioned coloured-shape images on the fly (blockdance.data.shapes), trains
 diffusers' SD3Transformer2DModel and the tiny text encoder together with rectified flow,
 and saves the EMA weights as fp16 safetensors beside a JSON sidecar. Measure the result
-with ``python scripts/eval_tiny_sd3.py``.
+with ``python scripts/eval_tiny.py --model sd3``.
 """
 
 from __future__ import annotations

@@ -19,7 +19,7 @@ import torch.nn.functional as F
 from safetensors.torch import load_file, save_file
 
 from blockdance.training import TrainConfig as BaseTrainConfig
-from blockdance.training import train_with_ema
+from blockdance.training import linear_alphas_cumprod, train_with_ema
 from blockdance_dit.model import DiT
 
 ASSETS = Path(__file__).parent / "assets"
@@ -55,12 +55,6 @@ class TrainConfig(BaseTrainConfig):
     """
 
     min_snr: float = 5.0
-
-
-def linear_alphas_cumprod(num_train_timesteps: int = 1000) -> torch.Tensor:
-    """DiT's linear beta schedule (1e-4 to 0.02), as cumulative alpha products."""
-    betas = torch.linspace(1e-4, 0.02, num_train_timesteps, dtype=torch.float64)
-    return torch.cumprod(1 - betas, dim=0).float()  # (T,)
 
 
 def train_tiny_dit(

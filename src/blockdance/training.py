@@ -23,6 +23,7 @@ __all__ = [
     "StepLoss",
     "TrainConfig",
     "add_train_arguments",
+    "linear_alphas_cumprod",
     "lr_at",
     "train_config_from",
     "train_with_ema",
@@ -57,6 +58,13 @@ class TrainConfig:
     seed: int = 0
     max_minutes: float = 38.0
     extra: dict[str, Any] = field(default_factory=dict)
+
+
+def linear_alphas_cumprod(num_train_timesteps: int = 1000) -> torch.Tensor:
+    """DiT's (and Open-Sora v1's) linear beta schedule, 1e-4 to 0.02, as cumulative alpha
+    products ``(T,)``."""
+    betas = torch.linspace(1e-4, 0.02, num_train_timesteps, dtype=torch.float64)
+    return torch.cumprod(1 - betas, dim=0).float()
 
 
 def lr_at(step: int, cfg: TrainConfig) -> float:

@@ -1,0 +1,63 @@
+"""Train the tiny STDiT shipped with the STDiT plugin.
+
+Reproduces the shipped weights::
+
+    python scripts/train_tiny_stdit.py
+
+Renders captioned moving-shape videos on the fly (blockdance.data.shapes), trains the
+reference Open-Sora STDiT and the tiny text encoder together with eps-prediction, and
+saves the EMA weights as fp16 safetensors beside a JSON sidecar.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from dataclasses import asdict
+from pathlib import Path
+
+import torch
+
+from blockdance.data.shapes import make_video_batch
+from blockdance.training import add_train_arguments, train_config_from
+from blockdance_stdit.tiny import (
+    DEFAULT_WEIGHTS,
+    TinySTDiTConfig,
+    TrainConfig,
+    save_tiny_stdit,
+    train_tiny_stdit,
+)
+
+
+def main(argv: list[str] | None = None) -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    add_train_arguments(p, TrainConfig)
+    p.add_argument("--depth", type=int, default=TinySTDiTConfig.depth)
+    p.add_argument("--out", type=Path, default=DEFAULT_WEIGHTS)
+    args = p.parse_args(argv)
+    torch.set_num_threads(args.threads)
+
+    model_cfg = TinySTDiTConfig(depth=args.depth)
+    cfg = train_config_from(args, TrainConfig)
+
+    def batch(n: int, seed: int, start: int) -> tuple[torch.Tensor, list[str]]:
+        videos, _, captions = make_video_batch(
+            n, seed=seed, image_size=model_cfg.image_size, frames=model_cfg.frames, start=start
+        )
+        return videos, captions
+
+    model, log = train_tiny_stdit(
+        model_cfg, cfg, batch, progress=not args.no_progress, device=args.device
+    )
+    command = "python scripts/train_tiny_stdit.py " + " ".join(
+        sys.argv[1:] if argv is None else argv
+    )
+    meta = {"train": asdict(cfg), "log": log, "command": command.strip()}
+    save_tiny_stdit(model, args.out, meta)
+    print(json.dumps(log, indent=1))
+    print(f"wrote {args.out}")
+
+
+if __name__ == "__main__":
+    main()
