@@ -218,3 +218,13 @@ def test_probe_save_load_roundtrip(tmp_path: Path) -> None:
         assert torch.allclose(model(x), loaded(x), atol=1e-2)
     with pytest.raises(FileNotFoundError, match="expected probe weights"):
         load_probe(tmp_path / "missing.safetensors")
+
+
+def test_request_noise_is_per_seed_whatever_the_batch():
+    from blockdance.workload import GenerateRequest
+
+    like = torch.zeros(1, dtype=torch.float64)
+    both = GenerateRequest((3, 7), 1).noise((2, 4), like=like)
+    alone = GenerateRequest((7,), 1).noise((2, 4), like=like)
+    assert both.shape == (2, 2, 4) and both.dtype == torch.float64
+    assert torch.equal(both[1], alone[0]) and not torch.equal(both[0], both[1])

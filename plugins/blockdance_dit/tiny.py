@@ -8,7 +8,6 @@ schedule, class dropout for guidance, EMA weights), and save/load.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -16,10 +15,9 @@ from typing import Any
 
 import torch
 import torch.nn.functional as F
-from safetensors.torch import load_file, save_file
 
 from blockdance.training import TrainConfig as BaseTrainConfig
-from blockdance.training import linear_alphas_cumprod, train_with_ema
+from blockdance.training import linear_alphas_cumprod, load_weights, save_weights, train_with_ema
 from blockdance_dit.model import DiT
 
 ASSETS = Path(__file__).parent / "assets"
@@ -101,11 +99,7 @@ def train_tiny_dit(
 
 def save_tiny_dit(model: DiT, model_cfg: TinyDiTConfig, path: Path, meta: dict[str, Any]) -> None:
     """Write fp16 safetensors and a JSON sidecar with the config and training log."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    state = {k: v.detach().to(torch.float16).contiguous() for k, v in model.state_dict().items()}
-    save_file(state, str(path))
-    sidecar = {"config": asdict(model_cfg), **meta}
-    path.with_suffix(".json").write_text(json.dumps(sidecar, indent=1))
+    save_weights(model, model_cfg, path, meta)
 
 
 def load_tiny_dit(path: Path | str = DEFAULT_WEIGHTS, dtype: torch.dtype = torch.float32) -> DiT:
@@ -115,13 +109,10 @@ def load_tiny_dit(path: Path | str = DEFAULT_WEIGHTS, dtype: torch.dtype = torch
         path: The ``.safetensors`` file; its ``.json`` sidecar holds the config.
         dtype: Parameter dtype after loading.
     """
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(
-            f"tiny DiT weights not found at {path}; train them with scripts/train_tiny_dit.py"
-        )
-    cfg = TinyDiTConfig(**json.loads(path.with_suffix(".json").read_text())["config"])
-    model = cfg.build()
-    state = load_file(str(path))
-    model.load_state_dict({k: v.float() for k, v in state.items()})
-    return model.to(dtype).eval()
+    return load_weights(
+        path,
+        lambda config: TinyDiTConfig(**config).build(),
+        family="tiny DiT",
+        script="scripts/train_tiny_dit.py",
+        dtype=dtype,
+    )

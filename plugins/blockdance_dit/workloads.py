@@ -35,9 +35,7 @@ class DiTSampler:
         model = self.transformer
         param = next(model.parameters())
         shape = (model.in_channels, model.input_size, model.input_size)
-        noise = torch.stack(
-            [torch.randn(shape, generator=torch.Generator().manual_seed(s)) for s in request.seeds]
-        ).to(param.device, param.dtype)  # (N, C, H, W)
+        noise = request.noise(shape, like=param)  # (N, C, H, W)
         labels = [s % model.num_classes for s in request.seeds]
         return sample_dit(
             model,

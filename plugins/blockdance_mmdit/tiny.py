@@ -14,22 +14,20 @@ start at zero as in DiT, so every block starts as the identity.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
 import torch.nn.functional as F
 from diffusers.models.transformers.transformer_sd3 import SD3Transformer2DModel
-from safetensors.torch import load_file, save_file
 from torch import nn
 
 from blockdance.data.captions import ShapesTokenizer, TinyTextEncoder
 from blockdance.data.shapes import BACKGROUNDS, COLORS, SHAPES, caption_for, num_classes
 from blockdance.training import TrainConfig as BaseTrainConfig
-from blockdance.training import train_with_ema
+from blockdance.training import load_weights, save_weights, train_with_ema
 
 ASSETS = Path(__file__).parent / "assets"
 DEFAULT_WEIGHTS = ASSETS / "tiny_sd3_shapes32.safetensors"
@@ -198,11 +196,7 @@ def train_tiny_sd3(
 
 def save_tiny_sd3(model: TinySD3, path: Path, meta: dict[str, Any]) -> None:
     """Write fp16 safetensors (transformer and text encoder) and a JSON sidecar."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    state = {k: v.detach().to(torch.float16).contiguous() for k, v in model.state_dict().items()}
-    save_file(state, str(path))
-    sidecar = {"config": asdict(model.cfg), **meta}
-    path.with_suffix(".json").write_text(json.dumps(sidecar, indent=1))
+    save_weights(model, model.cfg, path, meta)
 
 
 def load_tiny_sd3(
@@ -214,21 +208,10 @@ def load_tiny_sd3(
         path: The ``.safetensors`` file; its ``.json`` sidecar holds the config.
         dtype: Parameter dtype after loading.
     """
-    from blockdance._checkpoint import load_checked
-
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(
-            f"tiny SD3 weights not found at {path}; train them with scripts/train_tiny_sd3.py"
-        )
-    cfg = TinySD3Config(**json.loads(path.with_suffix(".json").read_text())["config"])
-    model = cfg.build()
-    state = {k: v.float() for k, v in load_file(str(path)).items()}
-    load_checked(
-        model,
-        state,
-        strict=True,
-        hint=lambda _model, _found: "retrain with scripts/train_tiny_sd3.py",
+    return load_weights(
+        path,
+        lambda config: TinySD3Config(**config).build(),
         family="tiny SD3",
+        script="scripts/train_tiny_sd3.py",
+        dtype=dtype,
     )
-    return model.to(dtype).eval()

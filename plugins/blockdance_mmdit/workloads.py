@@ -49,9 +49,7 @@ class SD3Sampler:
         cfg = self.model.cfg
         param = next(self.model.parameters())
         shape = (cfg.in_channels, cfg.sample_size, cfg.sample_size)
-        x = torch.stack(
-            [torch.randn(shape, generator=torch.Generator().manual_seed(s)) for s in request.seeds]
-        ).to(param.device, param.dtype)  # (N, C, H, W)
+        x = request.noise(shape, like=param)  # (N, C, H, W)
         n = x.shape[0]
         embeds, pooled = self.model.encode([""] * n + self.captions(request.seeds))  # (2N, L, D)
         self.scheduler.set_timesteps(request.num_steps, device=param.device)

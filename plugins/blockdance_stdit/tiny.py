@@ -12,21 +12,19 @@ weighting), captions dropped to the model's null caption with p = 0.1 for guidan
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
 import torch.nn.functional as F
-from safetensors.torch import load_file, save_file
 from torch import nn
 
 from blockdance.data.captions import ShapesTokenizer, TinyTextEncoder
 from blockdance.data.shapes import BACKGROUNDS, COLORS, DIRECTIONS, SHAPES, caption_for, num_classes
 from blockdance.training import TrainConfig as BaseTrainConfig
-from blockdance.training import linear_alphas_cumprod, train_with_ema
+from blockdance.training import linear_alphas_cumprod, load_weights, save_weights, train_with_ema
 from blockdance_stdit.model import STDiT
 
 ASSETS = Path(__file__).parent / "assets"
@@ -176,12 +174,7 @@ def train_tiny_stdit(
 
 def save_tiny_stdit(model: TinySTDiT, path: Path, meta: dict[str, Any]) -> None:
     """Write fp16 safetensors (STDiT and text encoder) and a JSON sidecar."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    state = {k: v.detach().to(torch.float16).contiguous() for k, v in model.state_dict().items()}
-    save_file(state, str(path))
-    path.with_suffix(".json").write_text(
-        json.dumps({"config": asdict(model.cfg), **meta}, indent=1)
-    )
+    save_weights(model, model.cfg, path, meta)
 
 
 def load_tiny_stdit(
@@ -193,21 +186,10 @@ def load_tiny_stdit(
         path: The ``.safetensors`` file; its ``.json`` sidecar holds the config.
         dtype: Parameter dtype after loading.
     """
-    from blockdance._checkpoint import load_checked
-
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(
-            f"tiny STDiT weights not found at {path}; train them with scripts/train_tiny_stdit.py"
-        )
-    cfg = TinySTDiTConfig(**json.loads(path.with_suffix(".json").read_text())["config"])
-    model = cfg.build()
-    state = {k: v.float() for k, v in load_file(str(path)).items()}
-    load_checked(
-        model,
-        state,
-        strict=True,
-        hint=lambda _model, _found: "retrain with scripts/train_tiny_stdit.py",
+    return load_weights(
+        path,
+        lambda config: TinySTDiTConfig(**config).build(),
         family="tiny STDiT",
+        script="scripts/train_tiny_stdit.py",
+        dtype=dtype,
     )
-    return model.to(dtype).eval()

@@ -56,9 +56,7 @@ class STDiTSampler:
         cfg = self.model.cfg
         param = next(self.model.parameters())
         shape = (3, cfg.frames, cfg.image_size, cfg.image_size)
-        x = torch.stack(
-            [torch.randn(shape, generator=torch.Generator().manual_seed(s)) for s in request.seeds]
-        ).to(param.device, param.dtype)  # (N, 3, T, H, W)
+        x = request.noise(shape, like=param)  # (N, 3, T, H, W)
         n = x.shape[0]
         y = self.model.encode(self.captions(request.seeds))  # (N, 1, L, D)
         y = torch.cat([y, self.transformer.y_embedder.null(n).to(y)])  # (2N, 1, L, D)

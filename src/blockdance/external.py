@@ -94,7 +94,7 @@ _ADAPTER: TypeAdapter[ExternalCache] = TypeAdapter(
 
 def is_external(entry: object) -> bool:
     """True when a bench entry (kind name or mapping) names a diffusers cache."""
-    if isinstance(entry, FirstBlockCacheBaseline | PyramidAttentionBroadcastBaseline):
+    if isinstance(entry, ExternalCache):
         return True
     kind = entry.get("kind") if isinstance(entry, Mapping) else entry
     return isinstance(kind, str) and kind.startswith(EXTERNAL_PREFIX)
@@ -107,7 +107,7 @@ def parse_external(entry: str | Mapping[str, Any] | ExternalCache) -> ExternalCa
         entry: ``"diffusers:first-block-cache"``, a mapping with ``kind`` and options, or
             a config already.
     """
-    if isinstance(entry, FirstBlockCacheBaseline | PyramidAttentionBroadcastBaseline):
+    if isinstance(entry, ExternalCache):
         return entry
     data = {"kind": entry} if isinstance(entry, str) else dict(entry)
     return _ADAPTER.validate_python(data)

@@ -156,6 +156,7 @@ def save_video_gif(
 
 
 def load_pyplot() -> Any:
+    """matplotlib.pyplot on the Agg backend, or None when matplotlib is not installed."""
     try:
         import matplotlib
 

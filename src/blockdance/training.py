@@ -8,14 +8,17 @@ the loss, seeded from the config, so a run is reproducible on any device.
 from __future__ import annotations
 
 import argparse
+import json
 import math
 import time
 from collections import deque
-from collections.abc import Callable
-from dataclasses import dataclass, field, fields
+from collections.abc import Callable, Mapping
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
 from typing import Any, TypeVar
 
 import torch
+from safetensors.torch import load_file, save_file
 from torch import nn
 from tqdm import tqdm
 
@@ -24,7 +27,9 @@ __all__ = [
     "TrainConfig",
     "add_train_arguments",
     "linear_alphas_cumprod",
+    "load_weights",
     "lr_at",
+    "save_weights",
     "train_config_from",
     "train_with_ema",
 ]
@@ -151,3 +156,52 @@ def add_train_arguments(parser: argparse.ArgumentParser, cls: type[TrainConfig])
 def train_config_from(args: argparse.Namespace, cls: type[C]) -> C:
     """The ``cls`` config the flags of :func:`add_train_arguments` describe."""
     return cls(**{f.name: getattr(args, f.name) for f in fields(cls) if f.name != "extra"})
+
+
+def save_weights(model: nn.Module, config: Any, path: Path, meta: Mapping[str, Any]) -> None:
+    """Write a small model's weights as fp16 safetensors and a JSON sidecar.
+
+    Args:
+        model: The trained model.
+        config: Its architecture (a dataclass), saved as the sidecar's ``"config"``.
+        path: The ``.safetensors`` file; the sidecar is ``path.with_suffix(".json")``.
+        meta: Training hyper-parameters, log and command, saved beside the config.
+    """
+    path.parent.mkdir(parents=True, exist_ok=True)
+    state = {k: v.detach().to(torch.float16).contiguous() for k, v in model.state_dict().items()}
+    save_file(state, str(path))
+    sidecar = {"config": asdict(config), **meta}
+    path.with_suffix(".json").write_text(json.dumps(sidecar, indent=1))
+
+
+def load_weights(
+    path: Path | str,
+    build: Callable[[dict[str, Any]], M],
+    *,
+    family: str,
+    script: str,
+    dtype: torch.dtype = torch.float32,
+) -> M:
+    """Build a model from :func:`save_weights` files, checking keys and shapes (eval mode).
+
+    Args:
+        path: The ``.safetensors`` file; its ``.json`` sidecar holds the config.
+        build: Config dict from the sidecar -> the model to load into.
+        family: Model name for the messages, e.g. ``"tiny SD3"``.
+        script: The script that trains it, named when the weights are missing or do not fit.
+        dtype: Parameter dtype after loading.
+
+    Raises:
+        FileNotFoundError: No weights at ``path``.
+        CheckpointMismatchError: The weights do not fit the sidecar's config.
+    """
+    from blockdance._checkpoint import load_checked
+
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"{family} weights not found at {path}; train them with {script}")
+    model = build(json.loads(path.with_suffix(".json").read_text())["config"])
+    state = {k: v.float() for k, v in load_file(str(path)).items()}
+    load_checked(model, state, strict=True, hint=lambda _m, _f: f"retrain with {script}",
+                 family=family)  # fmt: skip
+    return model.to(dtype).eval()

@@ -33,6 +33,15 @@ class GenerateRequest:
     num_steps: int
     progress: bool = False
 
+    def noise(self, shape: Sequence[int], like: torch.Tensor) -> torch.Tensor:
+        """Starting noise ``(N, *shape)``: one CPU-seeded draw per seed, so a seed gives the
+        same sample whatever the batch or device, then moved to ``like``'s device and dtype."""
+        draws = [
+            torch.randn(tuple(shape), generator=torch.Generator().manual_seed(s))
+            for s in self.seeds
+        ]
+        return torch.stack(draws).to(like.device, like.dtype)
+
 
 @dataclass(frozen=True)
 class QualityProbe:

@@ -16,21 +16,9 @@ import numpy as np
 
 from blockdance.analysis.trace import Trace
 from blockdance.policies.blockdance import window_steps
+from blockdance.report import load_pyplot
 
-__all__ = ["pyplot", "save_heatmap", "save_surface", "save_x0_curve"]
-
-
-def pyplot() -> Any:
-    """matplotlib.pyplot on the Agg backend, or None when matplotlib is not installed."""
-    try:
-        import matplotlib
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-    except ImportError:
-        print("matplotlib is not installed: skipping pictures (pip install blockdance[plot])")
-        return None
-    return plt
+__all__ = ["save_heatmap", "save_surface", "save_x0_curve"]
 
 
 def _title(trace: Trace) -> str:
@@ -40,7 +28,7 @@ def _title(trace: Trace) -> str:
 
 def save_surface(trace: Trace, path: str | Path) -> Path | None:
     """3-D surface: step × block → relative L2 to the previous step (branch mean)."""
-    plt = pyplot()
+    plt = load_pyplot()
     if plt is None:
         return None
     from mpl_toolkits.mplot3d import Axes3D  # noqa: F401  (registers the 3-D projection)
@@ -62,7 +50,7 @@ def save_surface(trace: Trace, path: str | Path) -> Path | None:
 
 def save_heatmap(trace: Trace, path: str | Path) -> Path | None:
     """Heat-map of relative L2 (blocks up, steps across), default boundary and window drawn."""
-    plt = pyplot()
+    plt = load_pyplot()
     if plt is None:
         return None
     from matplotlib.colors import LogNorm
@@ -97,7 +85,7 @@ def save_x0_curve(
     trace: Trace, path: str | Path, threshold: float | None = None, settle: int | None = None
 ) -> Path | None:
     """SSIM between x̂₀ at steps s−1 and s, per branch (and the threshold, settle step)."""
-    plt = pyplot()
+    plt = load_pyplot()
     if plt is None:
         return None
     fig, ax = plt.subplots(figsize=(6, 3.5))
