@@ -2,11 +2,14 @@
 
     python scripts/eval_tiny.py --model dit --samples 256 --guidance 4 6 8 10
     python scripts/eval_tiny.py --model sd3 --samples 256 --guidance 3 4.5 6 7.5
+    python scripts/eval_tiny.py --model stdit --samples 128 --guidance 4 6 8
 
-Samples one image per seed (class = seed % 16; for the SD3, the caption of that class on
-background (seed // 16) % 5) with classifier-free guidance -- DDIM for the DiT, diffusers'
-flow-matching Euler for the SD3 -- and compares them with real images of the held-out
-reference seed.
+Samples one image (or video) per seed (class = seed % 16; for the SD3 and the STDiT, the
+caption of that class on background (seed // 16) % 5, for the STDiT moving in direction
+(seed // 80) % 4) with classifier-free guidance -- DDIM for the DiT and the STDiT, diffusers'
+flow-matching Euler for the SD3 -- and compares them with real samples of the held-out
+reference seed. Videos also get the share moving in the captioned direction and their
+temporal consistency (mean SSIM of adjacent frames), against the real videos'.
 """
 
 from __future__ import annotations
@@ -14,20 +17,28 @@ from __future__ import annotations
 import argparse
 import json
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
 import torch
 
-from blockdance.data.shapes import COLORS, SHAPES
+from blockdance.data.shapes import COLORS, DIRECTIONS, SHAPES
 from blockdance.evaluation.metrics import class_accuracy, frechet_distance
-from blockdance.evaluation.shapes_probe import shapes_probe
-from blockdance.workload import GenerateRequest
+from blockdance.evaluation.motion import motion_direction
+from blockdance.evaluation.shapes_probe import shapes_probe, video_shapes_probe
+from blockdance.report import temporal_consistency
+from blockdance.workload import GenerateRequest, QualityProbe
 
 
 def build_sampler(model: str, weights: Path | None, device: str) -> Callable[[float], Any]:
-    """``sampler(guidance_scale)`` for the tiny ``model`` ("dit" or "sd3")."""
+    """``sampler(guidance_scale)`` for the tiny ``model`` ("dit", "sd3" or "stdit")."""
+    if model == "stdit":
+        from blockdance_stdit import tiny as tiny_stdit
+        from blockdance_stdit.workloads import STDiTSampler, ddim_linear
+
+        st = tiny_stdit.load_tiny_stdit(weights or tiny_stdit.DEFAULT_WEIGHTS).to(device)
+        return lambda g: STDiTSampler(st, ddim_linear(), guidance_scale=g)
     if model == "dit":
         from blockdance_dit import tiny
         from blockdance_dit.sampling import make_scheduler
@@ -35,7 +46,9 @@ def build_sampler(model: str, weights: Path | None, device: str) -> Callable[[fl
 
         dit = tiny.load_tiny_dit(weights or tiny.DEFAULT_WEIGHTS).to(device)
         return lambda g: DiTSampler(dit, make_scheduler("ddim"), guidance_scale=g)
-    from diffusers import FlowMatchEulerDiscreteScheduler
+    from diffusers.schedulers.scheduling_flow_match_euler_discrete import (
+        FlowMatchEulerDiscreteScheduler,
+    )
 
     from blockdance_mmdit import tiny as tiny_sd3
     from blockdance_mmdit.workloads import SD3Sampler
@@ -44,11 +57,20 @@ def build_sampler(model: str, weights: Path | None, device: str) -> Callable[[fl
     return lambda g: SD3Sampler(sd3, FlowMatchEulerDiscreteScheduler(), guidance_scale=g)
 
 
+def seed_directions(seeds: tuple[int, ...]) -> torch.Tensor:
+    """The direction each seed's caption asks for (``blockdance_stdit.tiny.seed_captions``)."""
+    return torch.tensor([(s // 80) % len(DIRECTIONS) for s in seeds])
+
+
 def save_grid(rows: list[torch.Tensor], path: Path) -> None:
-    """One row of samples (N, 3, H, W) in [-1, 1] per guidance scale, as a PNG."""
+    """One row of samples (N, 3, H, W) in [-1, 1] per guidance scale, as a PNG; videos
+    (N, F, 3, H, W) show their first, middle and last frames side by side."""
     import matplotlib.pyplot as plt
     from torchvision.utils import make_grid
 
+    if rows[0].dim() == 5:
+        f = rows[0].shape[1]
+        rows = [r[:8, [0, f // 2, f - 1]].flatten(0, 1) for r in rows]  # (8 * 3, 3, H, W)
     grid = make_grid(torch.cat(rows), nrow=len(rows[0]), padding=1, value_range=(-1, 1))
     path.parent.mkdir(parents=True, exist_ok=True)
     plt.imsave(path, ((grid.clamp(-1, 1) + 1) / 2).permute(1, 2, 0).numpy())
@@ -56,7 +78,7 @@ def save_grid(rows: list[torch.Tensor], path: Path) -> None:
 
 def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--model", choices=("dit", "sd3"), default="dit")
+    p.add_argument("--model", choices=("dit", "sd3", "stdit"), default="dit")
     p.add_argument("--weights", type=Path, default=None, help="default: the shipped weights")
     p.add_argument("--samples", type=int, default=256)
     p.add_argument("--steps", type=int, default=50)
@@ -71,12 +93,20 @@ def main(argv: list[str] | None = None) -> None:
 
     sampler_at = build_sampler(args.model, args.weights, args.device)
     out = args.out or Path(f"outputs/eval_tiny_{args.model}.json")
-    probe = shapes_probe(labels=lambda seeds: torch.tensor([s % 16 for s in seeds]))
+
+    def seed_labels(seeds: Sequence[int]) -> torch.Tensor:
+        return torch.tensor([s % 16 for s in seeds])
+
+    video = args.model == "stdit"
+    probe: QualityProbe = video_shapes_probe(seed_labels) if video else shapes_probe(seed_labels)
     seeds = tuple(range(args.samples))
-    real = probe.features(probe.reference(1024))
-    real2 = probe.features(probe.reference(2048)[1024:])
-    results = {"fd_real_vs_real": frechet_distance(real2, real), "runs": []}
+    reference = probe.reference(2048)
+    real, real2 = probe.features(reference[:1024]), probe.features(reference[1024:])
+    results: dict[str, Any] = {"fd_real_vs_real": frechet_distance(real2, real), "runs": []}
     print(f"FD-probe real vs real (1024 vs 1024): {results['fd_real_vs_real']:.2f}")
+    if video:
+        results["real_temporal"] = temporal_consistency(reference[:256])
+        print(f"temporal consistency of real videos: {results['real_temporal']:.4f}")
     grids: list[torch.Tensor] = []
     for scale in args.guidance:
         sampler = sampler_at(scale)
@@ -94,17 +124,22 @@ def main(argv: list[str] | None = None) -> None:
             for k, name in enumerate(SHAPES)
         }
         fd = frechet_distance(probe.features(images), real)
-        results["runs"].append(
-            {
-                "guidance": scale,
-                "accuracy": acc,
-                "shape_accuracy": per_shape,
-                "fd_probe": fd,
-                "seconds": seconds,
-            }
-        )
+        run: dict[str, Any] = {
+            "guidance": scale,
+            "accuracy": acc,
+            "shape_accuracy": per_shape,
+            "fd_probe": fd,
+            "seconds": seconds,
+        }
         shapes = ", ".join(f"{k} {v:.2f}" for k, v in per_shape.items())
-        print(f"guidance {scale}: accuracy {acc:.3f} ({shapes}), FD-probe {fd:.2f}, {seconds:.0f}s")
+        line = f"guidance {scale}: accuracy {acc:.3f} ({shapes}), FD-probe {fd:.2f}"
+        if video:
+            moving = motion_direction(images) == seed_directions(seeds)
+            run["direction_accuracy"] = float(moving.float().mean())
+            run["temporal"] = temporal_consistency(images)
+            line += f", direction {run['direction_accuracy']:.3f}, temporal {run['temporal']:.4f}"
+        results["runs"].append(run)
+        print(f"{line}, {seconds:.0f}s")
     if args.grid is not None:
         save_grid(grids, args.grid)
         print(f"wrote {args.grid}")
