@@ -68,19 +68,20 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 def _demo_one(args: argparse.Namespace, registry: Registry, workload: Workload, out: Path) -> None:
     steps = args.steps or workload.num_steps
+    seeds = args.seeds or workload.demo_seeds
     print(f"workload {workload.name}: {workload.description}")
-    print(f"{args.seeds} seeds, {steps} {workload.scheduler} steps, {args.repeats} repeat(s)\n")
+    print(f"{seeds} seeds, {steps} {workload.scheduler} steps, {args.repeats} repeat(s)\n")
     runs = compare_policies(
         workload,
         _policy_list(args),
-        seeds=range(args.seeds),
+        seeds=range(seeds),
         num_steps=steps,
         repeats=args.repeats,
         progress=not args.quiet,
         registry=registry,
     )
     add_consistency_metrics(runs)
-    add_quality_metrics(runs, workload, list(range(args.seeds)))
+    add_quality_metrics(runs, workload, list(range(seeds)))
     print()
     print(format_table(runs))
     out.mkdir(parents=True, exist_ok=True)
@@ -175,7 +176,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="registered workload name(s) (default: every workload with a trained model and "
         "probe); each writes to OUT/<workload>/",
     )
-    p.add_argument("--seeds", type=int, default=64, help="number of samples (seeds 0..n-1)")
+    p.add_argument(
+        "--seeds",
+        type=int,
+        default=None,
+        help="number of samples, seeds 0..n-1 (default: the workload's, 64 for images)",
+    )
     p.add_argument("--steps", type=int, default=None, help="denoising steps")
     p.add_argument("--n", type=int, nargs="*", default=[2, 3, 4], help="BlockDance N values")
     p.add_argument(

@@ -75,6 +75,8 @@ class Workload:
         probe: Returns a :class:`QualityProbe` (loaded lazily), or None when the samples
             cannot be judged (random weights).
         images: Whether samples are images in [-1, 1] (worth showing as pictures).
+        demo_seeds: Samples ``blockdance demo`` draws by default; fewer for costly
+            workloads (videos).
     """
 
     name: str
@@ -85,6 +87,7 @@ class Workload:
     scheduler: str = ""
     probe: Callable[[], QualityProbe] | None = None
     images: bool = False
+    demo_seeds: int = 64
 
 
 def lazy(module: str, attr: str) -> Callable[..., Any]:
