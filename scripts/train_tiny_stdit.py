@@ -4,9 +4,10 @@ Reproduces the shipped weights::
 
     python scripts/train_tiny_stdit.py
 
-Renders captioned moving-shape videos on the fly (blockdance.data.shapes), trains the
-reference Open-Sora STDiT and the tiny text encoder together with eps-prediction, and
-saves the EMA weights as fp16 safetensors beside a JSON sidecar.
+Starts from the shipped tiny DiT (as Open-Sora started from PixArt-α, and PixArt-α from
+DiT), trains on single frames, then on clips of captioned moving shapes rendered on the fly
+(blockdance.data.shapes), with the tiny text encoder trained jointly and eps-prediction. Saves
+the EMA weights as fp16 safetensors beside a JSON sidecar.
 """
 
 from __future__ import annotations
@@ -34,16 +35,17 @@ def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     add_train_arguments(p, TrainConfig)
     p.add_argument("--depth", type=int, default=TinySTDiTConfig.depth)
+    p.add_argument("--frames", type=int, default=TinySTDiTConfig.frames)
     p.add_argument("--out", type=Path, default=DEFAULT_WEIGHTS)
     args = p.parse_args(argv)
     torch.set_num_threads(args.threads)
 
-    model_cfg = TinySTDiTConfig(depth=args.depth)
+    model_cfg = TinySTDiTConfig(depth=args.depth, frames=args.frames)
     cfg = train_config_from(args, TrainConfig)
 
-    def batch(n: int, seed: int, start: int) -> tuple[torch.Tensor, list[str]]:
+    def batch(n: int, seed: int, start: int, frames: int) -> tuple[torch.Tensor, list[str]]:
         videos, _, captions = make_video_batch(
-            n, seed=seed, image_size=model_cfg.image_size, frames=model_cfg.frames, start=start
+            n, seed=seed, image_size=model_cfg.image_size, frames=frames, start=start
         )
         return videos, captions
 

@@ -64,7 +64,7 @@ def test_demo_runs_every_shipped_model_with_quality_and_pictures(tmp_path, capsy
     args = ["demo", "--seeds", "4", "--steps", "10", "--repeats", "1", "--n", "2", "--quiet"]
     assert main([*args, "--out", str(out)]) == 0
     text = capsys.readouterr().out
-    shipped = ["dit-tiny-shapes", "sd3-tiny-shapes"]
+    shipped = ["dit-tiny-shapes", "sd3-tiny-shapes", "stdit-tiny-shapes"]
     assert all(f"workload {name}" in text for name in shipped)
     assert "FD-probe" in text and "accuracy" in text
     for name in shipped:
@@ -73,4 +73,6 @@ def test_demo_runs_every_shipped_model_with_quality_and_pictures(tmp_path, capsy
         assert 0 <= rows[0]["accuracy"] <= 1 and rows[1]["fd_probe"] > 0
         assert rows[1]["stats"]["reused_blocks"] > 0 and rows[1]["ssim"] < 1.0
         assert (out / name / "samples.png").stat().st_size > 1000
+    assert "temporal" in text  # the video model's table
+    assert (out / "stdit-tiny-shapes" / "samples.gif").stat().st_size > 1000
     assert "dit-s2" not in text  # random weights: not part of the default demo

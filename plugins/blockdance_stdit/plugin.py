@@ -36,6 +36,7 @@ from blockdance import (
     module_list_blocks,
     timestep_argument,
 )
+from blockdance.workload import Workload, lazy
 
 #: Open-Sora (paper): reuse window 25%-95% of the steps; Latte borrows it.
 STDIT_WINDOW = (0.25, 0.95)
@@ -142,3 +143,29 @@ def blockdance_register_architectures(register: Callable[[ArchitectureSpec], Non
 def blockdance_register_models(register: Callable[[str, Callable[..., nn.Module]], None]) -> None:
     for name in STDIT_MODEL_NAMES:
         register(name, functools.partial(_build_stdit, name))
+
+
+def _lazy(attr: str) -> Callable[..., Any]:
+    return lazy("blockdance_stdit.workloads", attr)
+
+
+WORKLOADS = (
+    Workload(
+        name="stdit-tiny-shapes",
+        description="tiny Open-Sora STDiT trained here on captioned moving shapes "
+        "(8 blocks, 8 frames x 64 tokens)",
+        build=_lazy("tiny_stdit_sampler"),
+        generate=_lazy("generate_videos"),
+        num_steps=50,
+        scheduler="DDIM",
+        probe=_lazy("tiny_stdit_probe"),
+        images=True,
+        demo_seeds=16,
+    ),
+)
+
+
+@blockdance.hookimpl
+def blockdance_register_workloads(register: Callable[[Workload], None]) -> None:
+    for workload in WORKLOADS:
+        register(workload)

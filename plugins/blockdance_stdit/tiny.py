@@ -13,7 +13,7 @@ weighting), captions dropped to the model's null caption with p = 0.1 for guidan
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -22,7 +22,15 @@ import torch.nn.functional as F
 from torch import nn
 
 from blockdance.data.captions import ShapesTokenizer, TinyTextEncoder
-from blockdance.data.shapes import BACKGROUNDS, COLORS, DIRECTIONS, SHAPES, caption_for, num_classes
+from blockdance.data.shapes import (
+    BACKGROUNDS,
+    COLORS,
+    DIRECTIONS,
+    SHAPES,
+    caption_for,
+    num_classes,
+)
+from blockdance.data.shapes import make_batch as make_image_batch
 from blockdance.training import TrainConfig as BaseTrainConfig
 from blockdance.training import linear_alphas_cumprod, load_weights, save_weights, train_with_ema
 from blockdance_stdit.model import STDiT
@@ -118,58 +126,230 @@ def seed_captions(seeds: Sequence[int]) -> list[str]:
 
 @dataclass
 class TrainConfig(BaseTrainConfig):
-    """Training hyper-parameters (see :class:`blockdance.training.TrainConfig`), plus:
+    """Training hyper-parameters of the video stage (see
+    :class:`blockdance.training.TrainConfig`), plus the image stage before it.
 
     Args:
         min_snr: Min-SNR-gamma weighting of the ε loss; 0 turns it off.
+        init: ``"dit"``: start from the shipped tiny DiT (:mod:`blockdance_stdit.from_dit`);
+            ``"none"``: from scratch.
+        image_steps: Steps of the image stage (single frames, ``frames=1``); 0 skips it.
+        image_batch_size: Frames per image-stage step.
+        image_lr: Peak learning rate of the image stage.
+        image_minutes: Wall-clock budget of the image stage; ``max_minutes`` is the video
+            stage's.
+        image_target: What the image stage regresses: ``"dit"``, the shipped tiny DiT's
+            class-conditional ε on the DiT's own captioned images (distillation);
+            ``"noise"``, the sampled noise on single video frames.
     """
 
-    # Not yet run to completion: 1500 steps of 16 videos take about 36 min on 2 CPU cores
-    # (1.45 s a step, measured), a tenth of the images the tiny DiT saw. Choose them with a
-    # GPU sweep before shipping weights.
-    steps: int = 1500
-    batch_size: int = 16
-    lr: float = 4e-3
+    steps: int = 2000
+    batch_size: int = 8
+    lr: float = 2e-3
+    warmup: int = 200
+    max_minutes: float = 20.5
     min_snr: float = 5.0
+    init: str = "dit"
+    image_steps: int = 1400
+    image_batch_size: int = 64
+    image_lr: float = 5e-3
+    image_minutes: float = 18.0
+    image_target: str = "dit"
 
 
-def train_tiny_stdit(
-    model_cfg: TinySTDiTConfig,
-    cfg: TrainConfig,
-    make_batch: Callable[[int, int, int], tuple[torch.Tensor, list[str]]],
+#: ``make_batch(n, seed, start, frames)``: videos ``(n, frames, 3, H, W)`` in [-1, 1] and
+#: their captions.
+MakeBatch = Callable[[int, int, int, int], tuple[torch.Tensor, list[str]]]
+
+
+def _eps_loss(
+    make_batch: MakeBatch,
+    cfg: BaseTrainConfig,
+    frames: int,
+    min_snr: float,
+    device: Any,
     *,
-    progress: bool = True,
-    device: str | torch.device = "cpu",
-) -> tuple[TinySTDiT, dict[str, Any]]:
-    """Train with ε-prediction on freshly rendered videos; return the EMA model.
+    single_frame: bool = False,
+) -> Callable[[TinySTDiT, int, torch.Generator], torch.Tensor]:
+    """The ε loss of one step on ``cfg.batch_size`` clips of ``frames`` frames.
 
-    Args:
-        model_cfg: Architecture.
-        cfg: Hyper-parameters.
-        make_batch: ``make_batch(n, seed, start)`` returns videos ``(n, T, 3, H, W)`` in
-            [-1, 1] and their captions.
-        progress: Show a progress bar with the loss.
-        device: Where to train; random draws stay on the CPU generator.
+    With ``single_frame`` each sample is one frame, drawn at random, of such a clip.
     """
     abar = linear_alphas_cumprod()  # (T,)
 
     def loss_fn(model: TinySTDiT, step: int, gen: torch.Generator) -> torch.Tensor:
-        videos, captions = make_batch(cfg.batch_size, cfg.seed, step * cfg.batch_size)
+        n = cfg.batch_size
+        videos, captions = make_batch(n, cfg.seed, step * n, frames)  # (B, F, 3, H, W)
+        if single_frame:
+            pick = torch.randint(0, videos.shape[1], (n,), generator=gen)
+            videos = videos[torch.arange(n), pick][:, None]  # (B, 1, 3, H, W)
         x0 = videos.permute(0, 2, 1, 3, 4)  # (B, 3, T, H, W)
-        t = torch.randint(0, len(abar), (x0.shape[0],), generator=gen)
+        t = torch.randint(0, len(abar), (n,), generator=gen)
         noise = torch.randn(x0.shape, generator=gen)
         a = abar[t].view(-1, 1, 1, 1, 1)
         x0, noise, a, t = (v.to(device) for v in (x0, noise, a, t))
         xt = a.sqrt() * x0 + (1 - a).sqrt() * noise
         per_sample = F.mse_loss(model(xt, t, captions), noise, reduction="none").mean((1, 2, 3, 4))
-        if cfg.min_snr > 0:
+        if min_snr > 0:
             snr = a.flatten() / (1 - a.flatten())  # (B,)
-            per_sample = per_sample * snr.clamp(max=cfg.min_snr) / snr
+            per_sample = per_sample * snr.clamp(max=min_snr) / snr
         return per_sample.mean()
 
-    return train_with_ema(
-        model_cfg.build, loss_fn, cfg, desc="train tiny STDiT", progress=progress, device=device
+    return loss_fn
+
+
+def _distill_loss(
+    teacher: nn.Module, cfg: BaseTrainConfig, image_size: int, min_snr: float, device: Any
+) -> Callable[[TinySTDiT, int, torch.Generator], torch.Tensor]:
+    """The image stage as distillation: match the DiT's ε on its own training images.
+
+    Each step renders ``cfg.batch_size`` captioned images (``make_batch``), noises them, and
+    regresses the teacher's prediction for the caption's class, or for its null class where
+    the caption is dropped (to the STDiT's null caption), so guidance is learnt too. The
+    teacher's ε says what the images of a class look like without the noise of the ε
+    target, which the small CPU budget could not average out.
+    """
+    abar = linear_alphas_cumprod()  # (T,)
+
+    def loss_fn(model: TinySTDiT, step: int, gen: torch.Generator) -> torch.Tensor:
+        n = cfg.batch_size
+        images, labels, captions = make_image_batch(n, cfg.seed, image_size, start=step * n)
+        t = torch.randint(0, len(abar), (n,), generator=gen)
+        noise = torch.randn(images.shape, generator=gen)  # (B, 3, H, W)
+        drop = torch.rand(n, generator=gen) < model.cfg.class_dropout_prob
+        a = abar[t].view(-1, 1, 1, 1)
+        images, noise, a, t, drop, labels = (
+            v.to(device) for v in (images, noise, a, t, drop, labels)
+        )
+        xt = a.sqrt() * images + (1 - a).sqrt() * noise  # (B, 3, H, W)
+        with torch.no_grad():
+            target = teacher(xt, t, torch.where(drop, num_classes, labels))  # (B, 3, H, W)
+        y = model.encode(captions)  # (B, 1, L, D)
+        y = torch.where(drop[:, None, None, None], model.stdit.y_embedder.null(n).to(y), y)
+        eps = model.stdit(xt[:, :, None], t, y)[:, :, 0]  # one frame: (B, 3, H, W)
+        per_sample = F.mse_loss(eps, target, reduction="none").mean((1, 2, 3))
+        if min_snr > 0:
+            snr = a.flatten() / (1 - a.flatten())  # (B,)
+            per_sample = per_sample * snr.clamp(max=min_snr) / snr
+        return per_sample.mean()
+
+    return loss_fn
+
+
+def _load_across_frames(model: TinySTDiT, state: dict[str, torch.Tensor]) -> TinySTDiT:
+    """Load weights trained at another frame count: only the temporal sin-cos table differs."""
+    own = {k: v for k, v in state.items() if k != "stdit.pos_embed_temporal"}
+    missing, unexpected = model.load_state_dict(own, strict=False)
+    if set(missing) != {"stdit.pos_embed_temporal"} or unexpected:
+        raise ValueError(f"stage weights do not fit: missing {missing}, unexpected {unexpected}")
+    return model
+
+
+def _tiny_dit() -> nn.Module:
+    """The shipped tiny DiT (the DiT plugin must be installed)."""
+    from blockdance_dit.tiny import load_tiny_dit
+
+    return load_tiny_dit()
+
+
+def _from_dit(model_cfg: TinySTDiTConfig, dit: nn.Module) -> dict[str, torch.Tensor]:
+    """The STDiT's weights converted from the DiT's."""
+    from blockdance_stdit.from_dit import stdit_from_dit_state
+
+    model = model_cfg.build()
+    stdit_from_dit_state(model.stdit, dit.state_dict())
+    return model.state_dict()
+
+
+def train_tiny_stdit(
+    model_cfg: TinySTDiTConfig,
+    cfg: TrainConfig,
+    make_batch: MakeBatch,
+    *,
+    progress: bool = True,
+    device: str | torch.device = "cpu",
+) -> tuple[TinySTDiT, dict[str, Any]]:
+    """Train with ε-prediction on freshly rendered clips; return the EMA model.
+
+    As Open-Sora trains video models from an image model: optionally start from the tiny DiT,
+    then an image stage on single frames (cheap: one frame of 64 tokens a sample), then the
+    video stage on ``model_cfg.frames``-frame clips. Each stage restarts the optimiser and
+    the learning-rate schedule from the previous stage's EMA weights.
+
+    Args:
+        model_cfg: Architecture of the video model.
+        cfg: Hyper-parameters.
+        make_batch: ``make_batch(n, seed, start, frames)`` returns clips
+            ``(n, frames, 3, H, W)`` in [-1, 1] and their captions.
+        progress: Show a progress bar with the loss.
+        device: Where to train; random draws stay on the CPU generator.
+    """
+    if cfg.init not in ("dit", "none"):
+        raise ValueError(f"init must be 'dit' or 'none', got {cfg.init!r}")
+    if cfg.image_target not in ("dit", "noise"):
+        raise ValueError(f"image_target must be 'dit' or 'noise', got {cfg.image_target!r}")
+    image_cfg = replace(model_cfg, frames=1)
+    use_dit = "dit" in (cfg.init, cfg.image_target if cfg.image_steps > 0 else "")
+    teacher = _tiny_dit() if use_dit else None
+    state = _from_dit(image_cfg, teacher) if teacher is not None and cfg.init == "dit" else None
+    logs: dict[str, Any] = {}
+    if cfg.image_steps > 0:
+        stage = BaseTrainConfig(
+            steps=cfg.image_steps,
+            batch_size=cfg.image_batch_size,
+            lr=cfg.image_lr,
+            warmup=cfg.warmup,
+            ema_decay=cfg.ema_decay,
+            seed=cfg.seed,
+            max_minutes=cfg.image_minutes,
+        )
+        start = state
+
+        distill = teacher is not None and cfg.image_target == "dit"
+
+        def build_image() -> TinySTDiT:
+            model = image_cfg.build()
+            if distill:  # the loss drops captions itself, to pick the teacher's target
+                model.stdit.y_embedder.uncond_prob = 0.0
+            return model if start is None else _load_across_frames(model, start)
+
+        if teacher is not None and distill:
+            size = getattr(teacher, "input_size", None)
+            if size != model_cfg.image_size:
+                raise ValueError(
+                    f"the DiT teacher draws {size}px images, the STDiT {model_cfg.image_size}px;"
+                    " distil at the DiT's size or use image_target='noise'"
+                )
+            teacher = teacher.to(device).eval().requires_grad_(False)
+            loss = _distill_loss(teacher, stage, model_cfg.image_size, cfg.min_snr, device)
+        else:
+            loss = _eps_loss(
+                make_batch, stage, model_cfg.frames, cfg.min_snr, device, single_frame=True
+            )
+        image_model, logs["image"] = train_with_ema(
+            build_image,
+            loss,
+            stage,
+            desc="image stage",
+            progress=progress,
+            device=device,
+        )
+        state = image_model.state_dict()
+    init = state
+
+    def build_video() -> TinySTDiT:
+        model = model_cfg.build()
+        return model if init is None else _load_across_frames(model, init)
+
+    model, logs["video"] = train_with_ema(
+        build_video,
+        _eps_loss(make_batch, cfg, model_cfg.frames, cfg.min_snr, device),
+        cfg,
+        desc="video stage",
+        progress=progress,
+        device=device,
     )
+    return model, logs
 
 
 def save_tiny_stdit(model: TinySTDiT, path: Path, meta: dict[str, Any]) -> None:

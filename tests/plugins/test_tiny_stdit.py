@@ -1,10 +1,9 @@
-"""The tiny STDiT's code: captions, training step, save/load and its sampler under blockdance.
-
-The weights are not shipped yet (see docs/stdit.md); these tests run on a small random model.
-"""
+"""The tiny STDiT: captions, training stages, save/load, its sampler under blockdance, and the
+shipped weights (card, captions followed, BlockDance on it)."""
 
 from __future__ import annotations
 
+import functools
 import json
 
 import pytest
@@ -12,8 +11,10 @@ import torch
 
 import blockdance
 from blockdance.data.shapes import CLASS_NAMES, make_video_batch
+from blockdance.evaluation.metrics import class_accuracy, ssim
 from blockdance.workload import GenerateRequest
 from blockdance_stdit.tiny import (
+    DEFAULT_WEIGHTS,
     TinySTDiTConfig,
     TrainConfig,
     load_tiny_stdit,
@@ -21,7 +22,12 @@ from blockdance_stdit.tiny import (
     seed_captions,
     train_tiny_stdit,
 )
-from blockdance_stdit.workloads import STDiTSampler, ddim_linear
+from blockdance_stdit.workloads import (
+    STDiTSampler,
+    ddim_linear,
+    tiny_stdit_probe,
+    tiny_stdit_sampler,
+)
 
 SMALL = TinySTDiTConfig(frames=4, image_size=16, hidden_size=32, depth=4, num_heads=2, text_dim=16)
 
@@ -38,14 +44,21 @@ def test_seed_captions_name_class_background_and_direction():
     assert len({c.split()[4] for c in seed_captions(range(0, 320, 80))}) == 4  # directions
 
 
-def test_training_runs_and_weights_round_trip(tmp_path):
-    def batch(n, seed, start):
-        videos, _, captions = make_video_batch(n, seed, 16, frames=4, start=start)
+def test_training_runs_image_then_video_stage_and_weights_round_trip(tmp_path):
+    asked = []
+
+    def batch(n, seed, start, frames):
+        asked.append((n, frames))
+        videos, _, captions = make_video_batch(n, seed, 16, frames=frames, start=start)
         return videos, captions
 
-    model, log = train_tiny_stdit(SMALL, TrainConfig(steps=3, batch_size=2, warmup=1), batch,
-                                  progress=False)  # fmt: skip
-    assert log["steps_run"] == 3 and torch.isfinite(torch.tensor(log["final_loss_avg100"]))
+    cfg = TrainConfig(steps=3, batch_size=2, warmup=1, init="none", image_steps=2,
+                      image_batch_size=4, image_target="noise")  # fmt: skip
+    model, log = train_tiny_stdit(SMALL, cfg, batch, progress=False)
+    # the image stage draws one frame of 4-frame clips, then the video stage whole clips
+    assert asked == [(4, 4)] * 2 + [(2, 4)] * 3
+    assert log["image"]["steps_run"] == 2 and log["video"]["steps_run"] == 3
+    assert torch.isfinite(torch.tensor(log["video"]["final_loss_avg100"]))
     save_tiny_stdit(model, tmp_path / "m.safetensors", {"log": log})
     loaded = load_tiny_stdit(tmp_path / "m.safetensors")
     for (k, a), (_, b) in zip(model.state_dict().items(), loaded.state_dict().items()):
@@ -57,6 +70,31 @@ def test_training_runs_and_weights_round_trip(tmp_path):
         load_tiny_stdit(tmp_path / "m.safetensors")
     with pytest.raises(FileNotFoundError, match=r"scripts/train_tiny_stdit\.py"):
         load_tiny_stdit(tmp_path / "absent.safetensors")
+
+
+def test_image_stage_distils_the_shipped_dit():
+    def batch(n, seed, start, frames):
+        videos, _, captions = make_video_batch(n, seed, 32, frames=frames, start=start)
+        return videos, captions
+
+    cfg = TrainConfig(steps=1, batch_size=1, warmup=1, image_steps=2, image_batch_size=4)
+    model, log = train_tiny_stdit(TinySTDiTConfig(), cfg, batch, progress=False)
+    assert log["image"]["steps_run"] == 2 and log["video"]["steps_run"] == 1
+    assert torch.isfinite(torch.tensor(log["image"]["final_loss_avg100"]))
+    assert model.stdit.y_embedder.uncond_prob == 0.1  # the video model drops captions again
+    small = TrainConfig(init="none", image_steps=1)
+    with pytest.raises(ValueError, match="the DiT teacher draws 32px images, the STDiT 16px"):
+        train_tiny_stdit(SMALL, small, batch, progress=False)
+
+
+def test_training_from_a_dit_that_does_not_fit_says_so():
+    def batch(n, seed, start, frames):
+        raise AssertionError("no step may run")
+
+    with pytest.raises(ValueError, match="the DiT has 8 blocks, the STDiT 4"):
+        train_tiny_stdit(SMALL, TrainConfig(init="dit"), batch, progress=False)
+    with pytest.raises(ValueError, match="init must be 'dit' or 'none'"):
+        train_tiny_stdit(SMALL, TrainConfig(init="pixart"), batch, progress=False)
 
 
 def test_sampler_makes_videos_and_blockdance_skips_blocks():
@@ -77,3 +115,48 @@ def test_sampler_makes_videos_and_blockdance_skips_blocks():
         fast = sampler(request)
     assert handle.stats.num_steps == 8 and handle.stats.saved_fraction > 0
     assert not torch.equal(fast, base)
+
+
+CARD = DEFAULT_WEIGHTS.parent / "TINY_STDIT_CARD.md"
+#: The shipped model draws circles and triangles right (half the classes), squares half the
+#: time, crosses rarely (its card: 0.66 at DDIM-50); an untrained one scores about 1/16.
+ACCURACY_AT_20_STEPS = 0.4
+
+
+@functools.cache
+def _shipped() -> STDiTSampler:
+    return tiny_stdit_sampler()
+
+
+def test_shipped_weights_match_their_card():
+    sampler = _shipped()
+    meta = json.loads(DEFAULT_WEIGHTS.with_suffix(".json").read_text())
+    assert sampler.model.cfg.frames == meta["config"]["frames"] >= 8
+    assert len(sampler.transformer.blocks) == meta["config"]["depth"] >= 8
+    stages = meta["log"]
+    assert stages["image"]["wall_minutes"] + stages["video"]["wall_minutes"] <= 40
+    assert DEFAULT_WEIGHTS.stat().st_size < 20 * 2**20
+    card = CARD.read_text()
+    assert meta["command"] in card
+    for stage in ("image", "video"):
+        assert f"{stages[stage]['steps_run']} steps" in card
+
+
+def test_shipped_model_follows_its_captions():
+    """An untrained model gives about 1/16; the shipped one is far above that."""
+    seeds = tuple(range(16))
+    videos = _shipped()(GenerateRequest(seeds, 20)).clamp(-1, 1)  # (N, F, 3, H, W)
+    probe = tiny_stdit_probe()
+    assert class_accuracy(probe.logits(videos), probe.labels(seeds)) >= ACCURACY_AT_20_STEPS
+
+
+@pytest.mark.slow
+def test_blockdance_n2_keeps_the_baseline_video():
+    """Issue-5 bar on the demo's 16 seeds, DDIM-50: per-frame SSIM >= 0.93."""
+    request = GenerateRequest(tuple(range(16)), 50)
+    sampler = _shipped()
+    base = sampler(request).clamp(-1, 1)
+    with blockdance.attach(sampler, "blockdance", N=2) as handle:
+        fast = sampler(request).clamp(-1, 1)
+    assert handle.stats.saved_fraction > 0.2
+    assert float(ssim(fast.flatten(0, 1), base.flatten(0, 1)).mean()) >= 0.93
