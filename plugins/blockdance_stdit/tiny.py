@@ -6,8 +6,11 @@ to the caption, MLP; adaLN-single) trained on the videos of :mod:`blockdance.dat
 8 frames of 32×32 pixels, patch (1, 4, 4), so 8 × 64 tokens. The caption comes from the tiny
 text encoder of :mod:`blockdance.data.captions`, trained jointly and saved in the same file.
 
-Training is Open-Sora v1's: ε-prediction on DiT's linear β schedule (here with min-SNR-5
-weighting), captions dropped to the model's null caption with p = 0.1 for guidance.
+Training follows Open-Sora's path from an image model to a video model: the STDiT starts
+from the shipped tiny DiT (:mod:`blockdance_stdit.from_dit`), distils it on single images,
+then learns on clips. The objective is Open-Sora v1's: ε-prediction on DiT's linear β
+schedule (here with min-SNR-5 weighting), captions dropped to the model's null caption with
+p = 0.1 for guidance.
 """
 
 from __future__ import annotations
@@ -272,7 +275,8 @@ def train_tiny_stdit(
     """Train with ε-prediction on freshly rendered clips; return the EMA model.
 
     As Open-Sora trains video models from an image model: optionally start from the tiny DiT,
-    then an image stage on single frames (cheap: one frame of 64 tokens a sample), then the
+    then an image stage on single frames (cheap: one frame of 64 tokens a sample) that
+    distils the DiT (``image_target="dit"``) or regresses the noise on video frames, then the
     video stage on ``model_cfg.frames``-frame clips. Each stage restarts the optimiser and
     the learning-rate schedule from the previous stage's EMA weights.
 
