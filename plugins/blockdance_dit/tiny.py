@@ -17,7 +17,13 @@ import torch
 import torch.nn.functional as F
 
 from blockdance.training import TrainConfig as BaseTrainConfig
-from blockdance.training import linear_alphas_cumprod, load_weights, save_weights, train_with_ema
+from blockdance.training import (
+    linear_alphas_cumprod,
+    load_weights,
+    min_snr_mean,
+    save_weights,
+    train_with_ema,
+)
 from blockdance_dit.model import DiT
 
 ASSETS = Path(__file__).parent / "assets"
@@ -87,10 +93,7 @@ def train_tiny_dit(
         x0, noise, a, t, y = (v.to(device) for v in (x0, noise, a, t, y))
         xt = a.sqrt() * x0 + (1 - a).sqrt() * noise
         per_sample = F.mse_loss(model(xt, t, y), noise, reduction="none").mean(dim=(1, 2, 3))
-        if cfg.min_snr > 0:
-            snr = a.flatten() / (1 - a.flatten())  # (B,)
-            per_sample = per_sample * snr.clamp(max=cfg.min_snr) / snr
-        return per_sample.mean()
+        return min_snr_mean(per_sample, a, cfg.min_snr)
 
     return train_with_ema(
         model_cfg.build, loss_fn, cfg, desc="train tiny DiT", progress=progress, device=device

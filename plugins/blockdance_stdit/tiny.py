@@ -35,7 +35,13 @@ from blockdance.data.shapes import (
 )
 from blockdance.data.shapes import make_batch as make_image_batch
 from blockdance.training import TrainConfig as BaseTrainConfig
-from blockdance.training import linear_alphas_cumprod, load_weights, save_weights, train_with_ema
+from blockdance.training import (
+    linear_alphas_cumprod,
+    load_weights,
+    min_snr_mean,
+    save_weights,
+    train_with_ema,
+)
 from blockdance_stdit.model import STDiT
 
 ASSETS = Path(__file__).parent / "assets"
@@ -193,10 +199,7 @@ def _eps_loss(
         x0, noise, a, t = (v.to(device) for v in (x0, noise, a, t))
         xt = a.sqrt() * x0 + (1 - a).sqrt() * noise
         per_sample = F.mse_loss(model(xt, t, captions), noise, reduction="none").mean((1, 2, 3, 4))
-        if min_snr > 0:
-            snr = a.flatten() / (1 - a.flatten())  # (B,)
-            per_sample = per_sample * snr.clamp(max=min_snr) / snr
-        return per_sample.mean()
+        return min_snr_mean(per_sample, a, min_snr)
 
     return loss_fn
 
@@ -231,10 +234,7 @@ def _distill_loss(
         y = torch.where(drop[:, None, None, None], model.stdit.y_embedder.null(n).to(y), y)
         eps = model.stdit(xt[:, :, None], t, y)[:, :, 0]  # one frame: (B, 3, H, W)
         per_sample = F.mse_loss(eps, target, reduction="none").mean((1, 2, 3))
-        if min_snr > 0:
-            snr = a.flatten() / (1 - a.flatten())  # (B,)
-            per_sample = per_sample * snr.clamp(max=min_snr) / snr
-        return per_sample.mean()
+        return min_snr_mean(per_sample, a, min_snr)
 
     return loss_fn
 

@@ -29,6 +29,7 @@ __all__ = [
     "linear_alphas_cumprod",
     "load_weights",
     "lr_at",
+    "min_snr_mean",
     "save_weights",
     "train_config_from",
     "train_with_ema",
@@ -70,6 +71,23 @@ def linear_alphas_cumprod(num_train_timesteps: int = 1000) -> torch.Tensor:
     products ``(T,)``."""
     betas = torch.linspace(1e-4, 0.02, num_train_timesteps, dtype=torch.float64)
     return torch.cumprod(1 - betas, dim=0).float()
+
+
+def min_snr_mean(per_sample: torch.Tensor, alpha_bar: torch.Tensor, gamma: float) -> torch.Tensor:
+    """Mean of per-sample ε losses under Min-SNR-γ weighting (Hang et al., ICCV 2023).
+
+    Each sample's loss is scaled by ``min(snr, γ) / snr`` with ``snr = ᾱ / (1 − ᾱ)``, so the
+    nearly clean timesteps stop dominating; ``gamma <= 0`` gives the plain mean.
+
+    Args:
+        per_sample: Losses ``(B,)``.
+        alpha_bar: Cumulative alpha product of each sample's timestep, any shape of B elements.
+        gamma: γ, the SNR at which the weight starts to fall.
+    """
+    if gamma > 0:
+        snr = alpha_bar.flatten() / (1 - alpha_bar.flatten())  # (B,)
+        per_sample = per_sample * snr.clamp(max=gamma) / snr
+    return per_sample.mean()
 
 
 def lr_at(step: int, cfg: TrainConfig) -> float:
