@@ -106,6 +106,7 @@ def train_with_ema(
     desc: str = "train",
     progress: bool = True,
     device: str | torch.device = "cpu",
+    on_step: Callable[[int, M], None] | None = None,
 ) -> tuple[M, dict[str, Any]]:
     """Train ``build()`` on ``loss_fn`` and return its EMA copy.
 
@@ -116,6 +117,8 @@ def train_with_ema(
         desc: Progress bar label.
         progress: Show a progress bar with the running loss.
         device: Where to train.
+        on_step: Called after each step with the step index and the EMA model (e.g. to
+            save snapshots of a run); it must not change the model.
 
     Returns:
         The EMA model (eval mode, on the CPU) and a log: steps run, wall time, final loss.
@@ -142,6 +145,8 @@ def train_with_ema(
         with torch.no_grad():
             torch._foreach_lerp_(list(ema.parameters()), list(model.parameters()), 1 - decay)
         recent.append(loss.detach())
+        if on_step is not None:
+            on_step(step, ema)
         if step % 10 == 0 and progress:
             bar.set_postfix(loss=f"{float(torch.stack(list(recent)[-50:]).mean()):.4f}")
         if time.perf_counter() - start > cfg.max_minutes * 60:
