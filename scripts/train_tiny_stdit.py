@@ -24,6 +24,7 @@ from blockdance.data.shapes import make_video_batch
 from blockdance.training import add_train_arguments, train_config_from
 from blockdance_stdit.tiny import (
     DEFAULT_WEIGHTS,
+    TinySTDiT,
     TinySTDiTConfig,
     TrainConfig,
     save_tiny_stdit,
@@ -37,6 +38,13 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--depth", type=int, default=TinySTDiTConfig.depth)
     p.add_argument("--frames", type=int, default=TinySTDiTConfig.frames)
     p.add_argument("--out", type=Path, default=DEFAULT_WEIGHTS)
+    p.add_argument(
+        "--snapshot-steps",
+        type=int,
+        nargs="*",
+        default=[],
+        help="also save the EMA model after these video-stage steps, as <out>.video<step>",
+    )
     args = p.parse_args(argv)
     torch.set_num_threads(args.threads)
 
@@ -49,11 +57,23 @@ def main(argv: list[str] | None = None) -> None:
         )
         return videos, captions
 
-    model, log = train_tiny_stdit(
-        model_cfg, cfg, batch, progress=not args.no_progress, device=args.device
-    )
     command = "python scripts/train_tiny_stdit.py " + " ".join(
         sys.argv[1:] if argv is None else argv
+    )
+    snapshots = set(args.snapshot_steps)
+
+    def snapshot(step: int, ema: TinySTDiT) -> None:
+        if step + 1 in snapshots:
+            path = args.out.with_name(f"{args.out.stem}.video{step + 1}{args.out.suffix}")
+            save_tiny_stdit(ema, path, {"train": asdict(cfg), "video_steps": step + 1})
+
+    model, log = train_tiny_stdit(
+        model_cfg,
+        cfg,
+        batch,
+        progress=not args.no_progress,
+        device=args.device,
+        on_video_step=snapshot if snapshots else None,
     )
     meta = {"train": asdict(cfg), "log": log, "command": command.strip()}
     save_tiny_stdit(model, args.out, meta)

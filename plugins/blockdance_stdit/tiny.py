@@ -327,6 +327,7 @@ def train_tiny_stdit(
     *,
     progress: bool = True,
     device: str | torch.device = "cpu",
+    on_video_step: Callable[[int, TinySTDiT], None] | None = None,
 ) -> tuple[TinySTDiT, dict[str, Any]]:
     """Train with ε-prediction on freshly rendered clips; return the EMA model.
 
@@ -343,6 +344,8 @@ def train_tiny_stdit(
             ``(n, frames, 3, H, W)`` in [-1, 1] and their captions.
         progress: Show a progress bar with the loss.
         device: Where to train; random draws stay on the CPU generator.
+        on_video_step: Called after each video-stage step with its index and the EMA
+            model, e.g. to save snapshots (:func:`blockdance.training.train_with_ema`).
     """
     if cfg.init not in ("dit", "none"):
         raise ValueError(f"init must be 'dit' or 'none', got {cfg.init!r}")
@@ -421,6 +424,7 @@ def train_tiny_stdit(
         desc="video stage",
         progress=progress,
         device=device,
+        on_step=on_video_step,
     )
     return model, logs
 

@@ -119,6 +119,28 @@ def test_hybrid_image_stage_takes_the_teachers_eps_only_below_its_timestep():
     assert torch.equal(seen[0][~dropped], wanted[~dropped])
 
 
+def test_training_script_saves_snapshots_of_the_video_stage(tmp_path):
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).parents[2] / "scripts" / "train_tiny_stdit.py"
+    spec = importlib.util.spec_from_file_location("train_tiny_stdit_script", path)
+    assert spec is not None and spec.loader is not None
+    script = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(script)
+    out = tmp_path / "m.safetensors"
+    flags = "--image-steps 1 --image-batch-size 2 --steps 3 --batch-size 1 --warmup 1"
+    script.main([*flags.split(), "--no-progress", "--snapshot-steps", "2", "--out", str(out)])
+    snapshot = json.loads((tmp_path / "m.video2.json").read_text())
+    assert snapshot["video_steps"] == 2 and snapshot["train"]["steps"] == 3
+    assert json.loads(out.with_suffix(".json").read_text())["log"]["video"]["steps_run"] == 3
+    assert sorted(p.name for p in tmp_path.glob("*.safetensors")) == [
+        "m.safetensors",
+        "m.video2.safetensors",
+    ]
+    load_tiny_stdit(tmp_path / "m.video2.safetensors")
+
+
 def test_training_from_a_dit_that_does_not_fit_says_so():
     def batch(n, seed, start, frames):
         raise AssertionError("no step may run")
