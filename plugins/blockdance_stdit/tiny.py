@@ -210,38 +210,30 @@ def _eps_loss(
     return loss_fn
 
 
-def _hybrid_loss(
+#: ``frames(n, step, gen)``: clean single frames ``(n, 3, H, W)``, their class labels and
+#: captions.
+Frames = Callable[[int, int, torch.Generator], tuple[torch.Tensor, torch.Tensor, list[str]]]
+
+
+def _teacher_loss(
     teacher: nn.Module,
-    make_batch: MakeBatch,
+    frames: Frames,
     cfg: BaseTrainConfig,
-    frames: int,
     teacher_max_t: int,
     min_snr: float,
     device: Any,
 ) -> Callable[[TinySTDiT, int, torch.Generator], torch.Tensor]:
-    """The image stage on single video frames: the DiT's ε below ``teacher_max_t``, the
-    sampled noise from there up.
+    """The image stage's loss: the DiT's ε as the target below ``teacher_max_t``, the
+    sampled noise from it up.
 
-    High noise decides where a shape goes and how large it is: there the frames' own noise
-    is the target, so the model learns the videos' smaller shapes. Lower noise refines the
-    shape: there the DiT's class-conditional ε (its null-class ε where the caption is
-    dropped) replaces the noisy ε target.
+    The teacher is asked for the caption's class, or for its null class where the caption
+    is dropped (to the STDiT's null caption), so guidance is learnt too.
     """
     abar = linear_alphas_cumprod()  # (T,)
-    to_class = {
-        caption_for(s, c, b, d): class_index(s, c)
-        for s in SHAPES
-        for c in COLORS
-        for b in BACKGROUNDS
-        for d in DIRECTIONS
-    }
 
     def loss_fn(model: TinySTDiT, step: int, gen: torch.Generator) -> torch.Tensor:
         n = cfg.batch_size
-        videos, captions = make_batch(n, cfg.seed, step * n, frames)  # (B, F, 3, H, W)
-        pick = torch.randint(0, videos.shape[1], (n,), generator=gen)
-        x0 = videos[torch.arange(n), pick]  # (B, 3, H, W)
-        labels = torch.tensor([to_class[c] for c in captions])
+        x0, labels, captions = frames(n, step, gen)  # (B, 3, H, W), (B,)
         t = torch.randint(0, len(abar), (n,), generator=gen)
         noise = torch.randn(x0.shape, generator=gen)
         drop = torch.rand(n, generator=gen) < model.cfg.class_dropout_prob
@@ -260,39 +252,58 @@ def _hybrid_loss(
     return loss_fn
 
 
+def _hybrid_loss(
+    teacher: nn.Module,
+    make_batch: MakeBatch,
+    cfg: BaseTrainConfig,
+    frames: int,
+    teacher_max_t: int,
+    min_snr: float,
+    device: Any,
+) -> Callable[[TinySTDiT, int, torch.Generator], torch.Tensor]:
+    """The image stage on single video frames: the DiT's ε below ``teacher_max_t``, the
+    sampled noise from there up.
+
+    High noise decides where a shape goes and how large it is: there the frames' own noise
+    is the target, so the model learns the videos' smaller shapes. Lower noise refines the
+    shape: there the DiT's class-conditional ε replaces the noisy ε target.
+    """
+    to_class = {
+        caption_for(s, c, b, d): class_index(s, c)
+        for s in SHAPES
+        for c in COLORS
+        for b in BACKGROUNDS
+        for d in DIRECTIONS
+    }
+
+    def video_frames(
+        n: int, step: int, gen: torch.Generator
+    ) -> tuple[torch.Tensor, torch.Tensor, list[str]]:
+        videos, captions = make_batch(n, cfg.seed, step * n, frames)  # (B, F, 3, H, W)
+        pick = torch.randint(0, videos.shape[1], (n,), generator=gen)
+        labels = torch.tensor([to_class[c] for c in captions])
+        return videos[torch.arange(n), pick], labels, captions
+
+    return _teacher_loss(teacher, video_frames, cfg, teacher_max_t, min_snr, device)
+
+
 def _distill_loss(
     teacher: nn.Module, cfg: BaseTrainConfig, image_size: int, min_snr: float, device: Any
 ) -> Callable[[TinySTDiT, int, torch.Generator], torch.Tensor]:
     """The image stage as distillation: match the DiT's ε on its own training images.
 
     Each step renders ``cfg.batch_size`` captioned images (``make_batch``), noises them, and
-    regresses the teacher's prediction for the caption's class, or for its null class where
-    the caption is dropped (to the STDiT's null caption), so guidance is learnt too. The
-    teacher's ε says what the images of a class look like without the noise of the ε
-    target, which the small CPU budget could not average out.
+    regresses the teacher's prediction at every timestep. The teacher's ε says what the
+    images of a class look like without the noise of the ε target, which the small CPU
+    budget could not average out.
     """
-    abar = linear_alphas_cumprod()  # (T,)
 
-    def loss_fn(model: TinySTDiT, step: int, gen: torch.Generator) -> torch.Tensor:
-        n = cfg.batch_size
-        images, labels, captions = make_image_batch(n, cfg.seed, image_size, start=step * n)
-        t = torch.randint(0, len(abar), (n,), generator=gen)
-        noise = torch.randn(images.shape, generator=gen)  # (B, 3, H, W)
-        drop = torch.rand(n, generator=gen) < model.cfg.class_dropout_prob
-        a = abar[t].view(-1, 1, 1, 1)
-        images, noise, a, t, drop, labels = (
-            v.to(device) for v in (images, noise, a, t, drop, labels)
-        )
-        xt = a.sqrt() * images + (1 - a).sqrt() * noise  # (B, 3, H, W)
-        with torch.no_grad():
-            target = teacher(xt, t, torch.where(drop, num_classes, labels))  # (B, 3, H, W)
-        y = model.encode(captions)  # (B, 1, L, D)
-        y = torch.where(drop[:, None, None, None], model.stdit.y_embedder.null(n).to(y), y)
-        eps = model.stdit(xt[:, :, None], t, y)[:, :, 0]  # one frame: (B, 3, H, W)
-        per_sample = F.mse_loss(eps, target, reduction="none").mean((1, 2, 3))
-        return min_snr_mean(per_sample, a, min_snr)
+    def dit_images(
+        n: int, step: int, gen: torch.Generator
+    ) -> tuple[torch.Tensor, torch.Tensor, list[str]]:
+        return make_image_batch(n, cfg.seed, image_size, start=step * n)
 
-    return loss_fn
+    return _teacher_loss(teacher, dit_images, cfg, len(linear_alphas_cumprod()), min_snr, device)
 
 
 def _load_across_frames(model: TinySTDiT, state: dict[str, torch.Tensor]) -> TinySTDiT:
