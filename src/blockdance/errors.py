@@ -37,3 +37,23 @@ class StaleCacheError(BlockDanceError):
 
 class ReuseError(BlockDanceError):
     """A policy asked for a reuse that the runtime cannot serve."""
+
+
+class InvalidInputError(BlockDanceError, ValueError):
+    """An argument or input file is not what blockdance expects; the message names both."""
+
+
+class PolicyFileError(InvalidInputError):
+    """A policy configuration file is missing, malformed, or in a format that is not read."""
+
+
+class WeightsFileError(InvalidInputError):
+    """A weights file or its JSON sidecar is missing, truncated or lacks what it must hold."""
+
+
+class GenerationError(BlockDanceError):
+    """A model call cannot be placed in a step or generation without guessing.
+
+    Raised instead of misplacing reuse: e.g. a timestep that rises inside an explicit
+    generation, or a model shared by threads in a way the runtime cannot keep apart.
+    """
