@@ -190,18 +190,19 @@ def test_changed_batch_between_generations_never_reuses_stale_state(toy, registr
 def test_shape_change_inside_a_generation_raises(toy, registry):
     with blockdance.attach(toy, "blockdance", N=2, registry=registry) as handle:
         with handle.generation(num_steps=T):
-            run(toy, x0(batch=2), 6)  # steps 0..5, step 5 caches
+            run(toy, x0(batch=2), T, stop=6)  # steps 0..5, step 5 caches
+            t6 = timesteps(T)[6]
             with pytest.raises(blockdance.StaleCacheError, match=r"\(3, 4, 16\)"):
-                toy(x0(batch=3), torch.full((3,), 100))  # step 6 reuses
+                toy(x0(batch=3), torch.full((3,), t6))  # step 6 reuses
 
 
 def test_dtype_change_inside_a_generation_raises(toy, registry):
     with blockdance.attach(toy, "blockdance", N=2, registry=registry) as handle:
         with handle.generation(num_steps=T):
-            run(toy, x0(), 6)
+            run(toy, x0(), T, stop=6)
             toy.double()
             with pytest.raises(blockdance.StaleCacheError, match="float64"):
-                toy(x0().double(), torch.full((2,), 100))
+                toy(x0().double(), torch.full((2,), timesteps(T)[6]))
 
 
 def test_blockdance_without_step_count_raises_clear_error(toy, registry):
@@ -330,9 +331,9 @@ def test_unreadable_timestep_still_splits_generations_by_step_count(registry):
 def test_calls_past_announced_steps_warn(toy, registry):
     with blockdance.attach(toy, "blockdance", N=2, registry=registry) as handle:
         with handle.generation(num_steps=4):
-            run(toy, x0(), 4)
+            run(toy, x0(), 5, stop=4)  # 999 .. 250
             with pytest.warns(RuntimeWarning, match="step 4 of a generation announced with 4"):
-                toy(x0(), torch.full((2,), 3))
+                toy(x0(), torch.full((2,), 0))
 
 
 def test_handle_stays_readable_after_removal(toy, registry):

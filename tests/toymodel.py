@@ -72,12 +72,21 @@ def timesteps(num_steps: int) -> list[int]:
 
 
 def run(
-    model: nn.Module, x: torch.Tensor, num_steps: int, update: Callable | None = None
+    model: nn.Module,
+    x: torch.Tensor,
+    num_steps: int,
+    update: Callable | None = None,
+    *,
+    stop: int | None = None,
 ) -> list[torch.Tensor]:
-    """A fake sampling loop: one call per step, outputs of every step."""
+    """A fake sampling loop: one call per step, outputs of every step.
+
+    Args:
+        stop: Run only the first ``stop`` steps of the ``num_steps`` schedule.
+    """
     outs = []
     with torch.no_grad():
-        for t in timesteps(num_steps):
+        for t in timesteps(num_steps)[:stop]:
             tt = torch.full((x.shape[0],), t)
             out = model(x, tt)
             outs.append(out)

@@ -11,6 +11,7 @@ from typing import Any
 from torch import nn
 
 from blockdance._manager import Registry, default_registry
+from blockdance._pipeline import denoiser_of
 from blockdance._runtime import Runtime
 from blockdance.architecture import ArchitectureSpec, BlockSlot
 from blockdance.observer import Observer
@@ -20,23 +21,43 @@ from blockdance.stats import GenerationStats
 PolicyLike = Policy | PolicyConfig | Mapping[str, Any] | str | Path
 
 
-def _resolve_target(obj: Any) -> tuple[nn.Module, Any]:
-    """The denoiser to hook and, for a pipeline, its scheduler."""
+def _unwrap_compiled(model: nn.Module) -> nn.Module:
+    """The module inside a ``torch.compile`` wrapper (its compiled code calls it)."""
+    inner = getattr(model, "_orig_mod", None)
+    return inner if isinstance(inner, nn.Module) else model
+
+
+def _resolve_target(obj: Any, scheduler: Any) -> tuple[nn.Module, Any, Any]:
+    """The denoiser to hook, the pipeline whose calls are generations, the scheduler."""
+    if scheduler is not None and not (
+        hasattr(scheduler, "set_timesteps") and hasattr(scheduler, "step")
+    ):
+        raise TypeError(
+            f"scheduler= must be a diffusers scheduler (with set_timesteps() and step()), "
+            f"got {type(scheduler).__name__}"
+        )
     if isinstance(obj, nn.Module):
-        return obj, None
-    for attr in ("transformer", "unet"):
-        model = getattr(obj, attr, None)
-        if isinstance(model, nn.Module):
-            scheduler = getattr(obj, "scheduler", None)
-            if scheduler is None or not hasattr(scheduler, "set_timesteps"):
-                raise TypeError(
-                    f"{type(obj).__name__} has a .{attr} but no diffusers scheduler with "
-                    "set_timesteps(); attach to the model itself and pass num_steps="
-                )
-            return model, scheduler
+        return _unwrap_compiled(obj), None, scheduler
+    model = denoiser_of(obj)
+    if isinstance(model, nn.Module):
+        if scheduler is not None:
+            raise TypeError(
+                "scheduler= is for a bare model; a pipeline's own .scheduler is followed "
+                "(replace pipe.scheduler to use another)"
+            )
+        own = getattr(obj, "scheduler", None)
+        if own is None or not hasattr(own, "set_timesteps") or not hasattr(own, "step"):
+            raise TypeError(
+                f"{type(obj).__name__} has a denoiser but no diffusers scheduler with "
+                "set_timesteps() and step(); attach to the model itself and pass num_steps= "
+                "or scheduler="
+            )
+        if not callable(obj):  # not a pipeline to call: its scheduler alone is followed
+            return _unwrap_compiled(model), None, own
+        return _unwrap_compiled(model), obj, None
     raise TypeError(
         f"cannot attach to {type(obj).__name__}: expected a torch.nn.Module or a diffusers "
-        "pipeline with a .transformer and a .scheduler"
+        "pipeline with a .transformer (or .unet) and a .scheduler"
     )
 
 
@@ -50,6 +71,7 @@ class Handle:
     def __init__(self, runtime: Runtime) -> None:
         self._runtime: Runtime | None = runtime
         self._last = GenerationStats(num_steps=None, num_blocks=len(runtime.slots))
+        self._last_by_thread: dict[int, GenerationStats] = {}
         self._policy = runtime.policy
         self._spec = runtime.spec
         self._slots = list(runtime.slots)
@@ -75,7 +97,7 @@ class Handle:
 
     @property
     def stats(self) -> GenerationStats:
-        """Statistics of the current (or last) generation."""
+        """Statistics of this thread's current (or last) generation."""
         if self._runtime is not None and self._runtime.stats is not None:
             self._last = self._runtime.stats
         return self._last
@@ -106,6 +128,11 @@ class Handle:
     @contextlib.contextmanager
     def generation(self, num_steps: int | None = None) -> Iterator[Handle]:
         """Mark one generation on a bare model: fresh cache, known step count.
+
+        Inside it a step is read from the timestep values (same value: next guidance branch;
+        new value: next step); a rising timestep, or a step with more calls than the first,
+        raises :class:`~blockdance.GenerationError` rather than being misread. For exact
+        steps from a diffusers scheduler, attach with ``scheduler=`` instead.
 
         Args:
             num_steps: Number of denoising steps (defaults to ``attach(num_steps=)``).
@@ -156,18 +183,26 @@ def attach(
     *,
     architecture: str | None = None,
     num_steps: int | None = None,
+    scheduler: Any = None,
     registry: Registry | None = None,
     **options: Any,
 ) -> Handle:
     """Attach a reuse policy to a model or a diffusers pipeline.
 
+    With a pipeline, each pipeline call is one generation and its steps are counted from
+    the pipeline's scheduler. With a bare model, pass the diffusers ``scheduler`` your loop
+    drives (exact steps), or use ``handle.generation(num_steps=...)`` (steps read from
+    timestep values), or only ``num_steps`` (the fallback rules of docs/concepts.md).
+
     Args:
-        model_or_pipeline: A DiT-family ``nn.Module`` or a diffusers pipeline whose
-            ``.transformer`` is one.
+        model_or_pipeline: A DiT-family ``nn.Module`` (``torch.compile``d or not) or a
+            diffusers pipeline whose ``.transformer`` is one.
         policy: A registered policy kind (``"blockdance"``, ``"none"`` …), a config object,
             a ``{"kind": ...}`` mapping, a JSON file path, or a policy instance.
         architecture: Registered architecture name; default: matched from the model.
         num_steps: Step count for a bare model (a pipeline supplies its own per call).
+        scheduler: The diffusers scheduler a bare model's sampling loop drives: its
+            ``set_timesteps`` starts a generation and each ``step()`` ends a step.
         registry: Registry to use; default: the installed plugins.
         **options: Policy options when ``policy`` is a kind name (e.g. ``N=3``).
 
@@ -175,8 +210,10 @@ def attach(
         A :class:`Handle`; use it as a context manager or call ``.remove()``.
     """
     registry = registry or default_registry()
-    model, scheduler = _resolve_target(model_or_pipeline)
+    model, pipeline, scheduler = _resolve_target(model_or_pipeline, scheduler)
     spec = registry.architecture(architecture) if architecture else registry.match(model)
     built = registry.make_policy(policy, **options)
-    runtime = Runtime(model, spec, built, num_steps=num_steps, scheduler=scheduler)
+    runtime = Runtime(
+        model, spec, built, num_steps=num_steps, scheduler=scheduler, pipeline=pipeline
+    )
     return Handle(runtime)

@@ -1,32 +1,69 @@
 """The runtime: wraps block ``forward`` methods so a REUSE decision skips the compute.
 
-One :class:`Runtime` is attached to one model. It wraps the top-level ``forward`` (to
-learn the step and guidance branch from the timestep), every block's ``forward`` (to
-ask the policy and skip, pass through or substitute), and — for a diffusers
-pipeline — the scheduler's ``set_timesteps`` (to learn the step count and the start
-of a generation). Everything is restored on :meth:`Runtime.remove`.
+One :class:`Runtime` is attached to one model. It wraps the top-level ``forward`` (to place
+each call in a step and a guidance branch) and every block's ``forward`` (to ask the policy
+and skip, pass through or substitute). For a pipeline it also wraps the pipeline's call and,
+during each call, its scheduler (:mod:`blockdance._pipeline`). Per-generation state lives in
+:class:`~blockdance._generation.Generation` objects kept per thread and per request.
+
+The wrappers are marked for ``torch.compile`` to skip (not recursively): the decisions and
+the bookkeeping run in Python, and a block's own ``forward`` is what compiles, so a
+generation compiles a constant number of graphs whatever the policy decides.
 """
 
 from __future__ import annotations
 
 import collections
+import contextlib
+import contextvars
 import functools
-import warnings
-from collections.abc import Callable, Sequence
+import threading
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 import torch
 from torch import nn
 
+from blockdance._generation import Generation, Local, Plan
+from blockdance._patching import Patch, PickleGuard, guard_pickling
+from blockdance._pipeline import ClassSwap, SchedulerTracker
 from blockdance.architecture import ArchitectureSpec, BlockSlot, State, timestep_value
-from blockdance.errors import AlreadyAttachedError, ReuseError, StaleCacheError
+from blockdance.errors import (
+    AlreadyAttachedError,
+    GenerationError,
+    InvalidInputError,
+    ReuseError,
+    StaleCacheError,
+)
 from blockdance.observer import Observer
 from blockdance.policy import Decision, GenerationInfo, Policy, SlotInfo, StepContext
-from blockdance.stats import CallRecord, GenerationStats
+from blockdance.stats import GenerationStats
 
 _ATTR = "_blockdance_runtime"
 _REUSE = Decision.REUSE
 _HISTORY = 64
+
+
+def _outside_compile(fn: Callable[..., Any]) -> Callable[..., Any]:
+    """Have ``torch.compile`` run ``fn`` in Python and compile what it calls."""
+    return torch.compiler.disable(fn, recursive=False)
+
+
+def check_num_steps(num_steps: Any, where: str) -> int | None:
+    """``num_steps`` as a positive int (or None), or an error naming it.
+
+    Args:
+        num_steps: The value given.
+        where: Where it was given, for the message (``"attach(num_steps=...)"``).
+    """
+    if num_steps is None:
+        return None
+    if isinstance(num_steps, bool) or not isinstance(num_steps, int) or num_steps < 1:
+        raise InvalidInputError(
+            f"{where} must be a positive int (the number of denoising steps), got "
+            f"{num_steps!r} ({type(num_steps).__name__})"
+        )
+    return num_steps
 
 
 def _state_bytes(state: State) -> int:
@@ -53,32 +90,17 @@ def _fits(cached: State, current: State) -> bool:
     return True
 
 
-class _Patch:
-    """One replaced ``forward`` (or other method) that can be put back exactly."""
-
-    def __init__(self, owner: Any, attr: str, replacement: Callable[..., Any]) -> None:
-        self.owner = owner
-        self.attr = attr
-        self.had_instance_attr = attr in vars(owner)
-        self.previous = vars(owner).get(attr)
-        setattr(owner, attr, replacement)
-
-    def undo(self) -> None:
-        if self.had_instance_attr:
-            setattr(self.owner, self.attr, self.previous)
-        else:
-            delattr(self.owner, self.attr)
-
-
 class Runtime:
-    """State and wrappers for one attached model.
+    """Wrappers and state for one attached model.
 
     Args:
         model: The top-level denoiser (e.g. a DiT or a diffusers transformer).
         spec: Its architecture.
-        policy: The policy that decides.
+        policy: The policy that decides (concurrent generations get :meth:`Policy.fork`).
         num_steps: Default step count for generations that do not announce one.
-        scheduler: A diffusers scheduler whose ``set_timesteps`` starts a generation.
+        scheduler: A bare model's diffusers scheduler, followed for steps and generations.
+        pipeline: The pipeline whose calls are generations (its ``.scheduler`` is followed
+            during each call).
     """
 
     def __init__(
@@ -89,8 +111,9 @@ class Runtime:
         *,
         num_steps: int | None = None,
         scheduler: Any = None,
+        pipeline: Any = None,
     ) -> None:
-        if getattr(model, _ATTR, None) is not None:
+        if vars(model).get(_ATTR) is not None:
             raise AlreadyAttachedError(
                 f"{type(model).__name__} already has a blockdance runtime attached; call "
                 ".remove() on its handle (or leave its `with` block) before attaching again"
@@ -98,275 +121,449 @@ class Runtime:
         self.model = model
         self.spec = spec
         self.policy = policy
-        self.default_num_steps = num_steps
+        self.default_num_steps = check_num_steps(num_steps, "attach(num_steps=...)")
+        self.pipeline = pipeline
         self.slots: Sequence[BlockSlot] = list(spec.blocks(model))
         if not self.slots:
             raise ValueError(
                 f"architecture {spec.name!r} found no blocks in {type(model).__name__}"
             )
         self.slot_info = tuple(SlotInfo(s.index, s.kind, s.name) for s in self.slots)
-        self.boundaries: frozenset[int] = frozenset()
-        self.residual: dict[int, int] = {}  # boundary -> first block of its residual run
-        self._run_starts: frozenset[int] = frozenset()
-        self._run_inputs: dict[int, State] = {}  # inputs of residual-run starts, this call
         self.observers: list[Observer] = []
-
-        # per-generation state
-        self.cache: dict[tuple[int, int], State] = {}
-        self.ctx: StepContext | None = None
-        self.stats: GenerationStats | None = None
         self.history: collections.deque[GenerationStats] = collections.deque(maxlen=_HISTORY)
-        self._active = False  # a generation is running
-        self._explicit = False  # its start and end are announced (pipeline / context)
-        self._last_t: float | None = None
-        self._step = -1
-        self._branch = 0
-        self._record: list[bool] = []
-        self._record_slots: list[int] = []
-        self._open_run: int | None = None  # first block of a pass-through run awaiting a boundary
-        self._in_call = False
+        self._lock = threading.Lock()
+        self._policy_busy = False
+        self._local_var: contextvars.ContextVar[Local | None] = contextvars.ContextVar(
+            f"blockdance_runtime_{id(self):x}", default=None
+        )
 
-        self._patches: list[_Patch] = []
+        self._patches: list[Patch] = []
+        self._guards: list[PickleGuard] = []
+        self._tracker: SchedulerTracker | None = None
+        self._swap: ClassSwap | None = None
         try:
             for slot in self.slots:
-                self._patches.append(_Patch(slot.module, "forward", self._wrap_block(slot)))
-            self._patches.append(_Patch(model, "forward", self._wrap_model(model.forward)))
-            if scheduler is not None:
-                self._patches.append(
-                    _Patch(scheduler, "set_timesteps", self._wrap_set_timesteps(scheduler))
-                )
+                self._patches.append(Patch(slot.module, "forward", self._make_block(slot)))
+            self._patches.append(Patch(model, "forward", self._make_model()))
+            owners = {id(p.owner): p.owner for p in self._patches}
+            for owner in owners.values():
+                drop = (_ATTR,) if owner is model else ()
+                self._guards.append(guard_pickling(owner, self._patches, drop))
+            if pipeline is not None:
+                scheduler = pipeline.scheduler
+                self._swap = ClassSwap(pipeline)
+            if scheduler is not None:  # followed between pipeline calls too
+                self._tracker = SchedulerTracker(self, scheduler)
         except Exception:
             self._undo_patches()
             raise
         setattr(model, _ATTR, self)
 
+    # -- per-thread / per-request state -------------------------------------------------
+    def _local(self) -> Local:
+        """This thread's (and request's) state, made on first use."""
+        local = self._local_var.get()
+        if local is None or local.thread != threading.get_ident():
+            local = Local()
+            self._local_var.set(local)
+        return local
+
+    def _current(self) -> Generation | None:
+        local = self._local_var.get()
+        if local is None or local.thread != threading.get_ident():
+            return None
+        return local.gen
+
+    @property
+    def generation_state(self) -> Generation | None:
+        """This thread's generation in progress, if any."""
+        return self._current()
+
+    @property
+    def ctx(self) -> StepContext | None:
+        """The step context of this thread's model call in progress."""
+        gen = self._current()
+        return gen.ctx if gen is not None else None
+
+    @property
+    def cache(self) -> dict[tuple[int, int], State]:
+        """This thread's cache: ``(branch, block) -> state``."""
+        gen = self._current()
+        return gen.cache if gen is not None else {}
+
+    @property
+    def boundaries(self) -> frozenset[int]:
+        gen = self._current()
+        return gen.boundaries if gen is not None else frozenset()
+
+    @property
+    def residual(self) -> dict[int, int]:
+        gen = self._current()
+        return gen.residual if gen is not None else {}
+
+    @property
+    def stats(self) -> GenerationStats | None:
+        """Statistics of this thread's current or last generation."""
+        local = self._local_var.get()
+        if local is not None and local.thread == threading.get_ident():
+            if local.gen is not None:
+                return local.gen.stats
+            if local.last_stats is not None:
+                return local.last_stats
+        with self._lock:
+            return self.history[-1] if self.history else None
+
+    @property
+    def cache_bytes(self) -> int:
+        return sum(_state_bytes(s) for s in self.cache.values())
+
     # -- lifecycle -----------------------------------------------------------------------
     def remove(self) -> None:
-        """Put every wrapped method back and free the cache."""
+        """Take every wrapper off (or switch it off where others layered on it); free state."""
+        local = self._local()
         self._undo_patches()
-        self.reset()
-        if getattr(self.model, _ATTR, None) is self:
+        self._end(local)
+        local.plan = local.last_plan = None
+        if vars(self.model).get(_ATTR) is self:
             delattr(self.model, _ATTR)
 
     def _undo_patches(self) -> None:
+        if self._swap is not None:
+            self._swap.undo()
+            self._swap = None
+        if self._tracker is not None:
+            self._tracker.remove()
+            self._tracker = None
+        while self._guards:
+            self._guards.pop().undo()
         while self._patches:
             self._patches.pop().undo()
 
     def reset(self) -> None:
-        """End the current generation and free the cache; history is kept."""
-        self._end_generation()
-        self.cache.clear()
+        """End this thread's generation and free its cache; history is kept."""
+        local = self._local()
+        self._end(local)
+        local.plan = None
 
-    def begin_generation(self, num_steps: int | None, *, explicit: bool) -> None:
-        """Start a generation: empty cache, new statistics, policy told the plan."""
-        self._end_generation()
-        self.cache.clear()
-        steps = num_steps if num_steps is not None else self.default_num_steps
+    def begin_generation(self, num_steps: int | None, *, explicit: bool = True) -> None:
+        """Start an explicit generation on a bare model (``handle.generation``)."""
+        steps = check_num_steps(num_steps, "handle.generation(num_steps=...)")
+        local = self._local()
+        local.plan = None
+        self._begin(local, num_steps=steps, source="explicit" if explicit else "implicit")
+
+    def _acquire_policy(self) -> Policy:
+        with self._lock:
+            if not self._policy_busy:
+                self._policy_busy = True
+                return self.policy
+        return self.policy.fork()
+
+    def _release_policy(self, policy: Policy) -> None:
+        if policy is self.policy:
+            with self._lock:
+                self._policy_busy = False
+
+    def _begin(
+        self, local: Local, *, num_steps: int | None, source: str, plan: Plan | None = None
+    ) -> Generation:
+        """Start a generation in ``local``: empty cache, new statistics, policy told the plan."""
+        self._end(local)
+        if plan is not None:
+            steps: int | None = plan.num_steps
+        else:
+            steps = num_steps if num_steps is not None else self.default_num_steps
         info = GenerationInfo(
             num_steps=steps,
             slots=self.slot_info,
             architecture=self.spec.name,
             default_boundary=self.spec.default_boundary(len(self.slots)),
             default_window=self.spec.window,
+            step_source=source,
+            schedule_offset=plan.offset if plan is not None else 0,
         )
-        self.policy.begin(info)
-        self.boundaries = self.policy.boundaries()
-        self.residual = dict(self.policy.residual_runs())
-        if not set(self.residual) <= self.boundaries:
-            raise ReuseError(
-                f"policy {self.policy.name!r} lists residual runs ending at blocks "
-                f"{sorted(set(self.residual) - self.boundaries)} that are not in boundaries()"
+        policy = self._acquire_policy()
+        try:
+            policy.begin(info)
+            gen = Generation(
+                policy,
+                info,
+                GenerationStats(
+                    num_steps=steps,
+                    num_blocks=len(self.slots),
+                    slot_kinds=tuple(s.kind for s in self.slots),
+                    policy=policy.name,
+                    step_source=source,
+                ),
+                source=source,
+                plan=plan,
             )
-        self._run_starts = frozenset(self.residual.values())
+            if not set(gen.residual) <= gen.boundaries:
+                raise ReuseError(
+                    f"policy {policy.name!r} lists residual runs ending at blocks "
+                    f"{sorted(set(gen.residual) - gen.boundaries)} that are not in boundaries()"
+                )
+        except BaseException:
+            self._release_policy(policy)
+            raise
         for observer in self.observers:
             observer.on_generation(info)
-        self.stats = GenerationStats(
-            num_steps=steps,
-            num_blocks=len(self.slots),
-            slot_kinds=tuple(s.kind for s in self.slots),
-            policy=self.policy.name,
-        )
-        self.history.append(self.stats)
-        self._active = True
-        self._explicit = explicit
-        self._last_t = None
-        self._step = -1
-        self._branch = 0
+        with self._lock:
+            self.history.append(gen.stats)
+        local.gen = gen
+        local.last_stats = gen.stats
+        return gen
 
-    def _end_generation(self) -> None:
-        if self._active:
-            self.policy.end()
-        self._active = False
-        self._explicit = False
-        self.ctx = None
-        self._open_run = None
+    def _end(self, local: Local) -> None:
+        gen, local.gen = local.gen, None
+        if gen is None:
+            return
+        gen.cache.clear()
+        try:
+            gen.policy.end()
+        finally:
+            self._release_policy(gen.policy)
 
-    # -- step and branch tracking ----------------------------------------------------
-    def _starts_new_generation(self, t: float | None) -> bool:
-        if not self._active:
-            return True
-        if self._explicit or self._step < 0:
-            return False
-        if t is not None and self._last_t is not None and t > self._last_t:
-            return True  # timesteps descend along a trajectory: a rise starts a new one
-        steps = self.stats.num_steps if self.stats is not None else None
-        new_step = t is None or t != self._last_t
-        return steps is not None and new_step and self._step + 1 >= steps
-
-    def _enter_call(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
-        t = timestep_value(self.spec.timestep(self.model, args, kwargs))
-        if self._starts_new_generation(t):
-            self.begin_generation(None, explicit=False)
-        if self._step >= 0 and t is not None and t == self._last_t:
-            self._branch += 1
-        else:
-            self._step += 1
-            self._branch = 0
-            self._last_t = t
-        assert self.stats is not None
-        steps = self.stats.num_steps
-        if steps is not None and self._step == steps and self._branch == 0:
-            warnings.warn(
-                f"the model was called for step {self._step} of a generation announced with "
-                f"{steps} steps; policy {self.policy.name!r} schedules only steps 0..{steps - 1} "
-                "and computes the rest fully. Schedulers that evaluate the model more than "
-                "once per step (e.g. Heun) are not supported by step-based policies.",
-                RuntimeWarning,
-                stacklevel=3,
+    # -- pipelines and schedulers -----------------------------------------------------------
+    @contextlib.contextmanager
+    def pipeline_call(self, pipeline: Any) -> Iterator[None]:
+        """One call of the attached pipeline: one generation, its scheduler followed."""
+        local = self._local()
+        if local.in_pipeline:  # a pipeline calling itself (or another on the same model)
+            yield
+            return
+        scheduler = getattr(pipeline, "scheduler", None)
+        if scheduler is None or not hasattr(scheduler, "set_timesteps"):
+            raise GenerationError(
+                f"{type(pipeline).__name__}.scheduler is {type(scheduler).__name__}, not a "
+                "diffusers scheduler with set_timesteps(); blockdance follows it for steps. "
+                "Give the pipeline a diffusers scheduler, or attach to its model instead."
             )
-        self.ctx = StepContext(
-            step=self._step, num_steps=self.stats.num_steps, timestep=t, branch=self._branch
-        )
-        self._record, self._record_slots = [], []
-        self.stats.calls.append(
-            CallRecord(self._step, self._branch, t, self._record, self._record_slots)
-        )
-        self._open_run = None
-        self._run_inputs.clear()
+        self._end(local)
+        local.plan = None
+        local.in_pipeline = True
+        followed = self._tracker is not None and self._tracker.scheduler is scheduler
+        tracker = None if followed else SchedulerTracker(self, scheduler)  # swapped since
+        try:
+            yield
+        finally:
+            if tracker is not None:
+                tracker.remove()
+            local.in_pipeline = False
+            local.plan = None
+            self._end(local)
 
-    def _exit_call(self) -> None:
-        if self._open_run is not None:
-            first, self._open_run = self._open_run, None
+    def announce(self, scheduler: Any) -> None:
+        """``scheduler.set_timesteps`` returned: a new schedule starts a new generation."""
+        local = self._local()
+        source = "pipeline" if local.in_pipeline else "scheduler"
+        gen = local.gen
+        if gen is not None and gen.source == "explicit":
+            return  # inside handle.generation(): its own rules apply
+        self._end(local)
+        local.plan = Plan.of(scheduler, source)
+        if source == "scheduler":
+            local.last_plan = local.plan
+
+    def begin_index(self, scheduler: Any) -> None:
+        """``scheduler.set_begin_index`` returned: the run starts part-way (img2img)."""
+        local = self._local()
+        plan = local.plan
+        if plan is None or plan.scheduler is not scheduler:
+            gen = local.gen
+            if gen is not None and gen.plan is not None and gen.plan.scheduler is scheduler:
+                raise GenerationError(
+                    f"{type(scheduler).__name__}.set_begin_index() was called after the "
+                    "model's first call of this generation; blockdance has already placed "
+                    "steps from the start. Call it before the denoising loop, as diffusers' "
+                    "pipelines do."
+                )
+            return
+        index = getattr(scheduler, "begin_index", None)
+        if not isinstance(index, int) or not 0 <= index <= len(plan.timesteps):
+            raise GenerationError(
+                f"{type(scheduler).__name__}.begin_index is {index!r}; expected an index into "
+                f"its {len(plan.timesteps)} timesteps"
+            )
+        plan.offset = index
+
+    def scheduler_generation(self, scheduler: Any) -> Generation | None:
+        """This thread's generation that ``scheduler`` drives, begun if only announced."""
+        local = self._local()
+        plan = local.plan
+        if plan is not None and plan.scheduler is scheduler:
+            local.plan = None
+            return self._begin(local, num_steps=None, source=plan.source, plan=plan)
+        gen = local.gen
+        if gen is not None and gen.plan is not None and gen.plan.scheduler is scheduler:
+            return gen
+        return None
+
+    def scheduler_stepped(self, gen: Generation) -> None:
+        """The scheduler finished a step of ``gen``."""
+        gen.advance()
+        if gen.schedule_done and gen.source == "scheduler":
+            local = self._local()
+            if local.gen is gen:
+                self._end(local)  # a bare model's generation ends with its schedule
+
+    # -- placing model calls -------------------------------------------------------------
+    def _enter_call(self, local: Local, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
+        t = timestep_value(self.spec.timestep(self.model, args, kwargs))
+        gen = local.gen
+        if local.plan is not None:  # a scheduler announced a schedule: it starts now
+            plan, local.plan = local.plan, None
+            gen = self._begin(local, num_steps=None, source=plan.source, plan=plan)
+        elif gen is None:
+            if local.in_pipeline:
+                raise GenerationError(
+                    f"the pipeline called {type(self.model).__name__} before its scheduler's "
+                    "set_timesteps(), so no schedule is known for this generation. blockdance "
+                    "follows diffusers pipelines that call set_timesteps() before denoising; "
+                    "for another loop, attach to the model and use handle.generation()."
+                )
+            last = local.last_plan
+            if last is not None:  # a bare model's scheduler: the same schedule again
+                plan = Plan(last.scheduler, last.timesteps, last.source, last.offset)
+                gen = self._begin(local, num_steps=None, source=plan.source, plan=plan)
+            else:
+                gen = self._begin(local, num_steps=None, source="implicit")
+        elif gen.ends_before(t):
+            gen = self._begin(local, num_steps=None, source="implicit")
+        gen.place(t)
+        gen.open_call()
+
+    def _exit_call(self, gen: Generation) -> None:
+        if gen.open_run is not None:
+            first, gen.open_run = gen.open_run, None
             raise ReuseError(
-                f"policy {self.policy.name!r} skipped blocks {first}.. at step "
-                f"{self._step} without a reuse boundary after them, so no cached state "
+                f"policy {gen.policy.name!r} skipped blocks {first}.. at step "
+                f"{gen.step} without a reuse boundary after them, so no cached state "
                 "replaced their output. A run of reused blocks must end at a block listed "
                 "in policy.boundaries()."
             )
 
     # -- wrappers ----------------------------------------------------------------------
-    def _wrap_model(self, original: Callable[..., Any]) -> Callable[..., Any]:
-        @functools.wraps(original)
-        def forward(*args: Any, **kwargs: Any) -> Any:
-            if self._in_call:  # re-entrant call (e.g. a model calling itself): pass through
-                return original(*args, **kwargs)
-            self._enter_call(args, kwargs)
-            ctx = self.ctx
-            self._in_call = True
-            try:
-                out = original(*args, **kwargs)
-            finally:
-                self._in_call = False
-                self.ctx = None
-                self._run_inputs.clear()
-            self._exit_call()
-            if self.observers and ctx is not None:
-                for observer in self.observers:
-                    observer.on_model(ctx, args, kwargs, out)
-            return out
+    def _make_model(self) -> Callable[[Callable[..., Any], Patch], Callable[..., Any]]:
+        def make(original: Callable[..., Any], patch: Patch) -> Callable[..., Any]:
+            @functools.wraps(original)
+            def forward(*args: Any, **kwargs: Any) -> Any:
+                if not patch.active:
+                    return original(*args, **kwargs)
+                local = self._local()
+                if local.in_call:  # re-entrant call (e.g. a model calling itself): pass through
+                    return original(*args, **kwargs)
+                self._enter_call(local, args, kwargs)
+                gen = local.gen
+                assert gen is not None
+                ctx = gen.ctx
+                local.in_call = True
+                try:
+                    out = original(*args, **kwargs)
+                finally:
+                    local.in_call = False
+                    gen.ctx = None
+                    gen.run_inputs.clear()
+                self._exit_call(gen)
+                if self.observers and ctx is not None:
+                    for observer in self.observers:
+                        observer.on_model(ctx, args, kwargs, out)
+                return out
 
-        return forward
+            return _outside_compile(forward)
 
-    def _wrap_set_timesteps(self, scheduler: Any) -> Callable[..., Any]:
-        original = scheduler.set_timesteps
+        return make
 
-        @functools.wraps(original)
-        def set_timesteps(*args: Any, **kwargs: Any) -> Any:
-            out = original(*args, **kwargs)
-            self.begin_generation(len(scheduler.timesteps), explicit=True)
-            return out
-
-        return set_timesteps
-
-    def _wrap_block(self, slot: BlockSlot) -> Callable[..., Any]:
-        original = slot.module.forward
+    def _make_block(
+        self, slot: BlockSlot
+    ) -> Callable[[Callable[..., Any], Patch], Callable[..., Any]]:
         index = slot.index
         io = slot.io
-        policy = self.policy
-        observes = policy.observes
+        local_var = self._local_var
 
-        @functools.wraps(original)
-        def forward(*args: Any, **kwargs: Any) -> Any:
-            ctx = self.ctx
-            if ctx is None:  # called outside the top-level forward: behave as unwrapped
-                return original(*args, **kwargs)
-            decision = policy.decide(ctx, index)
-            self._record.append(decision is _REUSE)
-            self._record_slots.append(index)
-            if decision is not _REUSE:
-                if self._open_run is not None:
-                    self._exit_call()
-                if index in self._run_starts:
-                    self._run_inputs[index] = io.read_input(args, kwargs)
-                out = original(*args, **kwargs)
-                if index in self.boundaries and policy.keep(ctx, index):
-                    self._keep(ctx.branch, index, io.to_state(out))
-                if observes:
-                    policy.observe(ctx, index, out)
-                if self.observers:
-                    for observer in self.observers:
-                        observer.on_block(ctx, index, out)
-                return out
-            current = io.read_input(args, kwargs)
-            if index not in self.boundaries:
-                if self._open_run is None:
-                    self._open_run = index
-                return io.to_output(current, args, kwargs)  # skipped: pass the input through
-            run_start = index if self._open_run is None else self._open_run
-            self._open_run = None
-            cached = self._cached(ctx, slot, current)
-            if index in self.residual:  # residual reuse: current input + cached change
-                if self.residual[index] != run_start:
-                    raise ReuseError(
-                        f"policy {self.policy.name!r} reused blocks {run_start}..{index} at "
-                        f"step {ctx.step}, but block {index}'s cached change was taken over "
-                        f"the run {self.residual[index]}..{index}: a residual run must be "
-                        "reused whole"
+        def make(original: Callable[..., Any], patch: Patch) -> Callable[..., Any]:
+            @functools.wraps(original)
+            def forward(*args: Any, **kwargs: Any) -> Any:
+                local = local_var.get()
+                if (
+                    not patch.active
+                    or local is None
+                    or not local.in_call
+                    or local.thread != threading.get_ident()
+                ):  # outside the top-level forward: behave as unwrapped
+                    return original(*args, **kwargs)
+                gen = local.gen
+                assert gen is not None and gen.ctx is not None
+                ctx = gen.ctx
+                policy = gen.policy
+                decision = policy.decide(ctx, index)
+                gen.record.append(decision is _REUSE)
+                gen.record_slots.append(index)
+                if decision is not _REUSE:
+                    if gen.open_run is not None:
+                        self._exit_call(gen)
+                    if index in gen.run_starts:
+                        gen.run_inputs[index] = io.read_input(args, kwargs)
+                    out = original(*args, **kwargs)
+                    if index in gen.boundaries and policy.keep(ctx, index):
+                        self._keep(gen, index, io.to_state(out))
+                    if policy.observes:
+                        policy.observe(ctx, index, out)
+                    if self.observers:
+                        for observer in self.observers:
+                            observer.on_block(ctx, index, out)
+                    return out
+                current = io.read_input(args, kwargs)
+                if index not in gen.boundaries:
+                    if gen.open_run is None:
+                        gen.open_run = index
+                    return io.to_output(current, args, kwargs)  # skipped: pass the input through
+                run_start = index if gen.open_run is None else gen.open_run
+                gen.open_run = None
+                cached = self._cached(gen, slot, current)
+                if index in gen.residual:  # residual reuse: current input + cached change
+                    if gen.residual[index] != run_start:
+                        raise ReuseError(
+                            f"policy {policy.name!r} reused blocks {run_start}..{index} at "
+                            f"step {ctx.step}, but block {index}'s cached change was taken over "
+                            f"the run {gen.residual[index]}..{index}: a residual run must be "
+                            "reused whole"
+                        )
+                    cached = tuple(
+                        c + d if isinstance(c, torch.Tensor) else c
+                        for c, d in zip(current, cached, strict=True)
                     )
-                cached = tuple(
-                    c + d if isinstance(c, torch.Tensor) else c
-                    for c, d in zip(current, cached, strict=True)
-                )
-            return io.to_output(cached, args, kwargs)
+                return io.to_output(cached, args, kwargs)
 
-        return forward
+            return _outside_compile(forward)
+
+        return make
 
     # -- cache -------------------------------------------------------------------------
-    def _keep(self, branch: int, index: int, state: State) -> None:
+    def _keep(self, gen: Generation, index: int, state: State) -> None:
         """Keep a boundary's output, or its residual over the run when reused as one."""
-        start = self.residual.get(index)
+        assert gen.ctx is not None
+        start = gen.residual.get(index)
         if start is not None:
-            before = self._run_inputs.get(start)
+            before = gen.run_inputs.get(start)
             if before is None:  # the run's first block did not compute in this call
                 return
             state = tuple(
                 o - i if isinstance(o, torch.Tensor) else o
                 for o, i in zip(state, before, strict=True)
             )
-        self._store(branch, index, state)
+        gen.cache[(gen.ctx.branch, index)] = state
+        stats = gen.stats
+        stats.cache_bytes = sum(_state_bytes(s) for s in gen.cache.values())
+        stats.peak_cache_bytes = max(stats.peak_cache_bytes, stats.cache_bytes)
 
-    def _store(self, branch: int, index: int, state: State) -> None:
-        self.cache[(branch, index)] = state
-        stats = self.stats
-        if stats is not None:
-            stats.cache_bytes = sum(_state_bytes(s) for s in self.cache.values())
-            stats.peak_cache_bytes = max(stats.peak_cache_bytes, stats.cache_bytes)
-
-    def _cached(self, ctx: StepContext, slot: BlockSlot, current: State) -> State:
-        cached = self.cache.get((ctx.branch, slot.index))
+    def _cached(self, gen: Generation, slot: BlockSlot, current: State) -> State:
+        ctx = gen.ctx
+        assert ctx is not None
+        cached = gen.cache.get((ctx.branch, slot.index))
         if cached is None:
             raise ReuseError(
-                f"policy {self.policy.name!r} reused block {slot.index} ({slot.name}) at step "
+                f"policy {gen.policy.name!r} reused block {slot.index} ({slot.name}) at step "
                 f"{ctx.step}, branch {ctx.branch}, but that block has not computed (and been "
                 "kept) earlier in this generation and branch. The policy must compute a "
                 "boundary block at an earlier step before reusing it."
@@ -380,7 +577,3 @@ class Runtime:
                 "new generation (handle.reset(), or a new pipeline call) when inputs change."
             )
         return cached
-
-    @property
-    def cache_bytes(self) -> int:
-        return sum(_state_bytes(s) for s in self.cache.values())

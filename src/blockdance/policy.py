@@ -12,6 +12,7 @@ substitutes the cached state. The runtime checks this and raises otherwise.
 
 from __future__ import annotations
 
+import copy
 import enum
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
@@ -59,6 +60,14 @@ class GenerationInfo:
         architecture: Name of the matched architecture.
         default_boundary: The architecture's default last structural block.
         default_window: The architecture's default reuse window (fractions).
+        step_source: How the runtime knows the steps: ``"pipeline"`` or ``"scheduler"``
+            (counted from a diffusers scheduler's ``step()`` calls), ``"explicit"``
+            (``handle.generation``, steps read from timestep values) or ``"implicit"`` (no
+            announced generation; the stated fallback rules of docs/concepts.md).
+        schedule_offset: Where in the scheduler's schedule this generation starts (img2img
+            at strength 0.5 of 10 steps: 5). Steps are numbered over the steps that run,
+            from 0, and ``num_steps`` counts those; a policy that wants the full schedule's
+            positions adds this offset.
     """
 
     num_steps: int | None
@@ -66,6 +75,8 @@ class GenerationInfo:
     architecture: str
     default_boundary: int
     default_window: tuple[float, float]
+    step_source: str = "implicit"
+    schedule_offset: int = 0
 
     @property
     def num_blocks(self) -> int:
@@ -148,6 +159,17 @@ class Policy(ABC, Generic[C]):
 
     def observe(self, ctx: StepContext, slot: int, output: Any) -> None:
         """See a computed block's output (only when ``observes`` is true)."""
+
+    def fork(self) -> Policy[C]:
+        """An independent instance for a generation that runs beside this one's.
+
+        The runtime decides one generation at a time with the attached instance; a second
+        thread (or request) generating on the same model at the same time gets a fork, so
+        no per-generation state is shared. The default is a shallow copy, which is right
+        when :meth:`begin` builds every piece of per-generation state anew (as the built-in
+        policies do); override it when the policy mutates containers created elsewhere.
+        """
+        return copy.copy(self)
 
     def require_num_steps(self, info: GenerationInfo) -> int:
         """The step count, or a clear error when this policy cannot work without it."""

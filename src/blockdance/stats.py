@@ -40,12 +40,14 @@ class GenerationStats:
         num_blocks: Number of block slots in the model.
         slot_kinds: Kind of each slot (``"block"``, ``"spatial"`` …).
         policy: Name of the policy that decided.
+        step_source: How the steps were known (``GenerationInfo.step_source``).
     """
 
     num_steps: int | None
     num_blocks: int
     slot_kinds: tuple[str, ...] = ()
     policy: str = ""
+    step_source: str = ""
     calls: list[CallRecord] = field(default_factory=list)
     cache_bytes: int = 0
     peak_cache_bytes: int = 0
@@ -93,6 +95,7 @@ class GenerationStats:
         return {
             "policy": self.policy,
             "num_steps": self.num_steps,
+            "step_source": self.step_source,
             "num_blocks": self.num_blocks,
             "steps_seen": self.steps_seen,
             "branches": self.branches,
