@@ -44,9 +44,21 @@ _REUSE = Decision.REUSE
 _HISTORY = 64
 
 
-def _outside_compile(fn: Callable[..., Any]) -> Callable[..., Any]:
-    """Have ``torch.compile`` run ``fn`` in Python and compile what it calls."""
+def _wrapper_frame(fn: Callable[..., Any]) -> Callable[..., Any]:
+    """Have ``torch.compile`` run ``fn`` itself in Python but compile what it calls.
+
+    The wrappers call the wrapped ``forward`` (which compiles) and :func:`_python_only`
+    helpers (which do not), so nothing the runtime decides is traced or guarded on.
+    """
     return torch.compiler.disable(fn, recursive=False)
+
+
+def _python_only(fn: Callable[..., Any]) -> Callable[..., Any]:
+    """Keep ``torch.compile`` out of ``fn`` and everything it calls (the bookkeeping)."""
+    return torch.compiler.disable(fn, recursive=True)
+
+
+_COMPUTE = object()  # a block's pre-call verdict: run the wrapped forward
 
 
 def check_num_steps(num_steps: Any, where: str) -> int | None:
@@ -450,36 +462,59 @@ class Runtime:
             def forward(*args: Any, **kwargs: Any) -> Any:
                 if not patch.active:
                     return original(*args, **kwargs)
-                local = self._local()
-                if local.in_call:  # re-entrant call (e.g. a model calling itself): pass through
+                local = self._model_entered(args, kwargs)
+                if local is None:  # re-entrant call (e.g. a model calling itself): pass through
                     return original(*args, **kwargs)
-                self._enter_call(local, args, kwargs)
-                gen = local.gen
-                assert gen is not None
-                ctx = gen.ctx
-                local.in_call = True
                 try:
                     out = original(*args, **kwargs)
-                finally:
-                    local.in_call = False
-                    gen.ctx = None
-                    gen.run_inputs.clear()
-                self._exit_call(gen)
-                if self.observers and ctx is not None:
-                    for observer in self.observers:
-                        observer.on_model(ctx, args, kwargs, out)
+                except BaseException:
+                    self._model_left(local)
+                    raise
+                self._model_left(local, args, kwargs, out)
                 return out
 
-            return _outside_compile(forward)
+            return _wrapper_frame(forward)
 
         return make
+
+    @_python_only
+    def _model_entered(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Local | None:
+        """A top-level call starts: place it; None when it is a re-entrant call."""
+        local = self._local()
+        if local.in_call:
+            return None
+        self._enter_call(local, args, kwargs)
+        local.in_call = True
+        return local
+
+    @_python_only
+    def _model_left(
+        self,
+        local: Local,
+        args: tuple[Any, ...] | None = None,
+        kwargs: dict[str, Any] | None = None,
+        out: Any = None,
+    ) -> None:
+        """A top-level call returned (``args`` given) or raised (``args`` None)."""
+        local.in_call = False
+        gen = local.gen
+        if gen is None:
+            return
+        ctx, gen.ctx = gen.ctx, None
+        gen.run_inputs.clear()
+        if args is None:
+            gen.open_run = None
+            return
+        self._exit_call(gen)
+        if self.observers and ctx is not None:
+            for observer in self.observers:
+                observer.on_model(ctx, args, kwargs or {}, out)
 
     def _make_block(
         self, slot: BlockSlot
     ) -> Callable[[Callable[..., Any], Patch], Callable[..., Any]]:
-        index = slot.index
-        io = slot.io
         local_var = self._local_var
+        before, after = self._block_before, self._block_after
 
         def make(original: Callable[..., Any], patch: Patch) -> Callable[..., Any]:
             @functools.wraps(original)
@@ -492,52 +527,70 @@ class Runtime:
                     or local.thread != threading.get_ident()
                 ):  # outside the top-level forward: behave as unwrapped
                     return original(*args, **kwargs)
-                gen = local.gen
-                assert gen is not None and gen.ctx is not None
-                ctx = gen.ctx
-                policy = gen.policy
-                decision = policy.decide(ctx, index)
-                gen.record.append(decision is _REUSE)
-                gen.record_slots.append(index)
-                if decision is not _REUSE:
-                    if gen.open_run is not None:
-                        self._exit_call(gen)
-                    if index in gen.run_starts:
-                        gen.run_inputs[index] = io.read_input(args, kwargs)
-                    out = original(*args, **kwargs)
-                    if index in gen.boundaries and policy.keep(ctx, index):
-                        self._keep(gen, index, io.to_state(out))
-                    if policy.observes:
-                        policy.observe(ctx, index, out)
-                    if self.observers:
-                        for observer in self.observers:
-                            observer.on_block(ctx, index, out)
-                    return out
-                current = io.read_input(args, kwargs)
-                if index not in gen.boundaries:
-                    if gen.open_run is None:
-                        gen.open_run = index
-                    return io.to_output(current, args, kwargs)  # skipped: pass the input through
-                run_start = index if gen.open_run is None else gen.open_run
-                gen.open_run = None
-                cached = self._cached(gen, slot, current)
-                if index in gen.residual:  # residual reuse: current input + cached change
-                    if gen.residual[index] != run_start:
-                        raise ReuseError(
-                            f"policy {policy.name!r} reused blocks {run_start}..{index} at "
-                            f"step {ctx.step}, but block {index}'s cached change was taken over "
-                            f"the run {gen.residual[index]}..{index}: a residual run must be "
-                            "reused whole"
-                        )
-                    cached = tuple(
-                        c + d if isinstance(c, torch.Tensor) else c
-                        for c, d in zip(current, cached, strict=True)
-                    )
-                return io.to_output(cached, args, kwargs)
+                verdict = before(local, slot, args, kwargs)
+                if verdict is not _COMPUTE:
+                    return verdict  # reused: the input passed through, or the cached state
+                out = original(*args, **kwargs)
+                after(local, slot, out)
+                return out
 
-            return _outside_compile(forward)
+            return _wrapper_frame(forward)
 
         return make
+
+    @_python_only
+    def _block_before(
+        self, local: Local, slot: BlockSlot, args: tuple[Any, ...], kwargs: dict[str, Any]
+    ) -> Any:
+        """Decide for one block call: :data:`_COMPUTE`, or the value the reused block returns."""
+        gen = local.gen
+        assert gen is not None and gen.ctx is not None
+        ctx, index, io = gen.ctx, slot.index, slot.io
+        policy = gen.policy
+        decision = policy.decide(ctx, index)
+        gen.record.append(decision is _REUSE)
+        gen.record_slots.append(index)
+        if decision is not _REUSE:
+            if gen.open_run is not None:
+                self._exit_call(gen)
+            if index in gen.run_starts:
+                gen.run_inputs[index] = io.read_input(args, kwargs)
+            return _COMPUTE
+        current = io.read_input(args, kwargs)
+        if index not in gen.boundaries:
+            if gen.open_run is None:
+                gen.open_run = index
+            return io.to_output(current, args, kwargs)  # skipped: pass the input through
+        run_start = index if gen.open_run is None else gen.open_run
+        gen.open_run = None
+        cached = self._cached(gen, slot, current)
+        if index in gen.residual:  # residual reuse: current input + cached change
+            if gen.residual[index] != run_start:
+                raise ReuseError(
+                    f"policy {policy.name!r} reused blocks {run_start}..{index} at "
+                    f"step {ctx.step}, but block {index}'s cached change was taken over "
+                    f"the run {gen.residual[index]}..{index}: a residual run must be "
+                    "reused whole"
+                )
+            cached = tuple(
+                c + d if isinstance(c, torch.Tensor) else c
+                for c, d in zip(current, cached, strict=True)
+            )
+        return io.to_output(cached, args, kwargs)
+
+    @_python_only
+    def _block_after(self, local: Local, slot: BlockSlot, out: Any) -> None:
+        """A block computed: keep its state at a boundary, let the policy and observers see."""
+        gen = local.gen
+        assert gen is not None and gen.ctx is not None
+        ctx, index = gen.ctx, slot.index
+        policy = gen.policy
+        if index in gen.boundaries and policy.keep(ctx, index):
+            self._keep(gen, index, slot.io.to_state(out))
+        if policy.observes:
+            policy.observe(ctx, index, out)
+        for observer in self.observers:
+            observer.on_block(ctx, index, out)
 
     # -- cache -------------------------------------------------------------------------
     def _keep(self, gen: Generation, index: int, state: State) -> None:
