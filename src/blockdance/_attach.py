@@ -144,6 +144,16 @@ class Handle:
         finally:
             runtime.reset()
 
+    def end_step(self) -> None:
+        """Mark the end of a denoising step in your own sampling loop (bare models).
+
+        From the first mark on, this generation counts steps by these marks: the model
+        calls between two marks are one step's guidance branches, whatever their
+        timesteps. Use it where timestep values cannot tell steps apart (low-precision
+        timesteps, several evaluations per timestep, guidance that switches on or off).
+        """
+        self.runtime.end_step()
+
     def remove(self) -> None:
         """Detach: restore every wrapped ``forward`` and free the cache. Idempotent."""
         if self._runtime is not None:

@@ -109,6 +109,7 @@ class Generation:
         self.run_starts: frozenset[int] = frozenset(self.residual.values())
         self.cache: dict[tuple[int, int], State] = {}
         # where the calls are
+        self.counted = plan is not None  # steps end by explicit marks, not timestep values
         self.step = 0 if plan is not None else -1
         self.branch = 0
         self.calls_in_step = 0
@@ -144,23 +145,14 @@ class Generation:
 
     def place(self, t: float | None) -> None:
         """Give the model call at timestep ``t`` its step and branch."""
-        if self.plan is not None:  # the scheduler ends steps: calls in between are branches
+        if self.counted:  # steps end by scheduler.step() / handle.end_step(): calls are branches
             self.branch = self.calls_in_step
             self.calls_in_step += 1
             self.last_t = t
         elif self.step >= 0 and t is not None and t == self.last_t:
             self.branch += 1
             if self.first_step_calls is not None and self.branch >= self.first_step_calls:
-                raise GenerationError(
-                    f"step {self.step} made call {self.branch + 1} at timestep {t:g}, but the "
-                    f"first step made {self.first_step_calls}. Steps are read from timestep "
-                    "values here, and this looks like two steps sharing one timestep (a "
-                    "low-precision timestep, e.g. bf16) or a sampler that evaluates the model "
-                    "more than once per timestep (Heun). blockdance will not guess: pass the "
-                    "diffusers scheduler that drives the loop (attach(model, ..., "
-                    "scheduler=scheduler)) so steps come from scheduler.step(), or attach to "
-                    "the pipeline."
-                )
+                self._unreadable(f"step {self.step} made call {self.branch + 1} at timestep {t:g}")
         else:
             if self.step >= 0 and t is not None and self.last_t is not None and t > self.last_t:
                 raise GenerationError(
@@ -169,12 +161,35 @@ class Generation:
                     "of it. Wrap each trajectory in its own `with handle.generation(...)`, or "
                     "pass the scheduler to attach() so steps come from scheduler.step()."
                 )
-            if self.step == 0 and self.first_step_calls is None:
-                self.first_step_calls = self.branch + 1
+            if self.step >= 0:
+                calls = self.branch + 1
+                if self.first_step_calls is None:
+                    self.first_step_calls = calls
+                elif calls < self.first_step_calls:
+                    self._unreadable(f"step {self.step} made {calls} call(s)")
             self.step += 1
             self.branch = 0
             self.last_t = t
         self._warn_past_end()
+
+    def _unreadable(self, what: str) -> None:
+        raise GenerationError(
+            f"{what}, but the first step made {self.first_step_calls}. Steps are read from "
+            "timestep values here (same value: next guidance branch, new value: next step), "
+            "and calls per step that vary mean this reading fails: two steps sharing one "
+            "timestep (low-precision timesteps, e.g. bf16), a sampler that evaluates the model "
+            "more than once per timestep (Heun), or guidance switched on or off part-way. "
+            "blockdance will not guess: pass the diffusers scheduler that drives the loop "
+            "(attach(model, ..., scheduler=scheduler)), or call handle.end_step() after each "
+            "step, or attach to the pipeline."
+        )
+
+    def end_step(self) -> None:
+        """The caller marked the end of a step: steps are counted from these marks now."""
+        if not self.counted:
+            self.counted = True
+            self.step = max(self.step, 0)
+        self.advance()
 
     def advance_check(self, t: Any) -> None:
         """``scheduler.step(..., t, ...)`` is called: ``t`` must be this step's timestep."""

@@ -46,6 +46,7 @@ class Patch:
         self.previous = vars(owner).get(attr, _MISSING)  # the instance value replaced, if any
         self.wrapped: Callable[..., Any] = getattr(owner, attr)  # what the wrapper calls
         self.wrapper = make(self.wrapped, self)
+        self.wrapper._blockdance_patch = self  # type: ignore[attr-defined]
         setattr(owner, attr, self.wrapper)
 
     @property
@@ -53,24 +54,50 @@ class Patch:
         """Whether the owner's attribute is still this wrapper."""
         return vars(self.owner).get(self.attr, _MISSING) is self.wrapper
 
+    @property
+    def knocked_out(self) -> bool:
+        """Whether the owner's attribute was reset to the class's own method since.
+
+        That happens when a hook installed *before* this patch is removed by its library
+        (diffusers restores the original ``forward``): this wrapper is no longer called.
+        """
+        if self.on_top:
+            return False
+        current = vars(self.owner).get(self.attr, _MISSING)
+        if current is _MISSING:
+            return True
+        func = getattr(current, "__func__", None)
+        return func is not None and func is getattr(type(self.owner), self.attr, None)
+
     def undo(self) -> None:
         """Take the wrapper off, or switch it off where others layered on it since."""
         self.active = False
         if not self.on_top:
             return  # layered over, or replaced by its owner: leave theirs alone
-        if self.previous is _MISSING:
+        previous = _skip_switched_off(self.previous)
+        if previous is _MISSING:
             delattr(self.owner, self.attr)
         else:
-            setattr(self.owner, self.attr, self.previous)
+            setattr(self.owner, self.attr, previous)
 
     def unpatched_state(self, state: dict[str, Any]) -> None:
         """Edit a copy of the owner's ``__dict__`` to what it would be without this patch."""
         if state.get(self.attr, _MISSING) is not self.wrapper:
             return
-        if self.previous is _MISSING:
+        previous = _skip_switched_off(self.previous)
+        if previous is _MISSING:
             del state[self.attr]
         else:
-            state[self.attr] = self.previous
+            state[self.attr] = previous
+
+
+def _skip_switched_off(value: Any) -> Any:
+    """``value``, or what it wraps where it is a blockdance wrapper switched off earlier."""
+    patch = getattr(value, "_blockdance_patch", None)
+    while isinstance(patch, Patch) and not patch.active:
+        value = patch.previous
+        patch = getattr(value, "_blockdance_patch", None)
+    return value
 
 
 class PickleGuard:

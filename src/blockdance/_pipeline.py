@@ -41,12 +41,14 @@ def denoiser_of(pipeline: Any) -> Any:
 
 
 def _runtime_of(pipeline: Any) -> Runtime | None:
-    """The runtime attached to this very pipeline (not a copy, not another sharing it)."""
+    """The runtime attached to the pipeline's denoiser (none for an unattached copy).
+
+    A pipeline made from the attached one with ``pipe.from_pipe(...)`` keeps its class and
+    shares the denoiser, so its calls are generations too, each following its own scheduler.
+    """
     model = denoiser_of(pipeline)
-    runtime = vars(model).get(_RUNTIME_ATTR) if model is not None else None
-    if runtime is None or runtime.pipeline is not pipeline:
-        return None
-    return runtime
+    model = getattr(model, "_orig_mod", model)  # a torch.compile wrapper: the module inside
+    return vars(model).get(_RUNTIME_ATTR) if model is not None else None
 
 
 def pipeline_subclass(cls: type) -> type:

@@ -264,6 +264,21 @@ class Runtime:
         local.plan = None
         self._begin(local, num_steps=steps, source="explicit" if explicit else "implicit")
 
+    def end_step(self) -> None:
+        """The caller's sampling loop finished a step (``handle.end_step()``)."""
+        gen = self._current()
+        if gen is None:
+            raise GenerationError(
+                "handle.end_step() was called with no generation in progress in this thread; "
+                "call it after the model calls of each step, inside the sampling loop"
+            )
+        if gen.plan is not None:
+            raise GenerationError(
+                f"handle.end_step() was called in a generation whose steps come from "
+                f"{type(gen.plan.scheduler).__name__}.step(); the scheduler already ends them"
+            )
+        gen.end_step()
+
     def _acquire_policy(self) -> Policy:
         with self._lock:
             if not self._policy_busy:
@@ -276,11 +291,25 @@ class Runtime:
             with self._lock:
                 self._policy_busy = False
 
+    def _check_wrappers(self) -> None:
+        """Refuse to run a generation that some block would run without blockdance."""
+        for patch in self._patches:
+            if patch.knocked_out:
+                what = "model" if patch.owner is self.model else "block"
+                raise GenerationError(
+                    f"the forward of {type(patch.owner).__name__} (a {what} blockdance "
+                    "wrapped) was reset to the class's own forward since attach, "
+                    "so blockdance no longer sees its calls; this happens when a hook "
+                    "registered before attach (e.g. a diffusers hook) is removed. Remove the "
+                    "handle and attach again after changing hooks."
+                )
+
     def _begin(
         self, local: Local, *, num_steps: int | None, source: str, plan: Plan | None = None
     ) -> Generation:
         """Start a generation in ``local``: empty cache, new statistics, policy told the plan."""
         self._end(local)
+        self._check_wrappers()
         if plan is not None:
             steps: int | None = plan.num_steps
         else:
