@@ -533,3 +533,32 @@ def test_bad_num_steps_are_refused_where_given(toy, registry, bad):
         with pytest.raises(blockdance.InvalidInputError, match=repr(bad).replace(".", r"\.")):
             with handle.generation(num_steps=bad):
                 pass
+
+
+@pytest.mark.parametrize("when", ["before attach", "after attach"])
+def test_blocks_compiled_with_fullgraph_skip_their_compiled_call_when_reused(toy, registry, when):
+    """diffusers' compile_repeated_blocks(fullgraph=True): every call must run compiled code."""
+    torch._dynamo.reset()
+    eager = copy.deepcopy(toy)
+    with blockdance.attach(eager, "blockdance", N=2, registry=registry, num_steps=T):
+        want = run(eager, x0(), T)
+    backend = GraphCounter()
+
+    def compile_blocks() -> None:
+        for block in toy.blocks:
+            block.compile(backend=backend, fullgraph=True)
+
+    if when == "before attach":
+        compile_blocks()
+    with blockdance.attach(toy, "blockdance", N=2, registry=registry, num_steps=T) as h:
+        if when == "after attach":
+            compile_blocks()
+        got = run(toy, x0(), T)  # before: "fullgraph=True found no compiled frames"
+    for a, b in zip(got, want):
+        torch.testing.assert_close(a, b)
+    assert backend.block_runs == h.stats.computed_blocks and h.stats.reused_blocks > 0
+    assert backend.graphs == 1
+    assert not any(
+        hasattr(block._compiled_call_impl, "_blockdance_patch") for block in toy.blocks
+    )  # removal put the compiled calls back
+    torch._dynamo.reset()

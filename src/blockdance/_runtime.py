@@ -157,6 +157,7 @@ class Runtime:
             for slot in self.slots:
                 self._patches.append(Patch(slot.module, "forward", self._make_block(slot)))
             self._patches.append(Patch(model, "forward", self._make_model()))
+            self._wrap_compiled_blocks()
             owners = {id(p.owner): p.owner for p in self._patches}
             for owner in owners.values():
                 drop = (_ATTR,) if owner is model else ()
@@ -310,6 +311,7 @@ class Runtime:
         """Start a generation in ``local``: empty cache, new statistics, policy told the plan."""
         self._end(local)
         self._check_wrappers()
+        self._wrap_compiled_blocks()
         if plan is not None:
             steps: int | None = plan.num_steps
         else:
@@ -556,6 +558,9 @@ class Runtime:
                     or local.thread != threading.get_ident()
                 ):  # outside the top-level forward: behave as unwrapped
                     return original(*args, **kwargs)
+                if local.predecided == slot.index:  # decided before its compiled call
+                    local.predecided = None
+                    return original(*args, **kwargs)
                 verdict = before(local, slot, args, kwargs)
                 if verdict is not _COMPUTE:
                     return verdict  # reused: the input passed through, or the cached state
@@ -566,6 +571,52 @@ class Runtime:
             return _wrapper_frame(forward)
 
         return make
+
+    def _make_compiled_call(
+        self, slot: BlockSlot
+    ) -> Callable[[Callable[..., Any], Patch], Callable[..., Any]]:
+        """Decide in front of a block's ``Module.compile()``d call, not inside its graph.
+
+        A block compiled with ``fullgraph=True`` must run a compiled frame at every call;
+        deciding here lets a reused call skip the compiled call altogether.
+        """
+        local_var = self._local_var
+        before, after = self._block_before, self._block_after
+
+        def make(original: Callable[..., Any], patch: Patch) -> Callable[..., Any]:
+            @functools.wraps(original)
+            def call(*args: Any, **kwargs: Any) -> Any:
+                local = local_var.get()
+                if (
+                    not patch.active
+                    or local is None
+                    or not local.in_call
+                    or local.thread != threading.get_ident()
+                ):
+                    return original(*args, **kwargs)
+                verdict = before(local, slot, args, kwargs)
+                if verdict is not _COMPUTE:
+                    return verdict
+                local.predecided = slot.index
+                try:
+                    out = original(*args, **kwargs)
+                finally:
+                    local.predecided = None
+                after(local, slot, out)
+                return out
+
+            return _wrapper_frame(call)
+
+        return make
+
+    def _wrap_compiled_blocks(self) -> None:
+        """Put the deciding wrapper in front of blocks compiled since attach."""
+        for slot in self.slots:
+            impl = vars(slot.module).get("_compiled_call_impl")
+            if impl is not None and getattr(impl, "_blockdance_patch", None) is None:
+                self._patches.append(
+                    Patch(slot.module, "_compiled_call_impl", self._make_compiled_call(slot))
+                )
 
     @_python_only
     def _block_before(
