@@ -265,4 +265,3 @@ class Local:
     last_stats: GenerationStats | None = None
     in_call: bool = False
     in_pipeline: bool = False
-    predecided: int | None = None  # a compiled block's call was decided before its graph

@@ -61,7 +61,7 @@ class Patch:
         That happens when a hook installed *before* this patch is removed by its library
         (diffusers restores the original ``forward``): this wrapper is no longer called.
         """
-        if self.on_top:
+        if not self.active or self.on_top:
             return False
         current = vars(self.owner).get(self.attr, _MISSING)
         if current is _MISSING:

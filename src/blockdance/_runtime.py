@@ -150,12 +150,15 @@ class Runtime:
         )
 
         self._patches: list[Patch] = []
+        self._forward_patches: dict[int, Patch] = {}  # slot index -> its forward's wrapper
         self._guards: list[PickleGuard] = []
         self._tracker: SchedulerTracker | None = None
         self._swap: ClassSwap | None = None
         try:
             for slot in self.slots:
-                self._patches.append(Patch(slot.module, "forward", self._make_block(slot)))
+                patch = Patch(slot.module, "forward", self._make_block(slot))
+                self._patches.append(patch)
+                self._forward_patches[slot.index] = patch
             self._patches.append(Patch(model, "forward", self._make_model()))
             self._wrap_compiled_blocks()
             owners = {id(p.owner): p.owner for p in self._patches}
@@ -558,9 +561,6 @@ class Runtime:
                     or local.thread != threading.get_ident()
                 ):  # outside the top-level forward: behave as unwrapped
                     return original(*args, **kwargs)
-                if local.predecided == slot.index:  # decided before its compiled call
-                    local.predecided = None
-                    return original(*args, **kwargs)
                 verdict = before(local, slot, args, kwargs)
                 if verdict is not _COMPUTE:
                     return verdict  # reused: the input passed through, or the cached state
@@ -577,8 +577,9 @@ class Runtime:
     ) -> Callable[[Callable[..., Any], Patch], Callable[..., Any]]:
         """Decide in front of a block's ``Module.compile()``d call, not inside its graph.
 
-        A block compiled with ``fullgraph=True`` must run a compiled frame at every call;
-        deciding here lets a reused call skip the compiled call altogether.
+        The compiled call then traces the block's own ``forward`` as one graph (no graph
+        break at a wrapper), and a reused call never enters it, which a block compiled with
+        ``fullgraph=True`` requires (every call of it must run a compiled frame).
         """
         local_var = self._local_var
         before, after = self._block_before, self._block_after
@@ -597,11 +598,7 @@ class Runtime:
                 verdict = before(local, slot, args, kwargs)
                 if verdict is not _COMPUTE:
                     return verdict
-                local.predecided = slot.index
-                try:
-                    out = original(*args, **kwargs)
-                finally:
-                    local.predecided = None
+                out = original(*args, **kwargs)
                 after(local, slot, out)
                 return out
 
@@ -610,13 +607,19 @@ class Runtime:
         return make
 
     def _wrap_compiled_blocks(self) -> None:
-        """Put the deciding wrapper in front of blocks compiled since attach."""
+        """Move the deciding wrapper in front of blocks that are ``Module.compile()``d.
+
+        Checked at attach and at each generation start (blocks compiled since): the
+        block's ``forward`` wrapper is taken off (or switched off) so that nothing of
+        blockdance is inside the compiled call.
+        """
         for slot in self.slots:
             impl = vars(slot.module).get("_compiled_call_impl")
             if impl is not None and getattr(impl, "_blockdance_patch", None) is None:
                 self._patches.append(
                     Patch(slot.module, "_compiled_call_impl", self._make_compiled_call(slot))
                 )
+                self._forward_patches[slot.index].undo()
 
     @_python_only
     def _block_before(
