@@ -138,5 +138,11 @@ def create_model(name: str, **kwargs: Any) -> nn.Module:
 
 
 def load_policy_config(path: str | Path) -> PolicyConfig:
-    """Read and validate a policy configuration from a JSON file."""
+    """Read and validate a policy configuration from a JSON file.
+
+    Raises:
+        PolicyFileError: The file is missing (also a ``FileNotFoundError``), not ``.json``,
+            not valid JSON, or not a JSON object.
+        pydantic.ValidationError: The options do not fit the kind, naming each bad field.
+    """
     return default_registry().policy_config(load_policy_file(path))
