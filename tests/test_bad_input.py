@@ -1,6 +1,6 @@
 """Bad input fails with a blockdance error (or a pydantic field error) naming it (issue 14).
 
-Schedule tables: each case checks the error
+Schedule tables and policy files: each case checks the error
 class and that the message names the input (the step, the entry or the file).
 """
 
@@ -8,13 +8,15 @@ from __future__ import annotations
 
 import json
 import tracemalloc
+from pathlib import Path
 
 import pytest
 import torch
 from pydantic import ValidationError
 
 import blockdance
-from blockdance.errors import InvalidInputError
+from blockdance.cli import main
+from blockdance.errors import InvalidInputError, PolicyFileError
 from toymodel import run
 
 
@@ -65,3 +67,66 @@ def test_schedule_round_trips_through_json_in_compact_form(tmp_path):
     assert json.loads(path.read_text())["reuse"] == {"3": [0, "2-5"], "7": ["0-20", 25]}
     assert blockdance.load_policy_config(path) == config
     assert blockdance.ScheduleConfig.model_validate(config.model_dump()) == config
+
+
+# -- policy files ------------------------------------------------------------------------------
+@pytest.fixture
+def yaml_policy(tmp_path: Path) -> Path:
+    path = tmp_path / "fast.yaml"
+    path.write_text("kind: blockdance\nN: 3\n")
+    return path
+
+
+def test_yaml_policy_file_is_refused_as_not_json(yaml_policy):
+    with pytest.raises(PolicyFileError, match="only JSON policy files") as info:
+        blockdance.load_policy_config(yaml_policy)
+    assert str(yaml_policy) in str(info.value) and "'.yaml'" in str(info.value)
+
+
+def test_yaml_policy_path_given_to_attach_is_not_an_unknown_kind(yaml_policy, registry):
+    with pytest.raises(PolicyFileError, match="only JSON policy files") as info:
+        registry.make_policy(str(yaml_policy))
+    assert str(yaml_policy) in str(info.value)
+
+
+@pytest.mark.parametrize("name", ["configs/fast.json", "fast.toml"])
+def test_missing_policy_path_is_named(name, registry):
+    with pytest.raises(PolicyFileError, match="policy configuration file not found") as info:
+        registry.make_policy(name)
+    assert isinstance(info.value, FileNotFoundError)  # what callers caught before
+    assert name in str(info.value) and "or a registered policy kind: blockdance" in str(info.value)
+
+
+def test_malformed_json_policy_file_names_file_line_and_column(tmp_path):
+    path = tmp_path / "broken.json"
+    path.write_text('{"kind": "blockdance",\n "N": 2,}\n')
+    with pytest.raises(PolicyFileError, match="is not valid JSON") as info:
+        blockdance.load_policy_config(path)
+    assert str(path) in str(info.value) and "line 2, column 9" in str(info.value)
+
+
+def test_policy_file_that_is_not_an_object(tmp_path):
+    path = tmp_path / "list.json"
+    path.write_text('[{"kind": "blockdance"}]')
+    with pytest.raises(PolicyFileError, match="holds a JSON array") as info:
+        blockdance.load_policy_config(path)
+    assert str(path) in str(info.value)
+
+
+def test_bench_cli_prints_a_bad_policy_file_as_one_line(yaml_policy, tmp_path, capsys):
+    args = ["bench", "--workload", "dit-s2", "--seeds", "1", "--steps", "2", "--quiet"]
+    assert main([*args, "--policy", str(yaml_policy), "--out", str(tmp_path / "out")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "only JSON policy files" in err
+    assert err.startswith("blockdance bench: error:") and str(yaml_policy) in err
+
+
+def test_demo_cli_checks_policy_files_before_running(tmp_path, capsys):
+    missing = tmp_path / "absent.json"
+    args = ["demo", "--workload", "dit-s2", "--seeds", "1", "--steps", "2", "--repeats", "1"]
+    code = main([*args, "--n", "--policy", str(missing), "--quiet", "--out", str(tmp_path)])
+    assert code == 2
+    captured = capsys.readouterr()
+    assert "seeds" not in captured.out  # nothing ran
+    err = captured.err.strip()
+    assert len(err.splitlines()) == 1 and str(missing) in err and "not found" in err
