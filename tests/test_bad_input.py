@@ -1,6 +1,6 @@
 """Bad input fails with a blockdance error (or a pydantic field error) naming it (issue 14).
 
-Schedule tables and policy files: each case checks the error
+Schedule tables, policy files and the small models' weight files: each case checks the error
 class and that the message names the input (the step, the entry or the file).
 """
 
@@ -8,15 +8,21 @@ from __future__ import annotations
 
 import json
 import tracemalloc
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 import torch
 from pydantic import ValidationError
+from safetensors.torch import save_file
 
 import blockdance
 from blockdance.cli import main
-from blockdance.errors import InvalidInputError, PolicyFileError
+from blockdance.errors import InvalidInputError, PolicyFileError, WeightsFileError
+from blockdance.evaluation.probe import load_probe
+from blockdance_dit.tiny import load_tiny_dit
+from blockdance_mmdit.tiny import load_tiny_sd3
+from blockdance_stdit.tiny import load_tiny_stdit
 from toymodel import run
 
 
@@ -130,3 +136,69 @@ def test_demo_cli_checks_policy_files_before_running(tmp_path, capsys):
     assert "seeds" not in captured.out  # nothing ran
     err = captured.err.strip()
     assert len(err.splitlines()) == 1 and str(missing) in err and "not found" in err
+
+
+# -- weights files of the small shipped models -------------------------------------------------
+LOADERS: dict[str, tuple[Callable[[Path], object], str]] = {
+    "tiny-dit": (load_tiny_dit, "scripts/train_tiny_dit.py"),
+    "tiny-sd3": (load_tiny_sd3, "scripts/train_tiny_sd3.py"),
+    "tiny-stdit": (load_tiny_stdit, "scripts/train_tiny_stdit.py"),
+    "probe": (load_probe, "scripts/train_probe.py"),
+}
+# a sidecar every loader reads (the probe's arch check included); the config builds nothing
+# because the tensors fail first
+GOOD_SIDECAR = json.dumps({"arch": "ProbeNet", "config": {}})
+
+
+def _safetensors_bytes(tmp_path: Path) -> bytes:
+    path = tmp_path / "valid.safetensors"
+    save_file({"w": torch.zeros(4, 4, dtype=torch.float16)}, str(path))
+    return path.read_bytes()
+
+
+def _write(tmp_path: Path, weights: bytes | None, sidecar: str | None) -> Path:
+    path = tmp_path / "model.safetensors"
+    if weights is not None:
+        path.write_bytes(weights)
+    if sidecar is not None:
+        path.with_suffix(".json").write_text(sidecar)
+    return path
+
+
+@pytest.mark.parametrize("loader", LOADERS)
+def test_missing_weights_name_the_file_and_the_script(loader, tmp_path):
+    load, script = LOADERS[loader]
+    path = tmp_path / "absent.safetensors"
+    with pytest.raises(WeightsFileError, match="no such file") as info:
+        load(path)
+    assert isinstance(info.value, FileNotFoundError)  # what callers caught before
+    assert str(path) in str(info.value) and script in str(info.value)
+
+
+@pytest.mark.parametrize("loader", LOADERS)
+def test_truncated_weights_are_named(loader, tmp_path):
+    load, script = LOADERS[loader]
+    path = _write(tmp_path, _safetensors_bytes(tmp_path)[:-7], GOOD_SIDECAR)
+    with pytest.raises(WeightsFileError, match="truncated or not a safetensors file") as info:
+        load(path)
+    assert str(path) in str(info.value) and script in str(info.value)
+
+
+@pytest.mark.parametrize(
+    ("case", "sidecar", "expected"),
+    [
+        ("missing", None, "no such file"),
+        ("not-json", '{"config": {"depth": 2,}}', r"is not valid JSON \(Expecting"),
+        ("no-config", json.dumps({"arch": "ProbeNet", "log": {}}), "has no 'config' entry"),
+        ("list", "[1, 2]", "holds a JSON list"),
+        ("bad-config", json.dumps({"arch": "ProbeNet", "config": {"nope": 1}}), "describe"),
+    ],
+)
+@pytest.mark.parametrize("loader", LOADERS)
+def test_bad_sidecar_is_named(loader, case, sidecar, expected, tmp_path):
+    load, script = LOADERS[loader]
+    path = _write(tmp_path, _safetensors_bytes(tmp_path), sidecar)
+    with pytest.raises(WeightsFileError, match=expected) as info:
+        load(path)
+    assert str(path.with_suffix(".json")) in str(info.value) and script in str(info.value)
+    assert isinstance(info.value, FileNotFoundError) == (case == "missing")

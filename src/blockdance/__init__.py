@@ -52,6 +52,8 @@ from blockdance.errors import (
     UnknownArchitectureError,
     UnknownModelError,
     UnknownPolicyError,
+    WeightsFileError,
+    WeightsFileNotFoundError,
 )
 from blockdance.hookspecs import hookimpl
 from blockdance.observer import Observer
@@ -102,6 +104,8 @@ __all__ = [
     "UnknownArchitectureError",
     "UnknownModelError",
     "UnknownPolicyError",
+    "WeightsFileError",
+    "WeightsFileNotFoundError",
     "__version__",
     "attach",
     "create_model",

@@ -61,3 +61,7 @@ class GenerationError(BlockDanceError):
 
 class PolicyFileNotFoundError(PolicyFileError, FileNotFoundError):
     """A policy configuration file does not exist (also a ``FileNotFoundError``)."""
+
+
+class WeightsFileNotFoundError(WeightsFileError, FileNotFoundError):
+    """A weights file or its JSON sidecar does not exist (also a ``FileNotFoundError``)."""
