@@ -45,11 +45,15 @@ from blockdance.errors import (
     InvalidInputError,
     NumStepsRequiredError,
     PluginClashError,
+    PolicyFileError,
+    PolicyFileNotFoundError,
     ReuseError,
     StaleCacheError,
     UnknownArchitectureError,
     UnknownModelError,
     UnknownPolicyError,
+    WeightsFileError,
+    WeightsFileNotFoundError,
 )
 from blockdance.hookspecs import hookimpl
 from blockdance.observer import Observer
@@ -87,6 +91,8 @@ __all__ = [
     "PluginClashError",
     "Policy",
     "PolicyConfig",
+    "PolicyFileError",
+    "PolicyFileNotFoundError",
     "Registry",
     "ReuseError",
     "ScheduleConfig",
@@ -98,6 +104,8 @@ __all__ = [
     "UnknownArchitectureError",
     "UnknownModelError",
     "UnknownPolicyError",
+    "WeightsFileError",
+    "WeightsFileNotFoundError",
     "__version__",
     "attach",
     "create_model",
@@ -138,5 +146,11 @@ def create_model(name: str, **kwargs: Any) -> nn.Module:
 
 
 def load_policy_config(path: str | Path) -> PolicyConfig:
-    """Read and validate a policy configuration from a JSON file."""
+    """Read and validate a policy configuration from a JSON file.
+
+    Raises:
+        PolicyFileError: The file is missing (also a ``FileNotFoundError``), not ``.json``,
+            not valid JSON, or not a JSON object.
+        pydantic.ValidationError: The options do not fit the kind, naming each bad field.
+    """
     return default_registry().policy_config(load_policy_file(path))

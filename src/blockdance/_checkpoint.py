@@ -1,19 +1,26 @@
-"""Shared machinery of the plugins' official-checkpoint loaders.
+"""Shared machinery of the plugins' official-checkpoint loaders and of the small models' weights.
 
 Each plugin knows its own key layout (how to describe a checkpoint and how to build a model
 that fits it); reading files safely, unwrapping training checkpoints, comparing keys and
-shapes and reporting the differences is the same for all of them, and lives here.
+shapes and reporting the differences is the same for all of them, and lives here. So does
+:func:`read_weights`, which every loader of the shipped small models (tiny DiT, SD3, STDiT
+and the quality probes) reads its fp16 safetensors and JSON sidecar through.
 """
 
 from __future__ import annotations
 
 import contextlib
+import json
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 import torch
+from safetensors import SafetensorError
+from safetensors.torch import load_file
 from torch import nn
+
+from blockdance.errors import WeightsFileError, WeightsFileNotFoundError
 
 _MAX_LISTED = 10
 # Prefixes that wrappers add to every key: DistributedDataParallel, torch.compile.
@@ -153,6 +160,68 @@ def load_checked(
         )
     shared = {k: v for k, v in state_dict.items() if k in expected}
     model.load_state_dict(shared, strict=strict and not skip)
+
+
+def read_weights(
+    path: str | Path, *, family: str, remedy: str
+) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+    """Read safetensors weights and their JSON sidecar (``path.with_suffix(".json")``).
+
+    Args:
+        path: The ``.safetensors`` file.
+        family: What the weights are, for the messages, e.g. ``"tiny DiT"``.
+        remedy: What to do about a bad file, e.g. ``"retrain with scripts/train_tiny_dit.py"``.
+
+    Returns:
+        The tensors as stored (on the CPU) and the sidecar, a dict with a ``"config"`` dict.
+
+    Raises:
+        WeightsFileNotFoundError: The weights or the sidecar do not exist (also a
+            ``FileNotFoundError``).
+        WeightsFileError: The weights are truncated or not safetensors, or the sidecar is not
+            a JSON object with a ``"config"`` object.
+    """
+    path = Path(path)
+    sidecar = path.with_suffix(".json")
+    if not path.is_file():
+        raise WeightsFileNotFoundError(
+            f"expected {family} weights at {path}, but there is no such file; {remedy}"
+        )
+    if not sidecar.is_file():
+        raise WeightsFileNotFoundError(
+            f"expected the JSON sidecar of the {family} weights {path} at {sidecar} (it holds "
+            f"the model's config), but there is no such file; {remedy}"
+        )
+    try:
+        meta = json.loads(sidecar.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        where = (
+            f"{e.msg} at line {e.lineno}, column {e.colno}"
+            if isinstance(e, json.JSONDecodeError)
+            else f"not UTF-8 text: {e.reason} at byte {e.start}"
+        )
+        raise WeightsFileError(
+            f"the {family} sidecar {sidecar} is not valid JSON ({where}); {remedy}"
+        ) from e
+    if not isinstance(meta, dict) or not isinstance(meta.get("config"), dict):
+        found = (
+            f"holds a JSON {type(meta).__name__}"
+            if not isinstance(meta, dict)
+            else "has no 'config' entry"
+            if "config" not in meta
+            else f"has a 'config' that is a {type(meta['config']).__name__}"
+        )
+        raise WeightsFileError(
+            f"the {family} sidecar {sidecar} {found}; it must be a JSON object whose 'config' "
+            f"object gives the model's architecture; {remedy}"
+        )
+    try:
+        tensors = load_file(str(path), device="cpu")
+    except (SafetensorError, OSError) as e:
+        raise WeightsFileError(
+            f"the {family} weights {path} are truncated or not a safetensors file ({e}); {remedy}"
+        ) from e
+    return tensors, meta
 
 
 def listing(items: list[str], sep: str = ", ") -> str:

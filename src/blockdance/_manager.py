@@ -16,6 +16,8 @@ from blockdance import hookspecs
 from blockdance.architecture import ArchitectureSpec
 from blockdance.errors import (
     PluginClashError,
+    PolicyFileError,
+    PolicyFileNotFoundError,
     UnknownArchitectureError,
     UnknownModelError,
     UnknownPolicyError,
@@ -217,10 +219,17 @@ class Registry:
     ) -> Policy:
         """Build a policy from a name with options, a config, a mapping or a JSON file.
 
+        A string is a kind name unless it is not a registered kind and looks like a path
+        (it has a file suffix or a path separator): then it is read as a JSON file.
+
         Args:
             policy: A registered kind name, a config object, a ``{"kind": ...}`` mapping,
                 a path to a JSON configuration, or a ready policy instance.
             **options: Config fields, when ``policy`` is a name (or to override a config).
+
+        Raises:
+            PolicyFileError: A path that does not exist, is not ``.json``, or does not hold
+                a JSON object (a missing file is also a ``FileNotFoundError``).
         """
         if isinstance(policy, Policy):
             if options:
@@ -232,14 +241,26 @@ class Registry:
             config = self.policy_config({**policy.model_dump(), **options})
         elif isinstance(policy, Mapping):
             config = self.policy_config({**policy, **options})
-        elif isinstance(policy, Path) or (isinstance(policy, str) and policy.endswith(".json")):
-            config = self.policy_config({**load_policy_file(policy), **options})
+        elif isinstance(policy, Path) or (
+            isinstance(policy, str) and policy not in self._policies.entries and _is_path(policy)
+        ):
+            config = self.policy_config({**self._policy_file(policy), **options})
         elif isinstance(policy, str):
             config = self.policy_config({"kind": policy, **options})
         else:
             raise TypeError(f"cannot build a policy from {type(policy).__name__}")
         _, policy_class = self._policy_entry(config.kind)
         return policy_class(config)
+
+    def _policy_file(self, path: str | Path) -> dict[str, Any]:
+        """:func:`load_policy_file`, naming the registered kinds when a string names no file."""
+        try:
+            return load_policy_file(path)
+        except PolicyFileNotFoundError as e:
+            if isinstance(path, Path):
+                raise
+            known = ", ".join(sorted(self._policies.entries)) or "(none)"
+            raise PolicyFileNotFoundError(f"{e}, or a registered policy kind: {known}") from None
 
     # -- models ------------------------------------------------------------------------
     @property
@@ -271,15 +292,60 @@ class Registry:
             ) from None
 
 
+_POLICY_EXAMPLE = '{"kind": "blockdance", "N": 2}'
+
+
+def _is_path(text: str) -> bool:
+    """Whether a policy string looks like a file path: a suffix or a path separator."""
+    return bool(Path(text).suffix) or "/" in text or os.sep in text
+
+
 def load_policy_file(path: str | Path) -> dict[str, Any]:
-    """Read a policy configuration (``{"kind": ..., ...}``) from a JSON file."""
+    """Read a policy configuration (``{"kind": ..., ...}``) from a JSON file.
+
+    Raises:
+        PolicyFileNotFoundError: No file at ``path`` (also a ``FileNotFoundError``).
+        PolicyFileError: The path is not a ``.json`` file (YAML, TOML ... are not read),
+            is not valid JSON (line and column named), or does not hold a JSON object.
+    """
     path = Path(path)
+    if not path.exists():
+        raise PolicyFileNotFoundError(
+            f"policy configuration file not found: {path}; give an existing .json file "
+            f"holding e.g. {_POLICY_EXAMPLE}"
+        )
     if not path.is_file():
-        raise FileNotFoundError(f"policy configuration file not found: {path}")
-    data = json.loads(path.read_text())
+        raise PolicyFileError(f"policy configuration {path} is not a file; give a .json file")
+    if path.suffix.lower() != ".json":
+        found = f"a {path.suffix!r} file" if path.suffix else "a file without a suffix"
+        raise PolicyFileError(
+            f"policy configuration {path} is {found}, but only JSON policy files (.json) "
+            f"are read; write it as JSON, e.g. {_POLICY_EXAMPLE}"
+        )
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as e:
+        raise PolicyFileError(
+            f"policy configuration {path} is not valid JSON: {e.msg} at line {e.lineno}, "
+            f"column {e.colno}; a policy file holds one JSON object such as {_POLICY_EXAMPLE}"
+        ) from None
+    except UnicodeDecodeError as e:
+        raise PolicyFileError(
+            f"policy configuration {path} is not UTF-8 text ({e.reason} at byte {e.start}); "
+            f"a policy file holds one JSON object such as {_POLICY_EXAMPLE}"
+        ) from None
     if not isinstance(data, dict):
-        raise ValueError(f"{path}: expected a JSON object with a 'kind' field")
+        raise PolicyFileError(
+            f"policy configuration {path} holds a JSON {_json_type(data)}, but a policy file "
+            f"holds one JSON object with a 'kind' field, such as {_POLICY_EXAMPLE}"
+        )
     return data
+
+
+def _json_type(value: object) -> str:
+    """JSON's name for the type of a decoded value."""
+    names = {list: "array", str: "string", bool: "boolean", int: "number", float: "number"}
+    return "null" if value is None else names.get(type(value), type(value).__name__)
 
 
 _default: Registry | None = None

@@ -16,6 +16,8 @@ import torch
 from blockdance._attach import PolicyLike
 from blockdance._manager import Registry, default_registry
 from blockdance.compare import compare_policies
+from blockdance.errors import InvalidInputError
+from blockdance.external import is_external, parse_external
 from blockdance.report import (
     add_consistency_metrics,
     add_quality_metrics,
@@ -29,16 +31,39 @@ from blockdance.workload import DEFAULT_WORKLOAD, Workload
 __all__ = ["DEFAULT_WORKLOAD", "build_parser", "main"]
 
 
+def _policy_arg(spec: str) -> str | dict[str, Any]:
+    """A ``--policy`` value: a JSON object when it starts with ``{``, else a name or a path."""
+    if not spec.lstrip().startswith("{"):
+        return spec
+    try:
+        data: dict[str, Any] = json.loads(spec)  # starts with "{": an object if it parses
+    except json.JSONDecodeError as e:
+        raise InvalidInputError(
+            f"--policy {spec!r} is not valid JSON ({e.msg} at column {e.colno}); write an "
+            'object such as \'{"kind": "blockdance", "N": 2}\', a kind name or a .json file'
+        ) from None
+    return data
+
+
 def _policy_list(args: argparse.Namespace) -> list[tuple[str, PolicyLike]]:
     policies: list[tuple[str, PolicyLike]] = [("baseline", "none")]
     policies += [(f"blockdance N={n}", {"kind": "blockdance", "N": n}) for n in args.n]
     for spec in args.policy or []:
-        data: dict[str, Any] = json.loads(spec) if spec.lstrip().startswith("{") else {}
-        if data:
+        data = _policy_arg(spec)
+        if isinstance(data, dict):
             policies.append((str(data.get("kind")), data))
         else:
             policies.append((Path(spec).stem if spec.endswith(".json") else spec, spec))
     return policies
+
+
+def _check_policies(registry: Registry, policies: Sequence[tuple[str, PolicyLike]]) -> None:
+    """Build each policy once, so a bad name, option or file fails before anything runs."""
+    for _, policy in policies:
+        if is_external(policy):
+            parse_external(policy)  # type: ignore[arg-type]
+        else:
+            registry.make_policy(policy)
 
 
 def _demo_workloads(registry: Registry, names: Sequence[str] | None) -> list[Workload]:
@@ -52,6 +77,7 @@ def _demo_workloads(registry: Registry, names: Sequence[str] | None) -> list[Wor
 def cmd_demo(args: argparse.Namespace) -> int:
     registry = default_registry()
     workloads = _demo_workloads(registry, args.workload)
+    _check_policies(registry, _policy_list(args))
     torch.set_num_threads(args.threads) if args.threads else None
     load, cores = os.getloadavg()[0], os.cpu_count() or 1
     if load > cores - 0.5:
@@ -111,9 +137,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
         "repeats": args.repeats,
     }
     if args.policy:
-        overrides["policies"] = [
-            json.loads(p) if p.lstrip().startswith("{") else p for p in args.policy
-        ]
+        overrides["policies"] = [_policy_arg(p) for p in args.policy]
     if args.config is not None:
         spec = load_bench_spec(args.config, **overrides)
     elif args.policy:
@@ -221,8 +245,13 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    """Run a command; invalid input (a bad policy file, say) is one line on stderr, exit 2."""
     args = build_parser().parse_args(argv)
-    return int(args.func(args))
+    try:
+        return int(args.func(args))
+    except InvalidInputError as e:
+        print(f"blockdance {args.command}: error: {e}", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":

@@ -57,3 +57,11 @@ class GenerationError(BlockDanceError):
     Raised instead of misplacing reuse: e.g. a timestep that rises inside an explicit
     generation, or a model shared by threads in a way the runtime cannot keep apart.
     """
+
+
+class PolicyFileNotFoundError(PolicyFileError, FileNotFoundError):
+    """A policy configuration file does not exist (also a ``FileNotFoundError``)."""
+
+
+class WeightsFileNotFoundError(WeightsFileError, FileNotFoundError):
+    """A weights file or its JSON sidecar does not exist (also a ``FileNotFoundError``)."""

@@ -18,9 +18,11 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import torch
-from safetensors.torch import load_file, save_file
+from safetensors.torch import save_file
 from torch import nn
 from tqdm import tqdm
+
+from blockdance.errors import WeightsFileError
 
 __all__ = [
     "StepLoss",
@@ -215,16 +217,26 @@ def load_weights(
         dtype: Parameter dtype after loading.
 
     Raises:
-        FileNotFoundError: No weights at ``path``.
+        WeightsFileNotFoundError: No weights or no sidecar (also a ``FileNotFoundError``).
+        WeightsFileError: Truncated weights, or a sidecar that is not JSON or whose
+            ``"config"`` is missing or does not build the model.
         CheckpointMismatchError: The weights do not fit the sidecar's config.
     """
-    from blockdance._checkpoint import load_checked
+    from blockdance._checkpoint import load_checked, read_weights
 
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"{family} weights not found at {path}; train them with {script}")
-    model = build(json.loads(path.with_suffix(".json").read_text())["config"])
-    state = {k: v.float() for k, v in load_file(str(path)).items()}
+    remedy = (
+        f"retrain with {script}, or for the shipped weights restore them from the repository "
+        "or reinstall the package"
+    )
+    tensors, meta = read_weights(path, family=family, remedy=remedy)
+    try:
+        model = build(meta["config"])
+    except TypeError as e:
+        raise WeightsFileError(
+            f"the 'config' in {Path(path).with_suffix('.json')} does not describe a {family} "
+            f"({e}); {remedy}"
+        ) from e
+    state = {k: v.float() for k, v in tensors.items()}
     load_checked(model, state, strict=True, hint=lambda _m, _f: f"retrain with {script}",
                  family=family)  # fmt: skip
     return model.to(dtype).eval()

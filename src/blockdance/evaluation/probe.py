@@ -16,11 +16,13 @@ from typing import Any
 
 import torch
 import torch.nn.functional as F
-from safetensors.torch import load_file, save_file
+from safetensors.torch import save_file
 from torch import Tensor, nn
 from tqdm.auto import tqdm
 
+from blockdance._checkpoint import read_weights
 from blockdance.data.shapes import CLASS_NAMES, make_batch, make_video_batch, num_classes
+from blockdance.errors import WeightsFileError
 from blockdance.evaluation.metrics import class_accuracy
 
 __all__ = [
@@ -327,21 +329,31 @@ def load_probe(
 
     Returns:
         The probe, in eval mode.
+
+    Raises:
+        WeightsFileNotFoundError: No weights or no config (also a ``FileNotFoundError``).
+        WeightsFileError: Truncated weights, or a config that is not JSON, is not a
+            ``ProbeNet`` config, or lacks the ``"config"`` that builds it.
     """
     path = Path(path) if path is not None else DEFAULT_PROBE_PATH
     config_path = _config_path(path)
-    if not path.is_file() or not config_path.is_file():
-        raise FileNotFoundError(
-            f"expected probe weights at {path} and its config at {config_path}; "
-            "train one with scripts/train_probe.py"
-        )
-    config = json.loads(config_path.read_text())
+    remedy = (
+        "train one with scripts/train_probe.py, or for the shipped probes restore them from "
+        "the repository or reinstall the package"
+    )
+    state, config = read_weights(path, family="probe", remedy=remedy)
     if config.get("arch") != _ARCH:
-        found = config.get("arch")
-        raise ValueError(f"expected a {_ARCH} config in {config_path}, found {found!r}")
-    cfg = dict(config["config"])
-    cfg["widths"] = tuple(cfg["widths"])
-    model = ProbeNet(**cfg)
-    state = load_file(str(path))
+        raise WeightsFileError(
+            f"expected a {_ARCH} config in {config_path}, found arch {config.get('arch')!r}; "
+            f"{remedy}"
+        )
+    try:
+        cfg = dict(config["config"])
+        cfg["widths"] = tuple(cfg["widths"])
+        model = ProbeNet(**cfg)
+    except (KeyError, TypeError) as e:
+        raise WeightsFileError(
+            f"the 'config' in {config_path} does not describe a {_ARCH} ({e!r}); {remedy}"
+        ) from e
     model.load_state_dict({k: v.float() for k, v in state.items()})
     return model.to(device=device, dtype=dtype).eval()
