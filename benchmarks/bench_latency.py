@@ -177,7 +177,8 @@ def main(argv: list[str] | None = None) -> int:
         for label in policies:
             print(f"  {label:<16}{compile_report[f'compiled/eager {label}']:.3f}")
         print("dynamo graphs / recompiles, counted over the whole process:")
-        for what in ("unhooked compiled once", "after every policy once", "after the timed repeats"):
+        stages = ("unhooked compiled once", "after every policy once", "after the timed repeats")
+        for what in stages:
             c = compile_report[what]
             print(f"  {what:<26}{c['graphs']:>4} graph(s) {c['recompiles']:>4} recompile(s)")
 

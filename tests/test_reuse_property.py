@@ -458,14 +458,15 @@ def test_schedule_reuse_matches_reference() -> None:
         seen.update(tags)
 
     prop()
-    # not vacuous: examples reused (without error) in every guidance and generation mode, and
-    # some hit the ReuseError path
+    # not vacuous: examples reused (without error) in every guidance and generation mode. The
+    # ReuseError path is drawn too, but how often depends on the literals Hypothesis collects
+    # from the modules imported (1 of 150 in a full run, 3+ alone), so its coverage is fixed
+    # by test_reuse_before_compute_matches_reference instead of a threshold here.
     wanted = [f"reuse, guidance {g}" for g in ("single", "cfg-calls", "cfg-batched")]
     wanted += [f"reuse, {m}" for m in ("bare-implicit", "bare-reset", "explicit")]
     wanted += ["reuse, two generations"]
     for tag in wanted:
         assert seen[tag] >= max(1, MAX_EXAMPLES // 15), (tag, seen)
-    assert seen["reuse error"] >= max(1, MAX_EXAMPLES // 50), seen
 
 
 def _example(generations: int = 1, **changes: object) -> Example:
