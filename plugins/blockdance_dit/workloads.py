@@ -17,9 +17,8 @@ from blockdance_dit.sampling import make_scheduler, sample_dit
 class DiTSampler:
     """A minimal pipeline: a reference DiT and its diffusers scheduler.
 
-    ``blockdance.attach(sampler, ...)`` hooks ``scheduler.set_timesteps``, so the step
-    count and the start of each generation come from the sampling call, as with a
-    diffusers pipeline.
+    ``blockdance.attach(sampler, ...)`` treats it as a diffusers pipeline: each call is
+    one generation, and its steps are counted from the scheduler's ``step()`` calls.
 
     Args:
         transformer: The DiT.

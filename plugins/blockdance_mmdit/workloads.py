@@ -25,8 +25,8 @@ class SD3Sampler:
 
     One transformer call per step with the unconditional and conditional halves batched
     (the pipeline's classifier-free guidance), Euler steps of diffusers'
-    ``FlowMatchEulerDiscreteScheduler``. ``blockdance.attach(sampler, ...)`` hooks
-    ``scheduler.set_timesteps``, as on the pipeline.
+    ``FlowMatchEulerDiscreteScheduler``. ``blockdance.attach(sampler, ...)`` treats it as a
+    pipeline: each call is a generation, its steps counted from the scheduler.
 
     Args:
         model: The tiny SD3 (transformer and text encoder).

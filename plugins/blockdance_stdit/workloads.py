@@ -31,8 +31,8 @@ def ddim_linear() -> DDIMScheduler:
 @dataclass
 class STDiTSampler:
     """Open-Sora's sampling loop for the tiny STDiT: DDIM, batched classifier-free guidance
-    with the model's null caption. ``blockdance.attach(sampler, ...)`` hooks
-    ``scheduler.set_timesteps``.
+    with the model's null caption. ``blockdance.attach(sampler, ...)`` treats it as a
+    pipeline: each call is a generation, its steps counted from the scheduler.
 
     Args:
         model: The tiny STDiT (transformer and text encoder).
