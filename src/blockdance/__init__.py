@@ -28,6 +28,7 @@ from blockdance._manager import (
     reload_plugins,
 )
 from blockdance.architecture import (
+    ArchitectureExample,
     ArchitectureSpec,
     BlockIO,
     BlockSlot,
@@ -72,6 +73,7 @@ __version__ = "0.1.0"
 
 __all__ = [
     "AlreadyAttachedError",
+    "ArchitectureExample",
     "ArchitectureSpec",
     "BlockDanceConfig",
     "BlockDanceError",

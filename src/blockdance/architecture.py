@@ -83,6 +83,15 @@ class BlockSlot:
         io: How to read and rebuild the block's hidden states.
         kind: What the block is (``"block"``, ``"spatial"``, ``"temporal"``, ``"joint"`` …).
         name: Qualified module name, used in messages.
+        side_flow: True when the model also keeps this block's output for a consumer other
+            than the next block (a long skip list, U-ViT style; a residual list the model's
+            own code keeps). When such a block is reused, the runtime returns its output
+            from the cache step instead of passing its input through, so every consumer
+            gets what a full compute gave at that step.
+        form: What the hidden state looks like here (e.g. ``"two-stream"`` for separate
+            image and text streams, ``"joined"`` after the model concatenates them). A
+            residual reuse run whose first and last blocks differ in form is refused when
+            the generation starts; output reuse crosses a change of form freely.
     """
 
     index: int
@@ -90,6 +99,23 @@ class BlockSlot:
     io: BlockIO
     kind: str = "block"
     name: str = ""
+    side_flow: bool = False
+    form: str = ""
+
+
+@dataclass(frozen=True)
+class ArchitectureExample:
+    """A tiny instance of an architecture, for the contract checks of ``blockdance.testing``.
+
+    Args:
+        build: Returns a fresh small model of the architecture, in eval mode, whose blocks
+            matter (not identities, as adaLN-Zero makes a freshly initialised DiT).
+        call: ``call(model, t)`` runs one model call at integer timestep ``t`` on inputs that
+            depend only on ``t`` and returns a tensor.
+    """
+
+    build: Callable[[], nn.Module]
+    call: Callable[[nn.Module, int], torch.Tensor]
 
 
 TimestepReader = Callable[[nn.Module, tuple[Any, ...], dict[str, Any]], Any]
@@ -105,9 +131,13 @@ class ArchitectureSpec:
         blocks: Returns the model's block slots in execution order.
         timestep: Reads the timestep from the top-level forward call ``(model, args, kwargs)``.
         boundary_fraction: Share of blocks that are structural; the default boundary
-            block is ``round(boundary_fraction * depth) - 1`` (20 of 28 in the paper).
+            block is ``floor(boundary_fraction * depth + 0.5) - 1`` (round half up, then
+            minus one), kept within ``0 .. depth - 2``: 20 of 28 in the paper, 5 of 8, 4 of 6.
         window: Default reuse window as fractions of the trajectory ``(start, end)``.
         description: One line shown by ``blockdance.list_architectures()``.
+        example: Builds a tiny instance and a one-step call for the contract checks
+            (:class:`ArchitectureExample`); the test suite runs ``blockdance.testing``'s
+            checks on every registered architecture that has one.
     """
 
     name: str
@@ -118,6 +148,7 @@ class ArchitectureSpec:
     window: tuple[float, float] = (0.25, 0.95)
     description: str = ""
     extra: dict[str, Any] = field(default_factory=dict)
+    example: Callable[[], ArchitectureExample] | None = None
 
     def default_boundary(self, num_blocks: int) -> int:
         """Index of the last structural block for a model of ``num_blocks`` blocks."""
