@@ -87,6 +87,7 @@ class Generation:
         source: How steps are known: ``"pipeline"``, ``"scheduler"``, ``"explicit"`` or
             ``"implicit"`` (see the module docstring).
         plan: The scheduler's schedule (``pipeline`` and ``scheduler`` sources).
+        side_flows: Side-flow block -> the boundary that ends any reused run holding it.
     """
 
     def __init__(
@@ -97,6 +98,7 @@ class Generation:
         *,
         source: str,
         plan: Plan | None = None,
+        side_flows: dict[int, int] | None = None,
     ) -> None:
         self.policy = policy
         self.info = info
@@ -108,6 +110,9 @@ class Generation:
         self.residual: dict[int, int] = dict(policy.residual_runs())
         self.run_starts: frozenset[int] = frozenset(self.residual.values())
         self.cache: dict[tuple[int, int], State] = {}
+        self.side_flows: dict[int, int] = side_flows or {}
+        self.side_cache: dict[tuple[int, int], State] = {}  # (branch, side-flow block) -> output
+        self.side_staged: dict[int, State] = {}  # side-flow outputs of this call, to keep
         # where the calls are
         self.counted = plan is not None  # steps end by explicit marks, not timestep values
         self.step = 0 if plan is not None else -1
@@ -247,6 +252,7 @@ class Generation:
         )
         self.open_run = None
         self.run_inputs.clear()
+        self.side_staged.clear()
         return ctx
 
 

@@ -78,6 +78,11 @@ def check_num_steps(num_steps: Any, where: str) -> int | None:
     return num_steps
 
 
+def _copy(state: State) -> State:
+    """A state no later computation can change: each tensor cloned (see docs/concepts.md)."""
+    return tuple(t.clone() if isinstance(t, torch.Tensor) else t for t in state)
+
+
 def _state_bytes(state: State) -> int:
     return sum(t.numel() * t.element_size() for t in state if isinstance(t, torch.Tensor))
 
@@ -231,7 +236,12 @@ class Runtime:
 
     @property
     def cache_bytes(self) -> int:
-        return sum(_state_bytes(s) for s in self.cache.values())
+        """Bytes this thread's generation holds: boundary states and side-flow outputs."""
+        gen = self._current()
+        if gen is None:
+            return 0
+        states = [*gen.cache.values(), *gen.side_cache.values()]
+        return sum(_state_bytes(s) for s in states)
 
     # -- lifecycle -----------------------------------------------------------------------
     def remove(self) -> None:
@@ -331,6 +341,8 @@ class Runtime:
         policy = self._acquire_policy()
         try:
             policy.begin(info)
+            boundaries = policy.boundaries()
+            self._check_forms(policy, dict(policy.residual_runs()))
             gen = Generation(
                 policy,
                 info,
@@ -343,6 +355,7 @@ class Runtime:
                 ),
                 source=source,
                 plan=plan,
+                side_flows=self._side_flows(boundaries),
             )
             if not set(gen.residual) <= gen.boundaries:
                 raise ReuseError(
@@ -359,6 +372,39 @@ class Runtime:
         local.gen = gen
         local.last_stats = gen.stats
         return gen
+
+    def _side_flows(self, boundaries: frozenset[int]) -> dict[int, int]:
+        """Side-flow blocks -> the boundary that ends a reused run holding each.
+
+        A reused run passes through until its first boundary, so a side-flow block ``k``
+        is served from the step at which the smallest boundary ``>= k`` was kept. A
+        side-flow block that is itself a boundary needs nothing more: its cached state is
+        its output.
+        """
+        flows: dict[int, int] = {}
+        for slot in self.slots:
+            if slot.side_flow and slot.index not in boundaries:
+                later = [b for b in boundaries if b > slot.index]
+                if later:
+                    flows[slot.index] = min(later)
+        return flows
+
+    def _check_forms(self, policy: Policy, residual: dict[int, int]) -> None:
+        """Refuse a residual run whose hidden state changes form inside it."""
+        for boundary, start in residual.items():
+            first = self.slots[start]
+            for slot in self.slots[start : boundary + 1]:
+                if slot.form != first.form:
+                    raise ReuseError(
+                        f"policy {policy.name!r} reuses blocks {start}..{boundary} as a "
+                        f"residual run (cached change added to the run's input), but the "
+                        f"hidden state changes form inside it: block {start} ({first.name}) "
+                        f"carries {first.form or 'the default form'!r}, block {slot.index} "
+                        f"({slot.name}) {slot.form or 'the default form'!r} (e.g. two streams "
+                        f"joined into one), so the change cannot be added across. Use output "
+                        f"reuse (reuse='output' where the policy offers it) or residual runs "
+                        f"that stay within one form."
+                    )
 
     def _end(self, local: Local) -> None:
         gen, local.gen = local.gen, None
@@ -636,13 +682,16 @@ class Runtime:
         if decision is not _REUSE:
             if gen.open_run is not None:
                 self._exit_call(gen)
-            if index in gen.run_starts:
-                gen.run_inputs[index] = io.read_input(args, kwargs)
+            if index in gen.run_starts:  # copied: the block may change its input in place
+                gen.run_inputs[index] = _copy(io.read_input(args, kwargs))
             return _COMPUTE
         current = io.read_input(args, kwargs)
         if index not in gen.boundaries:
             if gen.open_run is None:
                 gen.open_run = index
+            if index in gen.side_flows:  # its output also leaves the main flow: serve the
+                side = self._side_cached(gen, slot, current)  # cache step's output
+                return io.to_output(_copy(side), args, kwargs)
             return io.to_output(current, args, kwargs)  # skipped: pass the input through
         run_start = index if gen.open_run is None else gen.open_run
         gen.open_run = None
@@ -655,11 +704,15 @@ class Runtime:
                     f"the run {gen.residual[index]}..{index}: a residual run must be "
                     "reused whole"
                 )
-            cached = tuple(
-                c + d if isinstance(c, torch.Tensor) else c
-                for c, d in zip(current, cached, strict=True)
+            return io.to_output(
+                tuple(
+                    c + d if isinstance(c, torch.Tensor) else c
+                    for c, d in zip(current, cached, strict=True)
+                ),
+                args,
+                kwargs,
             )
-        return io.to_output(cached, args, kwargs)
+        return io.to_output(_copy(cached), args, kwargs)  # a copy: later blocks may write to it
 
     @_python_only
     def _block_after(self, local: Local, slot: BlockSlot, out: Any) -> None:
@@ -668,6 +721,8 @@ class Runtime:
         assert gen is not None and gen.ctx is not None
         ctx, index = gen.ctx, slot.index
         policy = gen.policy
+        if index in gen.side_flows and policy.keep(ctx, gen.side_flows[index]):
+            gen.side_staged[index] = _copy(slot.io.to_state(out))  # kept with its boundary
         if index in gen.boundaries and policy.keep(ctx, index):
             self._keep(gen, index, slot.io.to_state(out))
         if policy.observes:
@@ -688,10 +743,41 @@ class Runtime:
                 o - i if isinstance(o, torch.Tensor) else o
                 for o, i in zip(state, before, strict=True)
             )
-        gen.cache[(gen.ctx.branch, index)] = state
+        else:
+            state = _copy(state)  # later blocks may write to the tensor the model passes on
+        branch = gen.ctx.branch
+        gen.cache[(branch, index)] = state
+        for block, boundary in gen.side_flows.items():
+            if boundary == index and block in gen.side_staged:
+                gen.side_cache[(branch, block)] = gen.side_staged.pop(block)
         stats = gen.stats
-        stats.cache_bytes = sum(_state_bytes(s) for s in gen.cache.values())
+        stats.side_flow_bytes = sum(_state_bytes(s) for s in gen.side_cache.values())
+        stats.cache_bytes = stats.side_flow_bytes + sum(_state_bytes(s) for s in gen.cache.values())
         stats.peak_cache_bytes = max(stats.peak_cache_bytes, stats.cache_bytes)
+        stats.peak_side_flow_bytes = max(stats.peak_side_flow_bytes, stats.side_flow_bytes)
+
+    def _side_cached(self, gen: Generation, slot: BlockSlot, current: State) -> State:
+        """The output a reused side-flow block gave at its run's cache step."""
+        ctx = gen.ctx
+        assert ctx is not None
+        cached = gen.side_cache.get((ctx.branch, slot.index))
+        if cached is None:
+            boundary = gen.side_flows[slot.index]
+            raise ReuseError(
+                f"policy {gen.policy.name!r} reused block {slot.index} ({slot.name}) at step "
+                f"{ctx.step}, branch {ctx.branch}; its output also feeds a side flow (the "
+                f"spec marks it side_flow), but it has no output kept with block {boundary}, "
+                "the boundary ending its run. The block must compute at the step whose "
+                f"boundary state is reused (policy.keep() true for block {boundary} there)."
+            )
+        if not _fits(cached, current):
+            raise StaleCacheError(
+                f"cached side-flow output of block {slot.index} ({slot.name}), branch "
+                f"{ctx.branch}, does not fit the current call at step {ctx.step}: cached "
+                f"[{_describe(cached)}], current input [{_describe(current)}]. Start a new "
+                "generation when inputs change."
+            )
+        return cached
 
     def _cached(self, gen: Generation, slot: BlockSlot, current: State) -> State:
         ctx = gen.ctx

@@ -51,6 +51,8 @@ class GenerationStats:
     calls: list[CallRecord] = field(default_factory=list)
     cache_bytes: int = 0
     peak_cache_bytes: int = 0
+    side_flow_bytes: int = 0
+    peak_side_flow_bytes: int = 0
 
     @property
     def block_calls(self) -> int:
@@ -103,6 +105,7 @@ class GenerationStats:
             "reused_blocks": self.reused_blocks,
             "saved_fraction": self.saved_fraction,
             "peak_cache_bytes": self.peak_cache_bytes,
+            "peak_side_flow_bytes": self.peak_side_flow_bytes,
             "calls": [
                 {
                     "step": c.step,

@@ -14,9 +14,10 @@ inputs that depend only on ``t`` (so runs are repeatable) and returns a tensor.
 
 from __future__ import annotations
 
+import contextlib
 import inspect
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -25,8 +26,29 @@ from torch import nn
 
 from blockdance._attach import attach
 from blockdance._manager import Registry, default_registry
+from blockdance.architecture import ArchitectureSpec
 from blockdance.errors import AlreadyAttachedError
 from blockdance.policies.blockdance import window_steps
+
+
+def _copy(value: Any) -> Any:
+    """A block output with its tensors cloned (a tuple of streams stays a tuple)."""
+    if isinstance(value, torch.Tensor):
+        return value.clone()
+    if isinstance(value, tuple):
+        return tuple(_copy(v) for v in value)
+    return value
+
+
+@contextlib.contextmanager
+def _forward_hooks(slots: list[Any], make: Callable[[int], Callable[..., Any]]) -> Iterator[None]:
+    """Forward hooks on the slots' modules for the duration of the block."""
+    handles = [slot.module.register_forward_hook(make(slot.index)) for slot in slots]
+    try:
+        yield
+    finally:
+        for handle in handles:
+            handle.remove()
 
 
 def trajectory(num_steps: int) -> list[int]:
@@ -128,6 +150,68 @@ class ArchitectureChecks:
                 f"block {slot.index} ran {counts[slot.index]} times, expected {want}"
             )
 
+    def check_reuse_matches_frozen_outputs(self) -> None:
+        """A reuse step gives what the model gives with the reused blocks' outputs frozen.
+
+        Runs two adjacent steps under blockdance, computing the first and reusing blocks
+        ``0..boundary`` (the architecture's default boundary) at the second, and compares
+        the second output with a reference built *without* blockdance: the unhooked model
+        at the second timestep, with forward hooks replacing each of those blocks' outputs
+        by its output at the first. Every consumer of a reused block's output must get the
+        cache step's output — the next block, and any side flow (a long-skip list, a stream
+        merge) the model's own code keeps — or the outputs differ. The check also asserts
+        that reuse changed the output, so it cannot pass vacuously.
+        """
+        model = self.build()
+        slots = self._slots(model)
+        boundary = self._spec(model).default_boundary(len(slots))
+        frozen = [slot for slot in slots if slot.index <= boundary]
+        middle = self.num_steps // 2
+        t0, t1 = trajectory(self.num_steps)[middle : middle + 2]
+        outputs: dict[int, Any] = {}
+
+        def record(index: int) -> Callable[..., None]:
+            return lambda module, args, out: outputs.__setitem__(index, _copy(out))
+
+        def replay(index: int) -> Callable[..., Any]:
+            return lambda module, args, out: _copy(outputs[index])
+
+        with torch.no_grad():
+            with _forward_hooks(frozen, record):
+                self.call(model, t0)
+            with _forward_hooks(frozen, replay):
+                want = self.call(model, t1)
+            full = self.call(model, t1)
+        reuse = {1: [f"0-{boundary}"]}
+        handle = self._attach(model, "schedule", reuse=reuse)
+        try:
+            with handle.generation(num_steps=2), torch.no_grad():
+                self.call(model, t0)
+                got = self.call(model, t1)
+        finally:
+            handle.remove()
+        expected = {(1, slot.index) for slot in frozen}
+        reused = handle.stats.reused_pairs()
+        assert reused == expected, f"reused {sorted(reused)}, expected {sorted(expected)}"
+        assert not torch.allclose(full, want), (
+            f"reusing blocks 0..{boundary} changed nothing at the second step; the check would "
+            "pass vacuously: make the example's blocks matter (perturb zero-initialised weights)"
+        )
+        difference = (got - want).abs().max().item()
+        assert torch.allclose(got, want, rtol=1e-4, atol=1e-5), (
+            f"the reuse step differs from the model with blocks 0..{boundary} frozen at the "
+            f"cache step (max |difference| {difference:.3g}). A reused block's output is "
+            "consumed somewhere other than the next block (a long-skip list, a stream merge) "
+            "and that consumer got the block's input passed through instead: mark the slot "
+            "side_flow=True in the architecture's blocks()."
+        )
+
+    def _spec(self, model: nn.Module) -> Any:
+        registry = self.registry or default_registry()
+        return (
+            registry.architecture(self.architecture) if self.architecture else registry.match(model)
+        )
+
     def _slots(self, model: nn.Module) -> list[Any]:
         registry = self.registry or default_registry()
         spec = (
@@ -142,3 +226,29 @@ class ArchitectureChecks:
         self.check_attach_twice_raises()
         for n in (2, 3):
             self.check_blockdance_schedule(n)
+        self.check_reuse_matches_frozen_outputs()
+
+    @classmethod
+    def for_architecture(
+        cls, spec: ArchitectureSpec, registry: Registry | None = None, num_steps: int = 12
+    ) -> ArchitectureChecks:
+        """The checks on the tiny instance a spec provides (``ArchitectureSpec.example``).
+
+        Args:
+            spec: A registered architecture with an ``example``.
+            registry: The registry it is registered in (default: installed plugins).
+            num_steps: Length of the test trajectory.
+        """
+        if spec.example is None:
+            raise ValueError(
+                f"architecture {spec.name!r} has no example; give its ArchitectureSpec an "
+                "example=... returning ArchitectureExample(build=..., call=...)"
+            )
+        example = spec.example()
+        return cls(
+            build=example.build,
+            call=example.call,
+            num_steps=num_steps,
+            registry=registry,
+            architecture=spec.name,
+        )
