@@ -593,6 +593,14 @@ class Runtime:
     def _make_block(
         self, slot: BlockSlot
     ) -> Callable[[Callable[..., Any], Patch], Callable[..., Any]]:
+        """The deciding wrapper of one block: on its ``forward``, or in front of its
+        ``Module.compile()``d call (:meth:`_wrap_compiled_blocks`).
+
+        In front of a compiled call, the compiled call traces the block's own ``forward`` as
+        one graph (no graph break at a wrapper), and a reused call never enters it, which a
+        block compiled with ``fullgraph=True`` requires (each of its calls must run a
+        compiled frame).
+        """
         local_var = self._local_var
         before, after = self._block_before, self._block_after
 
@@ -618,40 +626,6 @@ class Runtime:
 
         return make
 
-    def _make_compiled_call(
-        self, slot: BlockSlot
-    ) -> Callable[[Callable[..., Any], Patch], Callable[..., Any]]:
-        """Decide in front of a block's ``Module.compile()``d call, not inside its graph.
-
-        The compiled call then traces the block's own ``forward`` as one graph (no graph
-        break at a wrapper), and a reused call never enters it, which a block compiled with
-        ``fullgraph=True`` requires (every call of it must run a compiled frame).
-        """
-        local_var = self._local_var
-        before, after = self._block_before, self._block_after
-
-        def make(original: Callable[..., Any], patch: Patch) -> Callable[..., Any]:
-            @functools.wraps(original)
-            def call(*args: Any, **kwargs: Any) -> Any:
-                local = local_var.get()
-                if (
-                    not patch.active
-                    or local is None
-                    or not local.in_call
-                    or local.thread != threading.get_ident()
-                ):
-                    return original(*args, **kwargs)
-                verdict = before(local, slot, args, kwargs)
-                if verdict is not _COMPUTE:
-                    return verdict
-                out = original(*args, **kwargs)
-                after(local, slot, out)
-                return out
-
-            return _wrapper_frame(call)
-
-        return make
-
     def _wrap_compiled_blocks(self) -> None:
         """Move the deciding wrapper in front of blocks that are ``Module.compile()``d.
 
@@ -663,7 +637,7 @@ class Runtime:
             impl = vars(slot.module).get("_compiled_call_impl")
             if impl is not None and getattr(impl, "_blockdance_patch", None) is None:
                 self._patches.append(
-                    Patch(slot.module, "_compiled_call_impl", self._make_compiled_call(slot))
+                    Patch(slot.module, "_compiled_call_impl", self._make_block(slot))
                 )
                 self._forward_patches[slot.index].undo()
 
