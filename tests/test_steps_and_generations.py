@@ -562,3 +562,36 @@ def test_blocks_compiled_with_fullgraph_skip_their_compiled_call_when_reused(toy
         hasattr(block._compiled_call_impl, "_blockdance_patch") for block in toy.blocks
     )  # removal put the compiled calls back
     torch._dynamo.reset()
+
+
+# -- the pipeline's scheduler, as followed ---------------------------------------------------
+def test_a_schedule_set_before_attach_counts_for_a_bare_loop(registry):
+    scheduler = FlowMatchEulerDiscreteScheduler()
+    scheduler.set_timesteps(T)  # before attach
+    torch.manual_seed(0)
+    model = ToyDenoiser().eval()
+    with blockdance.attach(model, "blockdance", N=2, registry=registry, scheduler=scheduler) as h:
+        x = x0()
+        with torch.no_grad():
+            for t in scheduler.timesteps:
+                x = scheduler.step(model(x, t.expand(2)), t, x).prev_sample
+    assert h.stats.step_source == "scheduler" and h.stats.steps_seen == T
+    assert reused_steps(h.stats) == window_reuse_steps(T)
+
+
+def test_a_pipeline_that_never_steps_its_scheduler_is_warned_about(toy, registry):
+    class NoStepPipeline:
+        def __init__(self, transformer) -> None:
+            self.transformer = transformer
+            self.scheduler = FlowMatchEulerDiscreteScheduler()
+
+        def __call__(self) -> None:
+            self.scheduler.set_timesteps(4)
+            with torch.no_grad():
+                for t in self.scheduler.timesteps:
+                    self.transformer(x0(), t.expand(2))  # a sampler of its own: no step()
+
+    pipe = NoStepPipeline(toy)
+    with blockdance.attach(pipe, "none", registry=registry):
+        with pytest.warns(RuntimeWarning, match="never called FlowMatchEulerDiscreteScheduler"):
+            pipe()

@@ -18,6 +18,7 @@ import contextlib
 import contextvars
 import functools
 import threading
+import warnings
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
@@ -59,6 +60,22 @@ def _python_only(fn: Callable[..., Any]) -> Callable[..., Any]:
 
 
 _COMPUTE = object()  # a block's pre-call verdict: run the wrapped forward
+
+
+def _warn_if_never_stepped(pipeline: Any, gen: Generation) -> None:
+    """A pipeline that called the model but never its scheduler's step() reused nothing."""
+    steps, calls = gen.num_steps or 0, len(gen.stats.calls)
+    if gen.plan is None or gen.step > 0 or steps < 2 or not calls:
+        return
+    warnings.warn(
+        f"{type(pipeline).__name__} called the model {calls} time(s) in a generation of "
+        f"{steps} scheduled steps but never called {type(gen.plan.scheduler).__name__}.step(), "
+        "so every call counted as a branch of step 0 and nothing was reused. blockdance "
+        "counts steps from scheduler.step(); for a pipeline that samples otherwise, attach "
+        "to its model and use handle.generation() and handle.end_step().",
+        RuntimeWarning,
+        stacklevel=4,
+    )
 
 
 def check_num_steps(num_steps: Any, where: str) -> int | None:
@@ -158,6 +175,7 @@ class Runtime:
         self._forward_patches: dict[int, Patch] = {}  # slot index -> its forward's wrapper
         self._guards: list[PickleGuard] = []
         self._tracker: SchedulerTracker | None = None
+        self._plan_at_attach: Plan | None = None
         self._swap: ClassSwap | None = None
         try:
             for slot in self.slots:
@@ -175,6 +193,11 @@ class Runtime:
                 self._swap = ClassSwap(pipeline)
             if scheduler is not None:  # followed between pipeline calls too
                 self._tracker = SchedulerTracker(self, scheduler)
+                if getattr(scheduler, "num_inference_steps", None) is not None:
+                    # set_timesteps ran before attach: a loop may run that schedule directly
+                    self._plan_at_attach = Plan.of(scheduler, "scheduler")
+                    index = getattr(scheduler, "begin_index", None)
+                    self._plan_at_attach.offset = index if isinstance(index, int) else 0
         except Exception:
             self._undo_patches()
             raise
@@ -443,6 +466,8 @@ class Runtime:
                 tracker.remove()
             local.in_pipeline = False
             local.plan = None
+            if local.gen is not None:
+                _warn_if_never_stepped(pipeline, local.gen)
             self._end(local)
 
     def announce(self, scheduler: Any) -> None:
@@ -514,8 +539,8 @@ class Runtime:
                     "follows diffusers pipelines that call set_timesteps() before denoising; "
                     "for another loop, attach to the model and use handle.generation()."
                 )
-            last = local.last_plan
-            if last is not None:  # a bare model's scheduler: the same schedule again
+            last = local.last_plan or self._plan_at_attach
+            if last is not None:  # a followed scheduler's schedule, run again
                 plan = Plan(last.scheduler, last.timesteps, last.source, last.offset)
                 gen = self._begin(local, num_steps=None, source=plan.source, plan=plan)
             else:
