@@ -20,6 +20,7 @@ from torch import nn
 from blockdance._attach import Handle, attach
 from blockdance._checkpoint import CheckpointMismatchError
 from blockdance._manager import (
+    PluginLoadWarning,
     Registry,
     default_registry,
     get_plugin_manager,
@@ -95,6 +96,7 @@ __all__ = [
     "NumStepsRequiredError",
     "Observer",
     "PluginClashError",
+    "PluginLoadWarning",
     "Policy",
     "PolicyConfig",
     "PolicyFileError",
