@@ -176,6 +176,8 @@ class Registry:
         return dict(self._arch.entries)
 
     def architecture_owner(self, name: str) -> str:
+        """The name of the plugin that registered architecture ``name``."""
+        self.architecture(name)  # unknown: an error naming the registered ones
         return self._arch.owners[name]
 
     def _registered_architectures(self) -> str:
@@ -225,6 +227,11 @@ class Registry:
     @property
     def policy_kinds(self) -> dict[str, tuple[type[PolicyConfig], type[Policy]]]:
         return dict(self._policies.entries)
+
+    def policy_owner(self, kind: str) -> str:
+        """The name of the plugin that registered policy ``kind``."""
+        self._policy_entry(kind)
+        return self._policies.owners[kind]
 
     def _policy_entry(self, kind: str) -> tuple[type[PolicyConfig], type[Policy]]:
         try:
@@ -301,6 +308,13 @@ class Registry:
     def model_names(self) -> list[str]:
         return list(self._models.entries)
 
+    def model_owner(self, name: str) -> str:
+        """The name of the plugin that registered model ``name``."""
+        if name not in self._models.entries:
+            known = ", ".join(self._models.entries) or "(none)"
+            raise UnknownModelError(f"unknown model {name!r}; registered models: {known}")
+        return self._models.owners[name]
+
     def create_model(self, name: str, **kwargs: Any) -> nn.Module:
         """Build the model registered as ``name``."""
         try:
@@ -314,6 +328,11 @@ class Registry:
     @property
     def workloads(self) -> dict[str, Workload]:
         return dict(self._workloads.entries)
+
+    def workload_owner(self, name: str) -> str:
+        """The name of the plugin that registered workload ``name``."""
+        self.workload(name)
+        return self._workloads.owners[name]
 
     def workload(self, name: str) -> Workload:
         """The workload registered as ``name``."""
