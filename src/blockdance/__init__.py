@@ -20,6 +20,7 @@ from torch import nn
 from blockdance._attach import Handle, attach
 from blockdance._checkpoint import CheckpointMismatchError
 from blockdance._manager import (
+    PluginLoadWarning,
     Registry,
     default_registry,
     get_plugin_manager,
@@ -31,12 +32,15 @@ from blockdance.architecture import (
     ArchitectureExample,
     ArchitectureSpec,
     BlockIO,
+    BlockList,
     BlockSlot,
+    SignatureIO,
     State,
     TensorIO,
     default_boundary,
     diffusers_class,
     module_list_blocks,
+    module_lists_blocks,
     timestep_argument,
 )
 from blockdance.errors import (
@@ -78,6 +82,7 @@ __all__ = [
     "BlockDanceConfig",
     "BlockDanceError",
     "BlockIO",
+    "BlockList",
     "BlockSlot",
     "CallRecord",
     "CheckpointMismatchError",
@@ -91,6 +96,7 @@ __all__ = [
     "NumStepsRequiredError",
     "Observer",
     "PluginClashError",
+    "PluginLoadWarning",
     "Policy",
     "PolicyConfig",
     "PolicyFileError",
@@ -98,6 +104,7 @@ __all__ = [
     "Registry",
     "ReuseError",
     "ScheduleConfig",
+    "SignatureIO",
     "SlotInfo",
     "StaleCacheError",
     "State",
@@ -121,6 +128,7 @@ __all__ = [
     "list_policies",
     "load_policy_config",
     "module_list_blocks",
+    "module_lists_blocks",
     "register_plugin",
     "reload_plugins",
     "timestep_argument",

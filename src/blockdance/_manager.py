@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import importlib.metadata
 import json
 import os
+import warnings
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -38,13 +40,45 @@ def _autoload_disabled() -> bool:
     return os.environ.get(DISABLE_AUTOLOAD_ENV, "") not in ("", "0")
 
 
+class PluginLoadWarning(UserWarning):
+    """An installed plugin failed to import and was skipped; the others are loaded."""
+
+
+def _load_entry_points(pm: pluggy.PluginManager) -> None:
+    """Register each ``blockdance`` entry point under its name; warn about and skip any
+    whose import fails, so one broken plugin does not take the others down.
+
+    Blocked names and names already registered are skipped, as pluggy's
+    ``load_setuptools_entrypoints`` does.
+    """
+    for ep in importlib.metadata.entry_points(group=ENTRYPOINT_GROUP):
+        if pm.get_plugin(ep.name) is not None or pm.is_blocked(ep.name):
+            continue
+        try:
+            plugin = ep.load()
+        except Exception as e:
+            dist = f" (distribution {ep.dist.name})" if ep.dist is not None else ""
+            warnings.warn(
+                PluginLoadWarning(
+                    f"blockdance plugin {ep.name!r} (entry point {ep.name} = {ep.value}"
+                    f"{dist}) failed to import and is skipped: {type(e).__name__}: {e}. "
+                    "Install what it needs, uninstall it, or block it with "
+                    f"{BLOCK_PLUGINS_ENV}={ep.name}."
+                ),
+                stacklevel=3,
+            )
+            continue
+        pm.register(plugin, name=ep.name)
+
+
 def get_plugin_manager(*, autoload: bool | None = None) -> pluggy.PluginManager:
     """A new plugin manager with blockdance's hookspecs and plugins registered.
 
     Entry points of the ``blockdance`` group are loaded unless ``autoload`` is False
     or the ``BLOCKDANCE_DISABLE_PLUGIN_AUTOLOAD`` environment variable is set; names
-    in ``BLOCKDANCE_BLOCK_PLUGINS`` are blocked. Misspelt hook implementations fail
-    here through ``check_pending()``.
+    in ``BLOCKDANCE_BLOCK_PLUGINS`` are blocked. A plugin that fails to import is
+    skipped with a :class:`PluginLoadWarning` naming its entry point and the error.
+    Misspelt hook implementations fail here through ``check_pending()``.
 
     Args:
         autoload: Load entry-point plugins; None follows the environment variable.
@@ -55,7 +89,7 @@ def get_plugin_manager(*, autoload: bool | None = None) -> pluggy.PluginManager:
         if name.strip():
             pm.set_blocked(name.strip())
     if autoload if autoload is not None else not _autoload_disabled():
-        pm.load_setuptools_entrypoints(ENTRYPOINT_GROUP)
+        _load_entry_points(pm)
     pm.register(BuiltinPolicies(), name=BUILTIN_POLICIES_NAME)
     pm.check_pending()
     return pm
@@ -142,6 +176,8 @@ class Registry:
         return dict(self._arch.entries)
 
     def architecture_owner(self, name: str) -> str:
+        """The name of the plugin that registered architecture ``name``."""
+        self.architecture(name)  # unknown: an error naming the registered ones
         return self._arch.owners[name]
 
     def _registered_architectures(self) -> str:
@@ -191,6 +227,11 @@ class Registry:
     @property
     def policy_kinds(self) -> dict[str, tuple[type[PolicyConfig], type[Policy]]]:
         return dict(self._policies.entries)
+
+    def policy_owner(self, kind: str) -> str:
+        """The name of the plugin that registered policy ``kind``."""
+        self._policy_entry(kind)
+        return self._policies.owners[kind]
 
     def _policy_entry(self, kind: str) -> tuple[type[PolicyConfig], type[Policy]]:
         try:
@@ -267,6 +308,13 @@ class Registry:
     def model_names(self) -> list[str]:
         return list(self._models.entries)
 
+    def model_owner(self, name: str) -> str:
+        """The name of the plugin that registered model ``name``."""
+        if name not in self._models.entries:
+            known = ", ".join(self._models.entries) or "(none)"
+            raise UnknownModelError(f"unknown model {name!r}; registered models: {known}")
+        return self._models.owners[name]
+
     def create_model(self, name: str, **kwargs: Any) -> nn.Module:
         """Build the model registered as ``name``."""
         try:
@@ -280,6 +328,11 @@ class Registry:
     @property
     def workloads(self) -> dict[str, Workload]:
         return dict(self._workloads.entries)
+
+    def workload_owner(self, name: str) -> str:
+        """The name of the plugin that registered workload ``name``."""
+        self.workload(name)
+        return self._workloads.owners[name]
 
     def workload(self, name: str) -> Workload:
         """The workload registered as ``name``."""

@@ -14,7 +14,7 @@ from typing import Any
 import torch
 
 from blockdance._attach import PolicyLike
-from blockdance._manager import Registry, default_registry
+from blockdance._manager import BUILTIN_POLICIES_NAME, Registry, default_registry
 from blockdance.compare import compare_policies
 from blockdance.errors import InvalidInputError
 from blockdance.external import is_external, parse_external
@@ -167,21 +167,53 @@ def cmd_bench(args: argparse.Namespace) -> int:
     return 0
 
 
+def _owner(name: str) -> str:
+    """How ``blockdance list`` names the plugin that registered an entry."""
+    return "built-in" if name == BUILTIN_POLICIES_NAME else f"plugin {name}"
+
+
 def cmd_list(args: argparse.Namespace) -> int:
+    """Print what the plugins registered, each entry with the plugin that registered it."""
     registry = default_registry()
-    print("architectures:")
-    for name, spec in registry.architectures.items():
-        owner = registry.architecture_owner(name)
-        print(f"  {name:<16} {spec.description}  [plugin {owner}]")
-    print("policies:")
+    sections: list[tuple[str, list[tuple[str, str, str]]]] = []
+    sections.append(
+        (
+            "architectures",
+            [
+                (name, spec.description, _owner(registry.architecture_owner(name)))
+                for name, spec in registry.architectures.items()
+            ],
+        )
+    )
+    policies = []
     for kind, (config, _) in registry.policy_kinds.items():
         fields = ", ".join(f for f in config.model_fields if f != "kind") or "-"
-        print(f"  {kind:<16} options: {fields}")
-    print("workloads:")
-    for name, workload in registry.workloads.items():
-        print(f"  {name:<16} {workload.description}")
+        policies.append((kind, f"options: {fields}", _owner(registry.policy_owner(kind))))
+    sections.append(("policies", policies))
+    sections.append(
+        (
+            "workloads",
+            [
+                (name, workload.description, _owner(registry.workload_owner(name)))
+                for name, workload in registry.workloads.items()
+            ],
+        )
+    )
+    width = max((len(name) for _, rows in sections for name, _, _ in rows), default=0) + 2
+    for title, rows in sections:
+        print(f"{title}:")
+        for name, text, owner in rows:
+            print(f"  {name:<{width}}{text}  [{owner}]")
+        if not rows:
+            print("  (none)")
+    by_owner: dict[str, list[str]] = {}
+    for name in registry.model_names:
+        by_owner.setdefault(registry.model_owner(name), []).append(name)
     print("models:")
-    print("  " + ", ".join(registry.model_names))
+    for owner, names in by_owner.items():
+        print(f"  {', '.join(names)}  [{_owner(owner)}]")
+    if not by_owner:
+        print("  (none)")
     return 0
 
 
