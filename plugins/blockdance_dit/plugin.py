@@ -14,6 +14,7 @@ from torch import nn
 
 import blockdance
 from blockdance import (
+    ArchitectureExample,
     ArchitectureSpec,
     TensorIO,
     diffusers_class,
@@ -45,6 +46,10 @@ def _build_dit(name: str, **kwargs: Any) -> nn.Module:
     return DiT_models[name](**kwargs)
 
 
+def _example(attr: str) -> Callable[[], ArchitectureExample]:
+    return lazy("blockdance_dit.examples", attr)
+
+
 REFERENCE_DIT = ArchitectureSpec(
     name="dit",
     description="class-conditional DiT, facebookresearch layout (blockdance_dit.model.DiT)",
@@ -52,6 +57,7 @@ REFERENCE_DIT = ArchitectureSpec(
     blocks=module_list_blocks("blocks", TensorIO(name="x", position=0)),
     timestep=timestep_argument("t"),
     window=DIT_WINDOW,
+    example=_example("reference_dit_example"),
 )
 
 DIFFUSERS_DIT = ArchitectureSpec(
@@ -61,6 +67,7 @@ DIFFUSERS_DIT = ArchitectureSpec(
     blocks=module_list_blocks("transformer_blocks", TensorIO()),
     timestep=timestep_argument("timestep"),
     window=DIT_WINDOW,
+    example=_example("diffusers_dit_example"),
 )
 
 PIXART_ALPHA = ArchitectureSpec(
@@ -70,6 +77,7 @@ PIXART_ALPHA = ArchitectureSpec(
     blocks=module_list_blocks("transformer_blocks", TensorIO()),
     timestep=timestep_argument("timestep"),
     window=PIXART_WINDOW,
+    example=_example("pixart_example"),
 )
 
 
