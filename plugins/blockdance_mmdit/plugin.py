@@ -13,12 +13,16 @@ from collections.abc import Callable
 from typing import Any
 
 import blockdance
-from blockdance import ArchitectureSpec, diffusers_class, timestep_argument
+from blockdance import ArchitectureExample, ArchitectureSpec, diffusers_class, timestep_argument
 from blockdance.workload import Workload, lazy
 from blockdance_mmdit.streams import flux_blocks, sd3_blocks
 
 #: The paper's DiT and Open-Sora window (25%-95% of the steps), not yet measured on MMDiTs.
 MMDIT_WINDOW = (0.25, 0.95)
+
+
+def _example(attr: str) -> Callable[[], ArchitectureExample]:
+    return lazy("blockdance_mmdit.examples", attr)
 
 
 SD3 = ArchitectureSpec(
@@ -28,6 +32,7 @@ SD3 = ArchitectureSpec(
     blocks=sd3_blocks,
     timestep=timestep_argument("timestep"),
     window=MMDIT_WINDOW,
+    example=_example("sd3_example"),
 )
 
 FLUX = ArchitectureSpec(
@@ -37,6 +42,7 @@ FLUX = ArchitectureSpec(
     blocks=flux_blocks,
     timestep=timestep_argument("timestep"),
     window=MMDIT_WINDOW,
+    example=_example("flux_example"),
 )
 
 

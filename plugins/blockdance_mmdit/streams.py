@@ -3,8 +3,10 @@
 MMDiT blocks (SD3's ``JointTransformerBlock``, Flux's double- and single-stream blocks)
 are called as ``block(hidden_states=image, encoder_hidden_states=text, temb=..., ...)``
 and return ``(encoder_hidden_states, hidden_states)``. The state the runtime caches and
-passes through is ``(image, text)``: both streams, so a reuse step resumes the deep
-blocks exactly where a cache step left them.
+passes through is ``(image, text)``: both streams, so a reuse step resumes the deep blocks
+exactly where a cache step left them. Where a model joins the streams into one token
+sequence (Flux's single-stream blocks in old diffusers releases), the state is that one
+tensor and the slot's form is ``"joined"`` instead of ``"two-stream"``.
 """
 
 from __future__ import annotations
@@ -17,6 +19,10 @@ import torch
 from torch import nn
 
 from blockdance import BlockIO, BlockSlot, State, TensorIO
+
+#: Slot forms (``BlockSlot.form``): separate image and text streams, or one joined sequence.
+TWO_STREAM = "two-stream"
+JOINED = "joined"
 
 
 def _argument(args: tuple[Any, ...], kwargs: dict[str, Any], name: str, position: int) -> Any:
@@ -122,6 +128,7 @@ def sd3_blocks(model: nn.Module) -> list[BlockSlot]:
             io=IMAGE_ONLY if getattr(block, "context_pre_only", False) else JOINT,
             kind="joint",
             name=f"transformer_blocks.{i}",
+            form=TWO_STREAM,
         )
         for i, block in enumerate(blocks)
     ]
@@ -143,17 +150,26 @@ def flux_blocks(model: nn.Module) -> list[BlockSlot]:
     for i, block in enumerate(double):
         _require_joint(block, f"transformer_blocks.{i}", "flux", None)
     slots = [
-        BlockSlot(index=i, module=block, io=JOINT, kind="joint", name=f"transformer_blocks.{i}")
+        BlockSlot(
+            index=i,
+            module=block,
+            io=JOINT,
+            kind="joint",
+            name=f"transformer_blocks.{i}",
+            form=TWO_STREAM,
+        )
         for i, block in enumerate(double)
     ]
-    slots += [
-        BlockSlot(
-            index=len(double) + j,
-            module=block,
-            io=single_stream_io(block),
-            kind="single",
-            name=f"single_transformer_blocks.{j}",
+    for j, block in enumerate(single):
+        io = single_stream_io(block)
+        slots.append(
+            BlockSlot(
+                index=len(double) + j,
+                module=block,
+                io=io,
+                kind="single",
+                name=f"single_transformer_blocks.{j}",
+                form=TWO_STREAM if io is JOINT else JOINED,
+            )
         )
-        for j, block in enumerate(single)
-    ]
     return slots
