@@ -126,8 +126,8 @@ def test_reuse_substitutes_the_cached_state(boundary):
 
 
 def _names(message: str, slot: blockdance.BlockSlot) -> bool:
-    """True when ``message`` names the slot, by name or by index."""
-    by_index = re.search(rf"(?<![\w.]){slot.index}(?![\w])", message)
+    """True when ``message`` names the slot, by name or by index (``block 3``, ``1..3``)."""
+    by_index = re.search(rf"(?<!\w)(?<![A-Za-z_]\.){slot.index}(?!\w)", message)
     return slot.name in message or by_index is not None
 
 
