@@ -1,4 +1,7 @@
-"""Tiny random diffusers SD3 and Flux transformers and pipelines, built offline for tests."""
+"""Tiny random diffusers SD3 and Flux pipelines, built offline for tests.
+
+The transformers are the MMDiT plugin's examples (:mod:`blockdance_mmdit.examples`).
+"""
 
 from __future__ import annotations
 
@@ -8,47 +11,26 @@ from diffusers import (
     AutoencoderKL,
     FlowMatchEulerDiscreteScheduler,
     FluxPipeline,
-    FluxTransformer2DModel,
-    SD3Transformer2DModel,
     StableDiffusion3Pipeline,
 )
 
+from blockdance_mmdit.examples import DEPTH, DIM, TXT, tiny_flux, tiny_sd3
+
+__all__ = [
+    "DEPTH",
+    "DIM",
+    "STEPS",
+    "TXT",
+    "flux_pipe",
+    "run_flux",
+    "run_sd3",
+    "sd3_pipe",
+    "tiny_flux",
+    "tiny_sd3",
+    "tiny_vae",
+]
+
 STEPS = 10
-DEPTH = 4  # SD3: 4 joint blocks; Flux: 2 double-stream + 2 single-stream blocks
-TXT = 6  # text tokens
-DIM = 16  # token width (2 heads x 8)
-
-
-def tiny_sd3() -> SD3Transformer2DModel:
-    torch.manual_seed(0)
-    return SD3Transformer2DModel(
-        sample_size=8,
-        patch_size=1,
-        in_channels=4,
-        num_layers=DEPTH,
-        attention_head_dim=8,
-        num_attention_heads=2,
-        joint_attention_dim=12,
-        caption_projection_dim=DIM,
-        pooled_projection_dim=8,
-        out_channels=4,
-        pos_embed_max_size=8,
-    ).eval()
-
-
-def tiny_flux() -> FluxTransformer2DModel:
-    torch.manual_seed(0)
-    return FluxTransformer2DModel(
-        patch_size=1,
-        in_channels=4,
-        num_layers=2,
-        num_single_layers=2,
-        attention_head_dim=8,
-        num_attention_heads=2,
-        joint_attention_dim=12,
-        pooled_projection_dim=8,
-        axes_dims_rope=(2, 2, 4),
-    ).eval()
 
 
 def tiny_vae(latent_channels: int) -> AutoencoderKL:

@@ -1,10 +1,11 @@
-"""The DiT plugin: the reference DiT, diffusers' DiTTransformer2DModel and PixArt-α.
+"""The DiT plugin: the reference DiT, diffusers' DiTTransformer2DModel, PixArt-α, HunyuanDiT.
 
 Loaded through the ``blockdance`` entry-point group, like any third-party plugin.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import sys
 from collections.abc import Callable
@@ -14,7 +15,9 @@ from torch import nn
 
 import blockdance
 from blockdance import (
+    ArchitectureExample,
     ArchitectureSpec,
+    BlockSlot,
     TensorIO,
     diffusers_class,
     module_list_blocks,
@@ -45,6 +48,21 @@ def _build_dit(name: str, **kwargs: Any) -> nn.Module:
     return DiT_models[name](**kwargs)
 
 
+def _example(attr: str) -> Callable[[], ArchitectureExample]:
+    return lazy("blockdance_dit.examples", attr)
+
+
+def _hunyuan_blocks(model: nn.Module) -> list[BlockSlot]:
+    """HunyuanDiT's blocks; those whose output the forward keeps for a long skip are side flows.
+
+    ``HunyuanDiT2DModel.forward`` appends the output of every block ``i < depth // 2 - 1``
+    to a list that the blocks ``i > depth // 2`` pop (as ``skip=``), U-ViT style.
+    """
+    slots = module_list_blocks("blocks", TensorIO())(model)
+    kept = len(slots) // 2 - 1
+    return [dataclasses.replace(slot, side_flow=slot.index < kept) for slot in slots]
+
+
 REFERENCE_DIT = ArchitectureSpec(
     name="dit",
     description="class-conditional DiT, facebookresearch layout (blockdance_dit.model.DiT)",
@@ -52,6 +70,7 @@ REFERENCE_DIT = ArchitectureSpec(
     blocks=module_list_blocks("blocks", TensorIO(name="x", position=0)),
     timestep=timestep_argument("t"),
     window=DIT_WINDOW,
+    example=_example("reference_dit_example"),
 )
 
 DIFFUSERS_DIT = ArchitectureSpec(
@@ -61,6 +80,7 @@ DIFFUSERS_DIT = ArchitectureSpec(
     blocks=module_list_blocks("transformer_blocks", TensorIO()),
     timestep=timestep_argument("timestep"),
     window=DIT_WINDOW,
+    example=_example("diffusers_dit_example"),
 )
 
 PIXART_ALPHA = ArchitectureSpec(
@@ -70,6 +90,17 @@ PIXART_ALPHA = ArchitectureSpec(
     blocks=module_list_blocks("transformer_blocks", TensorIO()),
     timestep=timestep_argument("timestep"),
     window=PIXART_WINDOW,
+    example=_example("pixart_example"),
+)
+
+HUNYUAN_DIT = ArchitectureSpec(
+    name="hunyuan-dit",
+    description="diffusers HunyuanDiT2DModel: DiT blocks with U-ViT long skips (side flows)",
+    matches=diffusers_class("HunyuanDiT2DModel"),
+    blocks=_hunyuan_blocks,
+    timestep=timestep_argument("timestep"),
+    window=DIT_WINDOW,
+    example=_example("hunyuan_dit_example"),
 )
 
 
@@ -104,6 +135,7 @@ def blockdance_register_architectures(register: Callable[[ArchitectureSpec], Non
     register(REFERENCE_DIT)
     register(DIFFUSERS_DIT)
     register(PIXART_ALPHA)
+    register(HUNYUAN_DIT)
 
 
 @blockdance.hookimpl

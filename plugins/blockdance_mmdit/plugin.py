@@ -1,10 +1,10 @@
-"""The MMDiT plugin: diffusers' SD3Transformer2DModel and FluxTransformer2DModel.
+"""The MMDiT plugin: diffusers' SD3, Flux and HiDream-I1 transformers.
 
-Loaded through the ``blockdance`` entry-point group, like any third-party plugin. Both
-specs read the timestep from the ``timestep`` argument that the pipelines pass (SD3:
-flow-matching timesteps from 1000 down; Flux: the same divided by 1000). Defaults are the
-paper's DiT choice scaled to depth (docs/mmdit.md); validate them with
-``blockdance calibrate``.
+Loaded through the ``blockdance`` entry-point group, like any third-party plugin. The
+specs read the timestep from the argument the pipelines pass (SD3: ``timestep``,
+flow-matching timesteps from 1000 down; Flux: the same divided by 1000; HiDream:
+``timesteps``, from 1000 down). Defaults are the paper's DiT choice scaled to depth
+(docs/mmdit.md); validate them with ``blockdance calibrate``.
 """
 
 from __future__ import annotations
@@ -13,12 +13,16 @@ from collections.abc import Callable
 from typing import Any
 
 import blockdance
-from blockdance import ArchitectureSpec, diffusers_class, timestep_argument
+from blockdance import ArchitectureExample, ArchitectureSpec, diffusers_class, timestep_argument
 from blockdance.workload import Workload, lazy
-from blockdance_mmdit.streams import flux_blocks, sd3_blocks
+from blockdance_mmdit.streams import flux_blocks, hidream_blocks, sd3_blocks
 
 #: The paper's DiT and Open-Sora window (25%-95% of the steps), not yet measured on MMDiTs.
 MMDIT_WINDOW = (0.25, 0.95)
+
+
+def _example(attr: str) -> Callable[[], ArchitectureExample]:
+    return lazy("blockdance_mmdit.examples", attr)
 
 
 SD3 = ArchitectureSpec(
@@ -28,6 +32,7 @@ SD3 = ArchitectureSpec(
     blocks=sd3_blocks,
     timestep=timestep_argument("timestep"),
     window=MMDIT_WINDOW,
+    example=_example("sd3_example"),
 )
 
 FLUX = ArchitectureSpec(
@@ -37,6 +42,18 @@ FLUX = ArchitectureSpec(
     blocks=flux_blocks,
     timestep=timestep_argument("timestep"),
     window=MMDIT_WINDOW,
+    example=_example("flux_example"),
+)
+
+HIDREAM = ArchitectureSpec(
+    name="hidream",
+    description="diffusers HiDreamImageTransformer2DModel: double-stream then joined "
+    "single-stream blocks",
+    matches=diffusers_class("HiDreamImageTransformer2DModel"),
+    blocks=hidream_blocks,
+    timestep=timestep_argument("timesteps"),
+    window=MMDIT_WINDOW,
+    example=_example("hidream_example"),
 )
 
 
@@ -44,6 +61,7 @@ FLUX = ArchitectureSpec(
 def blockdance_register_architectures(register: Callable[[ArchitectureSpec], None]) -> None:
     register(SD3)
     register(FLUX)
+    register(HIDREAM)
 
 
 def _lazy(attr: str) -> Callable[..., Any]:

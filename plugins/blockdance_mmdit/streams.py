@@ -2,9 +2,12 @@
 
 MMDiT blocks (SD3's ``JointTransformerBlock``, Flux's double- and single-stream blocks)
 are called as ``block(hidden_states=image, encoder_hidden_states=text, temb=..., ...)``
-and return ``(encoder_hidden_states, hidden_states)``. The state the runtime caches and
-passes through is ``(image, text)``: both streams, so a reuse step resumes the deep
-blocks exactly where a cache step left them.
+and return ``(encoder_hidden_states, hidden_states)``; HiDream's double-stream blocks
+return them the other way round. The state the runtime caches and passes through is
+``(image, text)``: both streams, so a reuse step resumes the deep blocks exactly where a
+cache step left them. Where a model joins the streams into one token sequence (HiDream's
+single-stream blocks, Flux's in old diffusers releases), the state is that one tensor and
+the slot's form is ``"joined"`` instead of ``"two-stream"``.
 """
 
 from __future__ import annotations
@@ -17,6 +20,10 @@ import torch
 from torch import nn
 
 from blockdance import BlockIO, BlockSlot, State, TensorIO
+
+#: Slot forms (``BlockSlot.form``): separate image and text streams, or one joined sequence.
+TWO_STREAM = "two-stream"
+JOINED = "joined"
 
 
 def _argument(args: tuple[Any, ...], kwargs: dict[str, Any], name: str, position: int) -> Any:
@@ -82,6 +89,40 @@ JOINT = JointIO()
 IMAGE_ONLY = JointIO(text_out=False)
 
 
+@dataclass(frozen=True)
+class ImageFirstIO:
+    """A two-stream block that returns ``(hidden_states, encoder_hidden_states)``, image first.
+
+    HiDream's double-stream blocks are called as ``block(hidden_states, hidden_states_masks,
+    encoder_hidden_states, temb, image_rotary_emb)`` (the model passes keywords). Their text
+    stream is the model's running text tokens followed by the block's own Llama layer; the
+    model cuts that layer off after the block, so a state passed through or substituted
+    fits the same way. The state is ``(image, text)``, as for :class:`JointIO`.
+    """
+
+    def read_input(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> State:
+        image = _argument(args, kwargs, "hidden_states", 0)  # (N, T_img, D)
+        text = _argument(args, kwargs, "encoder_hidden_states", 2)  # (N, T_txt + T_llama, D)
+        return _streams(image, text)
+
+    def to_state(self, output: Any) -> State:
+        if not (isinstance(output, tuple) and len(output) == 2):
+            raise TypeError(
+                "a HiDream double-stream block must return (hidden_states, "
+                f"encoder_hidden_states); got {type(output).__name__}. Is the model a "
+                "HiDreamImageTransformer2DModel of a supported diffusers version?"
+            )
+        image, text = output
+        return _streams(image, text)
+
+    def to_output(self, state: State, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+        image, text = state
+        return image, text
+
+
+IMAGE_FIRST = ImageFirstIO()
+
+
 def module_list(model: nn.Module, attr: str, architecture: str) -> nn.ModuleList:
     """``model.<attr>`` as an ``nn.ModuleList``, or a clear error naming the architecture."""
     modules = getattr(model, attr, None)
@@ -89,7 +130,7 @@ def module_list(model: nn.Module, attr: str, architecture: str) -> nn.ModuleList
         raise TypeError(
             f"architecture {architecture!r} expects {type(model).__name__}.{attr} to be an "
             f"nn.ModuleList of MMDiT blocks, found {type(modules).__name__}; is this model "
-            "really a diffusers SD3/Flux transformer?"
+            "really a diffusers SD3/Flux/HiDream transformer?"
         )
     return modules
 
@@ -122,6 +163,7 @@ def sd3_blocks(model: nn.Module) -> list[BlockSlot]:
             io=IMAGE_ONLY if getattr(block, "context_pre_only", False) else JOINT,
             kind="joint",
             name=f"transformer_blocks.{i}",
+            form=TWO_STREAM,
         )
         for i, block in enumerate(blocks)
     ]
@@ -143,16 +185,58 @@ def flux_blocks(model: nn.Module) -> list[BlockSlot]:
     for i, block in enumerate(double):
         _require_joint(block, f"transformer_blocks.{i}", "flux", None)
     slots = [
-        BlockSlot(index=i, module=block, io=JOINT, kind="joint", name=f"transformer_blocks.{i}")
+        BlockSlot(
+            index=i,
+            module=block,
+            io=JOINT,
+            kind="joint",
+            name=f"transformer_blocks.{i}",
+            form=TWO_STREAM,
+        )
+        for i, block in enumerate(double)
+    ]
+    for j, block in enumerate(single):
+        io = single_stream_io(block)
+        slots.append(
+            BlockSlot(
+                index=len(double) + j,
+                module=block,
+                io=io,
+                kind="single",
+                name=f"single_transformer_blocks.{j}",
+                form=TWO_STREAM if io is JOINT else JOINED,
+            )
+        )
+    return slots
+
+
+def hidream_blocks(model: nn.Module) -> list[BlockSlot]:
+    """HiDream's double-stream blocks (two streams), then its single-stream blocks (joined).
+
+    The single-stream blocks take and return one tensor: the image tokens and the text
+    tokens the double blocks left, joined, followed by the block's own Llama layer.
+    """
+    double = module_list(model, "double_stream_blocks", "hidream")
+    single = module_list(model, "single_stream_blocks", "hidream")
+    slots = [
+        BlockSlot(
+            index=i,
+            module=block,
+            io=IMAGE_FIRST,
+            kind="double",
+            name=f"double_stream_blocks.{i}",
+            form=TWO_STREAM,
+        )
         for i, block in enumerate(double)
     ]
     slots += [
         BlockSlot(
             index=len(double) + j,
             module=block,
-            io=single_stream_io(block),
+            io=TensorIO(),  # (N, T_img + T_txt + T_llama, D)
             kind="single",
-            name=f"single_transformer_blocks.{j}",
+            name=f"single_stream_blocks.{j}",
+            form=JOINED,
         )
         for j, block in enumerate(single)
     ]

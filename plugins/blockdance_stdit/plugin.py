@@ -27,6 +27,7 @@ from torch import nn
 
 import blockdance
 from blockdance import (
+    ArchitectureExample,
     ArchitectureSpec,
     BlockIO,
     BlockSlot,
@@ -46,6 +47,10 @@ OPEN_SORA_SAMPLER: dict[str, Any] = {"scheduler": "DDIM", "num_steps": 100}
 #: The official STDiT model names (blockdance_stdit.model.STDiT_models), listed here so
 #: that building the registry does not import the model code (and timm).
 STDIT_MODEL_NAMES = ("STDiT-XL/2",)
+
+
+def _example(attr: str) -> Callable[[], ArchitectureExample]:
+    return lazy("blockdance_stdit.examples", attr)
 
 
 def _is_stdit(model: nn.Module) -> bool:
@@ -115,6 +120,7 @@ REFERENCE_STDIT = ArchitectureSpec(
     timestep=timestep_argument("timestep"),
     window=STDIT_WINDOW,
     extra=dict(OPEN_SORA_SAMPLER),
+    example=_example("stdit_example"),
 )
 
 LATTE = InterleavedSpec(
@@ -124,6 +130,7 @@ LATTE = InterleavedSpec(
     blocks=interleaved_blocks("transformer_blocks", "temporal_transformer_blocks", TensorIO()),
     timestep=timestep_argument("timestep"),
     window=STDIT_WINDOW,
+    example=_example("latte_example"),
 )
 
 

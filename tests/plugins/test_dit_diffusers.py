@@ -9,16 +9,15 @@ from diffusers import (
     AutoencoderKL,
     DDIMScheduler,
     DiTPipeline,
-    DiTTransformer2DModel,
     DPMSolverMultistepScheduler,
     PixArtAlphaPipeline,
-    PixArtTransformer2DModel,
 )
 
 import blockdance
+from blockdance.testing import ArchitectureChecks
+from blockdance_dit.examples import DEPTH, tiny_diffusers_dit, tiny_pixart
 
 STEPS = 10
-DEPTH = 4
 BOUNDARY = 2  # round(21/28 * 4) - 1
 
 
@@ -35,74 +34,19 @@ def tiny_vae() -> AutoencoderKL:
     ).eval()
 
 
-def tiny_dit() -> DiTTransformer2DModel:
-    torch.manual_seed(0)
-    return DiTTransformer2DModel(
-        num_attention_heads=2,
-        attention_head_dim=8,
-        in_channels=4,
-        out_channels=8,
-        num_layers=DEPTH,
-        sample_size=8,
-        patch_size=2,
-        num_embeds_ada_norm=1000,
-        norm_num_groups=8,
-    ).eval()
-
-
-def tiny_pixart() -> PixArtTransformer2DModel:
-    torch.manual_seed(0)
-    return PixArtTransformer2DModel(
-        num_attention_heads=2,
-        attention_head_dim=8,
-        in_channels=4,
-        out_channels=8,
-        num_layers=DEPTH,
-        sample_size=8,
-        patch_size=2,
-        cross_attention_dim=16,
-        caption_channels=12,
-        norm_num_groups=8,
-        use_additional_conditions=False,
-    ).eval()
-
-
-def dit_call(model, t: int):
-    x = torch.randn(2, 4, 8, 8, generator=torch.Generator().manual_seed(t))
-    return model(x, timestep=torch.tensor([t, t]), class_labels=torch.tensor([1, 3])).sample
-
-
-def pixart_call(model, t: int):
-    g = torch.Generator().manual_seed(t)
-    x = torch.randn(2, 4, 8, 8, generator=g)
-    cap = torch.randn(2, 6, 12, generator=g)
-    return model(
-        x,
-        encoder_hidden_states=cap,
-        timestep=torch.tensor([t, t]),
-        added_cond_kwargs={"resolution": None, "aspect_ratio": None},
-    ).sample
-
-
-@pytest.mark.parametrize(
-    ("build", "call", "arch"),
-    [(tiny_dit, dit_call, "diffusers-dit"), (tiny_pixart, pixart_call, "pixart-alpha")],
-)
-def test_none_is_bit_identical_on_diffusers_models(build, call, arch):
-    model = build()
-    ts = [900, 700, 500, 300]
-    with torch.no_grad():
-        ref = [call(model, t) for t in ts]
-        with blockdance.attach(model, "none", num_steps=len(ts)) as handle:
-            assert handle.architecture.name == arch
-            got = [call(model, t) for t in ts]
-    for a, b in zip(ref, got):
-        assert torch.equal(a, b)
-    assert handle.stats.block_calls == len(ts) * DEPTH
+@pytest.mark.parametrize("arch", ["diffusers-dit", "pixart-alpha"])
+def test_architecture_checks_on_the_spec_example(arch):
+    spec = blockdance.default_registry().architecture(arch)
+    assert spec.example is not None
+    example = spec.example()
+    ArchitectureChecks(build=example.build, call=example.call).run_all()
+    with blockdance.attach(example.build(), "none", num_steps=1) as handle:
+        assert handle.architecture.name == arch
+        assert len(handle.slots) == DEPTH
 
 
 def dit_pipe() -> DiTPipeline:
-    return DiTPipeline(transformer=tiny_dit(), vae=tiny_vae(), scheduler=DDIMScheduler())
+    return DiTPipeline(transformer=tiny_diffusers_dit(), vae=tiny_vae(), scheduler=DDIMScheduler())
 
 
 def run_dit(pipe: DiTPipeline, steps: int = STEPS, labels=(1, 2)) -> np.ndarray:

@@ -8,7 +8,7 @@ import torch
 import blockdance
 from blockdance.testing import ArchitectureChecks
 from blockdance.workload import GenerateRequest
-from blockdance_dit.model import DiT
+from blockdance_dit.examples import tiny_reference_dit as tiny_dit
 from blockdance_dit.sampling import make_scheduler
 from blockdance_dit.workloads import DiTSampler
 
@@ -16,33 +16,12 @@ DEPTH = 8
 BOUNDARY = 5
 
 
-def tiny_dit() -> DiT:
-    torch.manual_seed(0)
-    model = DiT(
-        input_size=8,
-        patch_size=2,
-        in_channels=4,
-        hidden_size=32,
-        depth=DEPTH,
-        num_heads=2,
-        num_classes=10,
-        learn_sigma=True,
-    )
-    # adaLN-Zero makes a fresh DiT an identity map; perturb so blocks matter
-    with torch.no_grad():
-        for p in model.parameters():
-            p.add_(0.02 * torch.randn_like(p))
-    return model.eval()
-
-
-def one_step(model: DiT, t: int) -> torch.Tensor:
-    g = torch.Generator().manual_seed(t)
-    x = torch.randn(2, 4, 8, 8, generator=g)
-    return model(x, torch.full((2,), t), torch.tensor([1, 7]))
-
-
-def test_architecture_contract_on_reference_dit():
-    ArchitectureChecks(build=tiny_dit, call=one_step).run_all()
+def test_architecture_contract_on_the_spec_example():
+    spec = blockdance.default_registry().architecture("dit")
+    assert spec.example is not None
+    example = spec.example()
+    assert len(example.build().blocks) == DEPTH
+    ArchitectureChecks(build=example.build, call=example.call).run_all()
 
 
 @pytest.mark.parametrize("scheduler", ["ddim", "dpm-solver"])

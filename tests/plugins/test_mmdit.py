@@ -17,6 +17,7 @@ from torch import nn
 import blockdance
 from blockdance import TensorIO
 from blockdance.testing import ArchitectureChecks, trajectory
+from blockdance_mmdit.examples import flux_call, sd3_call
 from blockdance_mmdit.streams import JOINT, single_stream_io
 from tiny_diffusers import (
     DEPTH,
@@ -34,48 +35,6 @@ from tiny_diffusers import (
 BOUNDARY = 2  # round(21/28 * 4) - 1; for Flux, single-stream block 0
 # window 25%-95% of 10 steps = steps 3..9; groups of N start at 3
 REUSE_STEPS = {2: (4, 6, 8), 3: (4, 5, 7, 8)}
-
-
-# -- tiny models and one-step calls ----------------------------------------------------------
-def sd3_call(model: nn.Module, t: int, branches: int = 1) -> torch.Tensor:
-    """One step: ``branches`` separate calls (e.g. cond, uncond) of batch 2 at timestep t."""
-    outs = []
-    for b in range(branches):
-        g = torch.Generator().manual_seed(t + 1000 * b)
-        outs.append(
-            model(
-                hidden_states=torch.randn(2, 4, 8, 8, generator=g),  # (N, C, H, W)
-                encoder_hidden_states=torch.randn(2, TXT, 12, generator=g),  # (N, T_txt, C_txt)
-                pooled_projections=torch.randn(2, 8, generator=g),
-                timestep=torch.full((2,), float(t)),
-            ).sample
-        )
-    return torch.cat(outs)
-
-
-def _image_ids(h: int, w: int) -> torch.Tensor:
-    ids = torch.zeros(h, w, 3)
-    ids[..., 1] = torch.arange(h)[:, None]
-    ids[..., 2] = torch.arange(w)[None, :]
-    return ids.reshape(h * w, 3)  # (T_img, 3)
-
-
-def flux_call(model: nn.Module, t: int, branches: int = 1) -> torch.Tensor:
-    """Like :func:`sd3_call`; Flux takes packed latents and the timestep divided by 1000."""
-    outs = []
-    for b in range(branches):
-        g = torch.Generator().manual_seed(t + 1000 * b)
-        outs.append(
-            model(
-                hidden_states=torch.randn(2, 16, 4, generator=g),  # (N, T_img, C)
-                encoder_hidden_states=torch.randn(2, TXT, 12, generator=g),  # (N, T_txt, C_txt)
-                pooled_projections=torch.randn(2, 8, generator=g),
-                timestep=torch.full((2,), t / 1000),
-                img_ids=_image_ids(4, 4),
-                txt_ids=torch.zeros(TXT, 3),
-            ).sample
-        )
-    return torch.cat(outs)
 
 
 MODELS = [
@@ -152,6 +111,7 @@ def test_slots_follow_execution_order_with_kinds(build, call, kinds, names):
     order: list[int] = []
     with blockdance.attach(model, "none", num_steps=1) as handle:
         assert [s.kind for s in handle.slots] == kinds
+        assert {s.form for s in handle.slots} == {"two-stream"}  # current diffusers: no joining
         assert [s.name for s in handle.slots] == names
         for slot in handle.slots:
             slot.module.register_forward_pre_hook(lambda m, a, i=slot.index: order.append(i))
@@ -170,11 +130,13 @@ def test_single_stream_io_follows_the_block_signature():
 
 
 # -- the contract -------------------------------------------------------------------------------
-@pytest.mark.parametrize(("build", "call", "arch"), MODELS)
-def test_architecture_checks(build, call, arch):
-    checks = ArchitectureChecks(build=build, call=call, num_steps=STEPS)
-    checks.run_all()
-    with blockdance.attach(build(), "none", num_steps=STEPS) as handle:
+@pytest.mark.parametrize("arch", ["sd3", "flux"])
+def test_architecture_checks_on_the_spec_example(arch):
+    spec = blockdance.default_registry().architecture(arch)
+    assert spec.example is not None
+    example = spec.example()
+    ArchitectureChecks(build=example.build, call=example.call, num_steps=STEPS).run_all()
+    with blockdance.attach(example.build(), "none", num_steps=STEPS) as handle:
         assert handle.architecture.name == arch
 
 

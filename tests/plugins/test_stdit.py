@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import pytest
 import torch
-from diffusers import AutoencoderKL, DDIMScheduler, LattePipeline, LatteTransformer3DModel
+from diffusers import AutoencoderKL, DDIMScheduler, LattePipeline
 from safetensors.torch import save_file
 
 import blockdance
@@ -17,26 +17,24 @@ from blockdance.policies.blockdance import window_steps
 from blockdance.testing import ArchitectureChecks, trajectory
 from blockdance_stdit import plugin
 from blockdance_stdit.checkpoint import CheckpointMismatchError, load_official_state_dict
+from blockdance_stdit.examples import (
+    DEPTH,
+    TINY,
+    latte_call,
+    stdit_call,
+    stdit_inputs,
+    tiny_latte,
+    tiny_stdit,
+)
 from blockdance_stdit.model import STDiT, STDiT_models, STDiTBlock
 
 if TYPE_CHECKING:
     from collections.abc import Iterator
     from pathlib import Path
 
-DEPTH = 4
 STEPS = 12
 # Window 25%-95% of 12 steps = steps 3..11; N=2 caches at 3, 5, 7, 9, 11 and reuses 4, 6, 8, 10.
 REUSE_STEPS = (4, 6, 8, 10)
-TINY: dict[str, Any] = {
-    "input_size": (3, 4, 4),  # 3 frames of 2 x 2 = 4 tokens
-    "in_channels": 4,
-    "patch_size": (1, 2, 2),
-    "hidden_size": 32,
-    "depth": DEPTH,
-    "num_heads": 2,
-    "caption_channels": 12,
-    "model_max_length": 6,
-}
 
 
 @pytest.fixture(autouse=True)
@@ -58,6 +56,13 @@ def stdit_registry() -> blockdance.Registry:
 REGISTRY = stdit_registry()
 
 
+def spec_example(name: str) -> blockdance.ArchitectureExample:
+    """The tiny model and call the plugin declares for architecture ``name``."""
+    spec = REGISTRY.architecture(name)
+    assert spec.example is not None
+    return spec.example()
+
+
 def counted(slots: list[blockdance.BlockSlot]) -> Counter[int]:
     """Wrap each slot's forward (before attach) to count real executions."""
     counts: Counter[int] = Counter()
@@ -75,30 +80,6 @@ def counted(slots: list[blockdance.BlockSlot]) -> Counter[int]:
 #################################################################################
 #                                Reference STDiT                                #
 #################################################################################
-
-
-def tiny_stdit(seed: int = 0, **overrides: Any) -> STDiT:
-    """A tiny STDiT with its zero-initialised output layers perturbed, so it is not constant."""
-    torch.manual_seed(seed)
-    model = STDiT(**{"pred_sigma": False, **TINY, **overrides})
-    with torch.no_grad():
-        for name, param in model.named_parameters():
-            if any(part in name for part in ("cross_attn.proj", "attn_temp.proj", "final_layer")):
-                param.normal_(std=0.05)
-    return model.eval()
-
-
-def stdit_inputs(t: int = 500, n: int = 2) -> tuple[torch.Tensor, ...]:
-    g = torch.Generator().manual_seed(t)
-    x = torch.randn(n, 4, 3, 4, 4, generator=g)
-    y = torch.randn(n, 1, 6, 12, generator=g)
-    mask = torch.ones(n, 6, dtype=torch.long)
-    mask[0, 4:] = 0  # the first caption has 4 real tokens
-    return x, torch.full((n,), t), y, mask
-
-
-def stdit_call(model: torch.nn.Module, t: int) -> torch.Tensor:
-    return model(*stdit_inputs(t))
 
 
 def test_forward_shape() -> None:
@@ -302,8 +283,9 @@ def test_load_non_strict_and_missing_file(tmp_path: Path) -> None:
 
 def test_stdit_architecture_contract() -> None:
     """Identity under ``none`` (bit-identical), removal restores, BlockDance schedules."""
+    example = spec_example("stdit")
     ArchitectureChecks(
-        build=tiny_stdit, call=stdit_call, num_steps=STEPS, registry=REGISTRY
+        build=example.build, call=example.call, num_steps=STEPS, registry=REGISTRY
     ).run_all()
 
 
@@ -338,41 +320,11 @@ def test_stdit_blockdance_schedule_and_block_executions() -> None:
 #################################################################################
 
 
-def tiny_latte(seed: int = 0) -> LatteTransformer3DModel:
-    """Latte-1's configuration, shrunk: 4 spatial + 4 temporal blocks, 3 frames of 16 tokens."""
-    torch.manual_seed(seed)
-    return LatteTransformer3DModel(
-        num_attention_heads=2,
-        attention_head_dim=8,
-        in_channels=4,
-        out_channels=8,
-        num_layers=DEPTH,
-        cross_attention_dim=16,
-        attention_bias=True,
-        sample_size=8,
-        patch_size=2,
-        activation_fn="gelu-approximate",
-        num_embeds_ada_norm=1000,
-        norm_type="ada_norm_single",
-        norm_elementwise_affine=False,
-        norm_eps=1e-6,
-        caption_channels=12,
-        video_length=3,
-    ).eval()
-
-
-def latte_call(model: torch.nn.Module, t: int, **kwargs: Any) -> torch.Tensor:
-    g = torch.Generator().manual_seed(t)
-    x = torch.randn(2, 4, 3, 8, 8, generator=g)  # (B, C, F, H, W)
-    caption = torch.randn(2, 5, 12, generator=g)
-    timestep = torch.tensor([t, t])
-    return model(x, timestep=timestep, encoder_hidden_states=caption, **kwargs).sample
-
-
 def test_latte_architecture_contract() -> None:
     """Identity under ``none`` (bit-identical), removal restores, BlockDance schedules."""
+    example = spec_example("latte")
     ArchitectureChecks(
-        build=tiny_latte, call=latte_call, num_steps=STEPS, registry=REGISTRY
+        build=example.build, call=example.call, num_steps=STEPS, registry=REGISTRY
     ).run_all()
 
 

@@ -12,11 +12,33 @@ import torch
 from torch import nn
 
 import blockdance
-from blockdance import ArchitectureSpec, TensorIO, module_list_blocks, timestep_argument
+from blockdance import (
+    ArchitectureExample,
+    ArchitectureSpec,
+    TensorIO,
+    module_list_blocks,
+    timestep_argument,
+)
 from blockdance.workload import GenerateRequest, Workload
 from blockdance_encoder.model import EncoderDenoiser, encoder_tiny, sample
 
 __all__ = ["ENCODER", "TINY_WORKLOAD", "EncoderDenoiser", "encoder_tiny", "sample"]
+
+
+def _build_tiny() -> EncoderDenoiser:
+    torch.manual_seed(0)
+    return encoder_tiny().eval()
+
+
+def _one_step(model: nn.Module, t: int) -> torch.Tensor:
+    """One denoising call at timestep ``t`` on inputs that depend only on ``t``."""
+    x = torch.randn(2, 4, 8, 8, generator=torch.Generator().manual_seed(t))  # (N, C, H, W)
+    return model(x, torch.full((2,), t))
+
+
+def _example() -> ArchitectureExample:
+    return ArchitectureExample(build=_build_tiny, call=_one_step)
+
 
 ENCODER = ArchitectureSpec(
     name="encoder",
@@ -26,12 +48,8 @@ ENCODER = ArchitectureSpec(
     blocks=module_list_blocks("layers", TensorIO(name="src", position=0)),
     timestep=timestep_argument("t"),
     window=(0.25, 0.95),
+    example=_example,  # a tiny instance and a one-step call, for the contract checks
 )
-
-
-def _build_tiny() -> EncoderDenoiser:
-    torch.manual_seed(0)
-    return encoder_tiny().eval()
 
 
 def _generate(model: EncoderDenoiser, request: GenerateRequest) -> torch.Tensor:

@@ -5,26 +5,19 @@ from __future__ import annotations
 import blockdance_encoder
 import pytest
 import torch
-from blockdance_encoder import EncoderDenoiser
+from blockdance_encoder import ENCODER
 
 import blockdance
 from blockdance.testing import ArchitectureChecks
+
+# The spec's example: build() makes a tiny model, call(model, t) runs one step of it.
+EXAMPLE = ENCODER.example()
+build, call = EXAMPLE.build, EXAMPLE.call
 
 
 @pytest.fixture(autouse=True)
 def _one_thread() -> None:
     torch.set_num_threads(1)  # tiny models: extra threads only add contention
-
-
-def build() -> EncoderDenoiser:
-    torch.manual_seed(0)
-    return EncoderDenoiser().eval()
-
-
-def call(model: torch.nn.Module, t: int) -> torch.Tensor:
-    """One denoising call at timestep ``t`` on inputs that depend only on ``t``."""
-    x = torch.randn(2, 4, 8, 8, generator=torch.Generator().manual_seed(t))  # (N, C, H, W)
-    return model(x, torch.full((2,), t))
 
 
 def test_entry_point_is_installed():
