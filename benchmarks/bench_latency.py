@@ -1,9 +1,10 @@
 """Latency of BlockDance on a DiT-XL/2-shaped model, as ratios measured in one process.
 
 For each repeat, runs are interleaved — unhooked model, ``none`` policy, BlockDance
-N=2, 3, 4 — so drift on a shared machine hits all alike; each latency is the median
-over repeats. Reports the measured reduction ``1 - t / t_base`` beside the ideal one
-from the blocks actually skipped, and the overhead of the ``none`` policy.
+N=2, 3, 4 — in an order rotated from repeat to repeat, so drift and position effects on a
+shared machine hit all alike; each latency is the median over repeats. Reports the
+measured reduction ``1 - t / t_base`` beside the ideal one from the blocks actually skipped,
+and the overhead of the ``none`` policy.
 
 Weights are random: latency does not depend on them. Defaults are the paper's
 DiT-XL/2 setting (256 px → 32×32 latents, 256 tokens, DDIM-50, guidance); on a small
@@ -128,8 +129,13 @@ def main(argv: list[str] | None = None) -> int:
     after_warmup = compile_counts()
     times: dict[str, list[float]] = {k: [] for k in configs}
     ideal: dict[str, float] = {}
+    labels = list(configs)
     for r in range(args.repeats):
-        for label, (sampler, policy) in configs.items():
+        # rotate the order each repeat: no configuration always runs first (or after the
+        # same neighbour), so position effects on a shared machine fall on all alike
+        shift = r % len(labels)
+        for label in labels[shift:] + labels[:shift]:
+            sampler, policy = configs[label]
             seconds, saved = timed(sampler, policy)
             times[label].append(seconds)
             ideal[label] = saved
