@@ -71,7 +71,6 @@ class Handle:
     def __init__(self, runtime: Runtime) -> None:
         self._runtime: Runtime | None = runtime
         self._last = GenerationStats(num_steps=None, num_blocks=len(runtime.slots))
-        self._last_by_thread: dict[int, GenerationStats] = {}
         self._policy = runtime.policy
         self._spec = runtime.spec
         self._slots = list(runtime.slots)
@@ -138,7 +137,7 @@ class Handle:
             num_steps: Number of denoising steps (defaults to ``attach(num_steps=)``).
         """
         runtime = self.runtime
-        runtime.begin_generation(num_steps, explicit=True)
+        runtime.begin_generation(num_steps)
         try:
             yield self
         finally:

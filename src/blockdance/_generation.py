@@ -62,7 +62,7 @@ class Plan:
 
     @staticmethod
     def of(scheduler: Any, source: str) -> Plan:
-        """The plan a scheduler holds right after ``set_timesteps``."""
+        """The plan a scheduler holds: its timesteps, and its begin index where one is set."""
         timesteps = getattr(scheduler, "timesteps", None)
         if timesteps is None:
             raise GenerationError(
@@ -70,7 +70,8 @@ class Plan:
                 "reads the schedule from it. Attach to the model with num_steps= instead."
             )
         values = [float(t) for t in torch.as_tensor(timesteps).reshape(-1).tolist()]
-        return Plan(scheduler, values, source)
+        index = getattr(scheduler, "begin_index", None)  # None: set_timesteps reset it
+        return Plan(scheduler, values, source, index if isinstance(index, int) else 0)
 
 
 def _close(a: float, b: float) -> bool:
@@ -131,11 +132,6 @@ class Generation:
     @property
     def num_steps(self) -> int | None:
         return self.info.num_steps
-
-    @property
-    def explicit(self) -> bool:
-        """Whether the start and end of this generation are announced."""
-        return self.source != "implicit"
 
     # -- placing a model call ------------------------------------------------------------
     def ends_before(self, t: float | None) -> bool:

@@ -196,32 +196,32 @@ class Runtime:
                 if getattr(scheduler, "num_inference_steps", None) is not None:
                     # set_timesteps ran before attach: a loop may run that schedule directly
                     self._plan_at_attach = Plan.of(scheduler, "scheduler")
-                    index = getattr(scheduler, "begin_index", None)
-                    self._plan_at_attach.offset = index if isinstance(index, int) else 0
         except Exception:
             self._undo_patches()
             raise
         setattr(model, _ATTR, self)
 
     # -- per-thread / per-request state -------------------------------------------------
+    def _own(self) -> Local | None:
+        """This thread's (and request's) state, if it has any.
+
+        A context copied into another thread (``asyncio.to_thread``) carries the same
+        object; it is not that thread's.
+        """
+        local = self._local_var.get()
+        return local if local is not None and local.thread == threading.get_ident() else None
+
     def _local(self) -> Local:
         """This thread's (and request's) state, made on first use."""
-        local = self._local_var.get()
-        if local is None or local.thread != threading.get_ident():
+        local = self._own()
+        if local is None:
             local = Local()
             self._local_var.set(local)
         return local
 
     def _current(self) -> Generation | None:
-        local = self._local_var.get()
-        if local is None or local.thread != threading.get_ident():
-            return None
-        return local.gen
-
-    @property
-    def generation_state(self) -> Generation | None:
-        """This thread's generation in progress, if any."""
-        return self._current()
+        local = self._own()
+        return local.gen if local is not None else None
 
     @property
     def ctx(self) -> StepContext | None:
@@ -248,8 +248,8 @@ class Runtime:
     @property
     def stats(self) -> GenerationStats | None:
         """Statistics of this thread's current or last generation."""
-        local = self._local_var.get()
-        if local is not None and local.thread == threading.get_ident():
+        local = self._own()
+        if local is not None:
             if local.gen is not None:
                 return local.gen.stats
             if local.last_stats is not None:
@@ -261,10 +261,7 @@ class Runtime:
     def cache_bytes(self) -> int:
         """Bytes this thread's generation holds: boundary states and side-flow outputs."""
         gen = self._current()
-        if gen is None:
-            return 0
-        states = [*gen.cache.values(), *gen.side_cache.values()]
-        return sum(_state_bytes(s) for s in states)
+        return gen.stats.cache_bytes if gen is not None else 0  # counted when states are kept
 
     # -- lifecycle -----------------------------------------------------------------------
     def remove(self) -> None:
@@ -294,12 +291,12 @@ class Runtime:
         self._end(local)
         local.plan = None
 
-    def begin_generation(self, num_steps: int | None, *, explicit: bool = True) -> None:
+    def begin_generation(self, num_steps: int | None) -> None:
         """Start an explicit generation on a bare model (``handle.generation``)."""
         steps = check_num_steps(num_steps, "handle.generation(num_steps=...)")
         local = self._local()
         local.plan = None
-        self._begin(local, num_steps=steps, source="explicit" if explicit else "implicit")
+        self._begin(local, num_steps=steps, source="explicit")
 
     def end_step(self) -> None:
         """The caller's sampling loop finished a step (``handle.end_step()``)."""
@@ -769,14 +766,7 @@ class Runtime:
                 "the boundary ending its run. The block must compute at the step whose "
                 f"boundary state is reused (policy.keep() true for block {boundary} there)."
             )
-        if not _fits(cached, current):
-            raise StaleCacheError(
-                f"cached side-flow output of block {slot.index} ({slot.name}), branch "
-                f"{ctx.branch}, does not fit the current call at step {ctx.step}: cached "
-                f"[{_describe(cached)}], current input [{_describe(current)}]. Start a new "
-                "generation when inputs change."
-            )
-        return cached
+        return self._fitting(gen, slot, cached, current, "side-flow output")
 
     def _cached(self, gen: Generation, slot: BlockSlot, current: State) -> State:
         ctx = gen.ctx
@@ -789,9 +779,18 @@ class Runtime:
                 "kept) earlier in this generation and branch. The policy must compute a "
                 "boundary block at an earlier step before reusing it."
             )
+        return self._fitting(gen, slot, cached, current, "state")
+
+    @staticmethod
+    def _fitting(
+        gen: Generation, slot: BlockSlot, cached: State, current: State, what: str
+    ) -> State:
+        """``cached``, or a clear error when it does not fit the block's current input."""
         if not _fits(cached, current):
+            ctx = gen.ctx
+            assert ctx is not None
             raise StaleCacheError(
-                f"cached state of block {slot.index} ({slot.name}), branch {ctx.branch}, "
+                f"cached {what} of block {slot.index} ({slot.name}), branch {ctx.branch}, "
                 f"does not fit the current call at step {ctx.step}: cached "
                 f"[{_describe(cached)}], current input [{_describe(current)}]. The batch "
                 "size, resolution, dtype or device changed inside one generation; start a "
