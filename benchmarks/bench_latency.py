@@ -31,9 +31,9 @@ from typing import Any
 import torch
 
 import blockdance
-from blockdance.workload import GenerateRequest
-from blockdance_dit.sampling import make_scheduler
-from blockdance_dit.workloads import DiTSampler
+from blockdance_lab.workload import GenerateRequest
+from blockdance_lab.zoo.dit.sampling import make_scheduler
+from blockdance_lab.zoo.dit.workloads import DiTSampler
 
 
 def compile_counts() -> dict[str, int]:

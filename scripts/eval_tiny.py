@@ -23,26 +23,26 @@ from typing import Any
 
 import torch
 
-from blockdance.data.shapes import COLORS, DIRECTIONS, SHAPES
-from blockdance.evaluation.metrics import class_accuracy, frechet_distance
-from blockdance.evaluation.motion import motion_direction
-from blockdance.evaluation.shapes_probe import shapes_probe, video_shapes_probe
-from blockdance.report import temporal_consistency
-from blockdance.workload import GenerateRequest, QualityProbe
+from blockdance_lab.data.shapes import COLORS, DIRECTIONS, SHAPES
+from blockdance_lab.evaluation.metrics import class_accuracy, frechet_distance
+from blockdance_lab.evaluation.motion import motion_direction
+from blockdance_lab.evaluation.shapes_probe import shapes_probe, video_shapes_probe
+from blockdance_lab.report import temporal_consistency
+from blockdance_lab.workload import GenerateRequest, QualityProbe
 
 
 def build_sampler(model: str, weights: Path | None, device: str) -> Callable[[float], Any]:
     """``sampler(guidance_scale)`` for the tiny ``model`` ("dit", "sd3" or "stdit")."""
     if model == "stdit":
+        from blockdance_lab.zoo.stdit.workloads import STDiTSampler, ddim_linear
         from blockdance_stdit import tiny as tiny_stdit
-        from blockdance_stdit.workloads import STDiTSampler, ddim_linear
 
         st = tiny_stdit.load_tiny_stdit(weights or tiny_stdit.DEFAULT_WEIGHTS).to(device)
         return lambda g: STDiTSampler(st, ddim_linear(), guidance_scale=g)
     if model == "dit":
         from blockdance_dit import tiny
-        from blockdance_dit.sampling import make_scheduler
-        from blockdance_dit.workloads import DiTSampler
+        from blockdance_lab.zoo.dit.sampling import make_scheduler
+        from blockdance_lab.zoo.dit.workloads import DiTSampler
 
         dit = tiny.load_tiny_dit(weights or tiny.DEFAULT_WEIGHTS).to(device)
         return lambda g: DiTSampler(dit, make_scheduler("ddim"), guidance_scale=g)
@@ -50,15 +50,15 @@ def build_sampler(model: str, weights: Path | None, device: str) -> Callable[[fl
         FlowMatchEulerDiscreteScheduler,
     )
 
+    from blockdance_lab.zoo.sd3.workloads import SD3Sampler
     from blockdance_mmdit import tiny as tiny_sd3
-    from blockdance_mmdit.workloads import SD3Sampler
 
     sd3 = tiny_sd3.load_tiny_sd3(weights or tiny_sd3.DEFAULT_WEIGHTS).to(device)
     return lambda g: SD3Sampler(sd3, FlowMatchEulerDiscreteScheduler(), guidance_scale=g)
 
 
 def seed_directions(seeds: tuple[int, ...]) -> torch.Tensor:
-    """The direction each seed's caption asks for (``blockdance_stdit.tiny.seed_captions``)."""
+    """The direction each seed's caption asks for (see ``zoo.stdit.tiny.seed_captions``)."""
     return torch.tensor([(s // 80) % len(DIRECTIONS) for s in seeds])
 
 

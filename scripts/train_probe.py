@@ -14,7 +14,7 @@ from pathlib import Path
 
 import torch
 
-from blockdance.evaluation.probe import (
+from blockdance_lab.evaluation.probe import (
     DEFAULT_PROBE_PATH,
     DEFAULT_VIDEO_PROBE_PATH,
     evaluate_probe,

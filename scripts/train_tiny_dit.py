@@ -4,7 +4,7 @@ Reproduces the shipped weights::
 
     python scripts/train_tiny_dit.py
 
-Renders coloured-shape images on the fly (blockdance.data.shapes), trains with
+Renders coloured-shape images on the fly (blockdance_lab.data.shapes), trains with
 eps-prediction under DiT's linear schedule, saves the EMA weights as fp16
 safetensors beside a JSON sidecar, then samples with DDIM-50 and guidance and reports
 the probe's class accuracy of the samples.
@@ -20,9 +20,9 @@ from pathlib import Path
 
 import torch
 
-from blockdance.data.shapes import make_batch
-from blockdance.training import add_train_arguments, train_config_from
-from blockdance_dit.tiny import (
+from blockdance_lab.data.shapes import make_batch
+from blockdance_lab.training import add_train_arguments, train_config_from
+from blockdance_lab.zoo.dit.tiny import (
     DEFAULT_WEIGHTS,
     TinyDiTConfig,
     TrainConfig,

@@ -4,7 +4,7 @@ Reproduces the shipped weights::
 
     python scripts/train_tiny_sd3.py
 
-Renders captioned coloured-shape images on the fly (blockdance.data.shapes), trains
+Renders captioned coloured-shape images on the fly (blockdance_lab.data.shapes), trains
 diffusers' SD3Transformer2DModel and the tiny text encoder together with rectified flow,
 and saves the EMA weights as fp16 safetensors beside a JSON sidecar. Measure the result
 with ``python scripts/eval_tiny.py --model sd3``.
@@ -20,9 +20,9 @@ from pathlib import Path
 
 import torch
 
-from blockdance.data.shapes import make_batch
-from blockdance.training import add_train_arguments, train_config_from
-from blockdance_mmdit.tiny import (
+from blockdance_lab.data.shapes import make_batch
+from blockdance_lab.training import add_train_arguments, train_config_from
+from blockdance_lab.zoo.sd3.tiny import (
     DEFAULT_WEIGHTS,
     TinySD3Config,
     TrainConfig,

@@ -6,7 +6,7 @@ Reproduces the shipped weights::
 
 Starts from the shipped tiny DiT (as Open-Sora started from PixArt-α, and PixArt-α from
 DiT), trains on single frames, then on clips of captioned moving shapes rendered on the fly
-(blockdance.data.shapes), with the tiny text encoder trained jointly and eps-prediction. Saves
+(blockdance_lab.data.shapes), with the tiny text encoder trained jointly and eps-prediction. Saves
 the EMA weights as fp16 safetensors beside a JSON sidecar.
 """
 
@@ -20,9 +20,9 @@ from pathlib import Path
 
 import torch
 
-from blockdance.data.shapes import make_video_batch
-from blockdance.training import add_train_arguments, train_config_from
-from blockdance_stdit.tiny import (
+from blockdance_lab.data.shapes import make_video_batch
+from blockdance_lab.training import add_train_arguments, train_config_from
+from blockdance_lab.zoo.stdit.tiny import (
     DEFAULT_WEIGHTS,
     TinySTDiT,
     TinySTDiTConfig,

@@ -19,10 +19,10 @@ from safetensors.torch import save_file
 import blockdance
 from blockdance.cli import main
 from blockdance.errors import InvalidInputError, PolicyFileError, WeightsFileError
-from blockdance.evaluation.probe import load_probe
-from blockdance_dit.tiny import load_tiny_dit
-from blockdance_mmdit.tiny import load_tiny_sd3
-from blockdance_stdit.tiny import load_tiny_stdit
+from blockdance_lab.evaluation.probe import load_probe
+from blockdance_lab.zoo.dit.tiny import load_tiny_dit
+from blockdance_lab.zoo.sd3.tiny import load_tiny_sd3
+from blockdance_lab.zoo.stdit.tiny import load_tiny_stdit
 from toymodel import run
 
 

@@ -12,6 +12,7 @@ import pytest
 import torch
 
 import blockdance
+import blockdance_lab.plugin
 from blockdance.hookspecs import all_hookspec_names
 from toymodel import ToyPlugin, run
 
@@ -43,6 +44,7 @@ def code_in(markdown: str) -> str:
 def hook_names() -> set[str]:
     """Hooks the plugin manager knows, and the specs the hookspecs module defines."""
     pm = blockdance.get_plugin_manager(autoload=False)
+    pm.register(blockdance_lab.plugin, name="lab")  # the lab adds its workload hook
     from_pm = {name for name in vars(pm.hook) if name.startswith("blockdance_")}
     return from_pm | set(all_hookspec_names())
 

@@ -18,6 +18,7 @@ import torch
 from torch import nn
 
 import blockdance
+import blockdance_lab.plugin
 from blockdance import (
     ArchitectureSpec,
     BlockList,
@@ -29,7 +30,7 @@ from blockdance import (
 from blockdance.cli import main
 from blockdance.errors import UnknownModelError, UnknownPolicyError
 from blockdance.testing import ArchitectureChecks
-from blockdance.workload import Workload
+from blockdance_lab.workload import UnknownWorkloadError, Workload, workloads
 from toymodel import TOY_SPEC, ToyBlock, ToyDenoiser, ToyPlugin, run
 
 DOCS_EXAMPLES = Path(__file__).resolve().parents[1] / "docs" / "examples"
@@ -481,7 +482,9 @@ class OwnedPlugin:
 @pytest.fixture
 def owned_registry() -> blockdance.Registry:
     pm = blockdance.get_plugin_manager(autoload=False)
+    pm.register(blockdance_lab.plugin, name="lab")  # the workload hook is the lab's
     pm.register(OwnedPlugin(), name="owned")
+    pm.check_pending()
     return blockdance.Registry(pm)
 
 
@@ -491,20 +494,22 @@ def test_registry_names_the_owner_of_each_entry(owned_registry):
     assert r.policy_owner("blockdance-ramp") == "owned"
     assert r.policy_owner("schedule") == "blockdance.builtin_policies"
     assert r.model_owner("Toy-8") == "owned"
-    assert r.workload_owner("toy-work") == "owned"
+    assert workloads(r).owner("toy-work") == "owned"
     with pytest.raises(UnknownPolicyError, match="blockdance-ramp"):
         r.policy_owner("nope")
     with pytest.raises(UnknownModelError, match="Toy-8"):
         r.model_owner("nope")
     with pytest.raises(blockdance.UnknownArchitectureError, match="toy"):
         r.architecture_owner("nope")
-    with pytest.raises(UnknownModelError, match="toy-work"):
-        r.workload_owner("nope")
+    with pytest.raises(UnknownWorkloadError, match="toy-work"):
+        workloads(r).owner("nope")
 
 
 def test_blockdance_list_names_the_plugin_of_each_entry(owned_registry, monkeypatch, capsys):
     monkeypatch.setattr("blockdance.cli.default_registry", lambda: owned_registry)
+    monkeypatch.setattr("blockdance_lab.cli.default_registry", lambda: owned_registry)
     assert main(["list"]) == 0
+    assert main(["workloads"]) == 0
     lines = capsys.readouterr().out.splitlines()
 
     def line(name: str) -> str:

@@ -19,8 +19,10 @@ from torch import nn
 
 from blockdance._attach import Handle, attach
 from blockdance._checkpoint import CheckpointMismatchError
+from blockdance._lazy import lazy
 from blockdance._manager import (
     PluginLoadWarning,
+    Registrations,
     Registry,
     default_registry,
     get_plugin_manager,
@@ -101,6 +103,7 @@ __all__ = [
     "PolicyConfig",
     "PolicyFileError",
     "PolicyFileNotFoundError",
+    "Registrations",
     "Registry",
     "ReuseError",
     "ScheduleConfig",
@@ -123,6 +126,7 @@ __all__ = [
     "diffusers_class",
     "get_plugin_manager",
     "hookimpl",
+    "lazy",
     "list_architectures",
     "list_models",
     "list_policies",

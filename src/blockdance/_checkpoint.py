@@ -16,8 +16,6 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from safetensors import SafetensorError
-from safetensors.torch import load_file
 from torch import nn
 
 from blockdance.errors import WeightsFileError, WeightsFileNotFoundError
@@ -215,6 +213,9 @@ def read_weights(
             f"the {family} sidecar {sidecar} {found}; it must be a JSON object whose 'config' "
             f"object gives the model's architecture; {remedy}"
         )
+    from safetensors import SafetensorError
+    from safetensors.torch import load_file
+
     try:
         tensors = load_file(str(path), device="cpu")
     except (SafetensorError, OSError) as e:

@@ -9,7 +9,7 @@ import warnings
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Generic, TypeVar
 
 import pluggy
 from torch import nn
@@ -26,7 +26,6 @@ from blockdance.errors import (
 )
 from blockdance.policies import BuiltinPolicies
 from blockdance.policy import Policy, PolicyConfig
-from blockdance.workload import Workload
 
 ENTRYPOINT_GROUP = "blockdance"
 #: Set to a non-empty value (not "0") to skip loading plugins from entry points.
@@ -91,19 +90,29 @@ def get_plugin_manager(*, autoload: bool | None = None) -> pluggy.PluginManager:
     if autoload if autoload is not None else not _autoload_disabled():
         _load_entry_points(pm)
     pm.register(BuiltinPolicies(), name=BUILTIN_POLICIES_NAME)
+    pm.hook.blockdance_addhooks.call_historic(kwargs={"pluginmanager": pm})
     pm.check_pending()
     return pm
 
 
+T = TypeVar("T")
+
+
 @dataclass
-class _Table:
-    """Named entries with the plugin that registered each."""
+class Registrations(Generic[T]):
+    """Named entries that plugins registered through one registrar hook, with each owner.
+
+    Args:
+        what: What an entry is, for messages (``"workload"``).
+        error: Raised, naming the registered entries, for an unknown name.
+    """
 
     what: str
-    entries: dict[str, Any] = field(default_factory=dict)
+    error: type[LookupError] = UnknownModelError
+    entries: dict[str, T] = field(default_factory=dict)
     owners: dict[str, str] = field(default_factory=dict)
 
-    def add(self, name: str, value: Any, owner: str) -> None:
+    def add(self, name: str, value: T, owner: str) -> None:
         if name in self.entries:
             raise PluginClashError(
                 f"{self.what} {name!r} is registered twice: by plugin {self.owners[name]!r} "
@@ -112,6 +121,19 @@ class _Table:
             )
         self.entries[name] = value
         self.owners[name] = owner
+
+    def get(self, name: str) -> T:
+        """The entry registered as ``name``; an unknown name lists the registered ones."""
+        try:
+            return self.entries[name]
+        except KeyError:
+            known = ", ".join(self.entries) or "(none)"
+            raise self.error(f"unknown {self.what} {name!r}; registered: {known}") from None
+
+    def owner(self, name: str) -> str:
+        """The name of the plugin that registered ``name``."""
+        self.get(name)
+        return self.owners[name]
 
 
 def _call_each(
@@ -139,10 +161,16 @@ class Registry:
 
     def __init__(self, pm: pluggy.PluginManager) -> None:
         self.pm = pm
-        self._arch = _Table("architecture")
-        self._policies = _Table("policy kind")
-        self._models = _Table("model")
-        self._workloads = _Table("workload")
+        self._arch: Registrations[ArchitectureSpec] = Registrations(
+            "architecture", UnknownArchitectureError
+        )
+        self._policies: Registrations[tuple[type[PolicyConfig], type[Policy]]] = Registrations(
+            "policy kind", UnknownPolicyError
+        )
+        self._models: Registrations[Callable[..., nn.Module]] = Registrations(
+            "model", UnknownModelError
+        )
+        self._collected: dict[str, Registrations[Any]] = {}
 
         def arch_register(owner: str) -> Callable[[ArchitectureSpec], None]:
             return lambda spec: self._arch.add(spec.name, spec, owner)
@@ -162,13 +190,9 @@ class Registry:
         def model_register(owner: str) -> Callable[[str, Callable[..., nn.Module]], None]:
             return lambda name, factory: self._models.add(name, factory, owner)
 
-        def workload_register(owner: str) -> Callable[[Workload], None]:
-            return lambda workload: self._workloads.add(workload.name, workload, owner)
-
         _call_each(pm, "blockdance_register_architectures", arch_register)
         _call_each(pm, "blockdance_register_policies", policy_register)
         _call_each(pm, "blockdance_register_models", model_register)
-        _call_each(pm, "blockdance_register_workloads", workload_register)
 
     # -- architectures -------------------------------------------------------------
     @property
@@ -324,25 +348,44 @@ class Registry:
             raise UnknownModelError(f"unknown model {name!r}; registered models: {known}") from None
         return factory(**kwargs)
 
-    # -- workloads ---------------------------------------------------------------------
-    @property
-    def workloads(self) -> dict[str, Workload]:
-        return dict(self._workloads.entries)
+    # -- registrar hooks that other plugins add ------------------------------------------
+    def collect(
+        self,
+        hook_name: str,
+        what: str,
+        key: Callable[[Any], str],
+        error: type[LookupError] = LookupError,
+    ) -> Registrations[Any]:
+        """The entries registered through a registrar hook that a plugin added.
 
-    def workload_owner(self, name: str) -> str:
-        """The name of the plugin that registered workload ``name``."""
-        self.workload(name)
-        return self._workloads.owners[name]
+        A plugin that adds its own hookspecs (through ``blockdance_addhooks``) of the form
+        ``hook(register)`` reads them here, each entry with the plugin that registered it;
+        the lab's workloads are read this way. Collected once per registry.
 
-    def workload(self, name: str) -> Workload:
-        """The workload registered as ``name``."""
-        try:
-            return self._workloads.entries[name]
-        except KeyError:
-            known = ", ".join(self._workloads.entries) or "(none)"
-            raise UnknownModelError(
-                f"unknown workload {name!r}; registered workloads: {known}"
-            ) from None
+        Args:
+            hook_name: The hook, e.g. ``"blockdance_register_workloads"``.
+            what: What an entry is, for messages.
+            key: The name of an entry.
+            error: Raised for an unknown name.
+
+        Raises:
+            LookupError: No plugin added a specification for ``hook_name``.
+        """
+        if hook_name not in self._collected:
+            caller = getattr(self.pm.hook, hook_name, None)
+            if caller is None or caller.spec is None:
+                raise error(
+                    f"no plugin defines the hook {hook_name!r}, so there are no {what}s; "
+                    "install the plugin that adds it (for workloads: blockdance-lab)"
+                )
+            table: Registrations[Any] = Registrations(what, error)
+
+            def register(owner: str) -> Callable[[Any], None]:
+                return lambda entry: table.add(key(entry), entry, owner)
+
+            _call_each(self.pm, hook_name, register)
+            self._collected[hook_name] = table
+        return self._collected[hook_name]
 
 
 _POLICY_EXAMPLE = '{"kind": "blockdance", "N": 2}'

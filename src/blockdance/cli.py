@@ -1,204 +1,29 @@
-"""Command line: ``blockdance list``, ``demo`` and ``bench`` (``analyze`` and ``calibrate``
-live in :mod:`blockdance.analysis.cli`)."""
+"""The ``blockdance`` command line.
+
+The core brings ``list``; plugins add commands through
+:func:`~blockdance.hookspecs.blockdance_add_commands` (the lab adds ``demo``, ``bench``,
+``analyze``, ``calibrate`` and ``workloads``).
+"""
 
 from __future__ import annotations
 
 import argparse
-import json
-import os
 import sys
 from collections.abc import Sequence
-from pathlib import Path
-from typing import Any
 
-import torch
-
-from blockdance._attach import PolicyLike
 from blockdance._manager import BUILTIN_POLICIES_NAME, Registry, default_registry
-from blockdance.compare import compare_policies
 from blockdance.errors import InvalidInputError
-from blockdance.external import is_external, parse_external
-from blockdance.report import (
-    add_consistency_metrics,
-    add_quality_metrics,
-    format_table,
-    save_reuse_maps,
-    save_sample_grid,
-    save_video_gif,
-)
-from blockdance.workload import DEFAULT_WORKLOAD, Workload
 
-__all__ = ["DEFAULT_WORKLOAD", "build_parser", "main"]
+__all__ = ["build_parser", "main", "owner_label"]
 
 
-def _policy_arg(spec: str) -> str | dict[str, Any]:
-    """A ``--policy`` value: a JSON object when it starts with ``{``, else a name or a path."""
-    if not spec.lstrip().startswith("{"):
-        return spec
-    try:
-        data: dict[str, Any] = json.loads(spec)  # starts with "{": an object if it parses
-    except json.JSONDecodeError as e:
-        raise InvalidInputError(
-            f"--policy {spec!r} is not valid JSON ({e.msg} at column {e.colno}); write an "
-            'object such as \'{"kind": "blockdance", "N": 2}\', a kind name or a .json file'
-        ) from None
-    return data
-
-
-def _policy_list(args: argparse.Namespace) -> list[tuple[str, PolicyLike]]:
-    policies: list[tuple[str, PolicyLike]] = [("baseline", "none")]
-    policies += [(f"blockdance N={n}", {"kind": "blockdance", "N": n}) for n in args.n]
-    for spec in args.policy or []:
-        data = _policy_arg(spec)
-        if isinstance(data, dict):
-            policies.append((str(data.get("kind")), data))
-        else:
-            policies.append((Path(spec).stem if spec.endswith(".json") else spec, spec))
-    return policies
-
-
-def _check_policies(registry: Registry, policies: Sequence[tuple[str, PolicyLike]]) -> None:
-    """Build each policy once, so a bad name, option or file fails before anything runs."""
-    for _, policy in policies:
-        if is_external(policy):
-            parse_external(policy)  # type: ignore[arg-type]
-        else:
-            registry.make_policy(policy)
-
-
-def _demo_workloads(registry: Registry, names: Sequence[str] | None) -> list[Workload]:
-    """The named workloads, or every registered one with a quality probe (a trained model)."""
-    if names:
-        return [registry.workload(name) for name in names]
-    judged = [w for w in registry.workloads.values() if w.probe is not None]
-    return judged or [registry.workload(DEFAULT_WORKLOAD)]
-
-
-def cmd_demo(args: argparse.Namespace) -> int:
-    registry = default_registry()
-    workloads = _demo_workloads(registry, args.workload)
-    _check_policies(registry, _policy_list(args))
-    torch.set_num_threads(args.threads) if args.threads else None
-    load, cores = os.getloadavg()[0], os.cpu_count() or 1
-    if load > cores - 0.5:
-        print(
-            f"warning: the machine is busy (load {load:.1f} on {cores} cores): latencies will "
-            "be noisy; try --threads 1 or run when it is idle"
-        )
-    for i, workload in enumerate(workloads):
-        if i:
-            print()
-        _demo_one(args, registry, workload, Path(args.out) / workload.name)
-    return 0
-
-
-def _demo_one(args: argparse.Namespace, registry: Registry, workload: Workload, out: Path) -> None:
-    steps = args.steps or workload.num_steps
-    seeds = args.seeds or workload.demo_seeds
-    print(f"workload {workload.name}: {workload.description}")
-    print(f"{seeds} seeds, {steps} {workload.scheduler} steps, {args.repeats} repeat(s)\n")
-    runs = compare_policies(
-        workload,
-        _policy_list(args),
-        seeds=range(seeds),
-        num_steps=steps,
-        repeats=args.repeats,
-        progress=not args.quiet,
-        registry=registry,
-    )
-    add_consistency_metrics(runs)
-    add_quality_metrics(runs, workload, list(range(seeds)))
-    print()
-    print(format_table(runs))
-    out.mkdir(parents=True, exist_ok=True)
-    rows = [
-        {"policy": r.label, "latency_s": r.latency, **r.metrics, "stats": r.stats.to_dict()}
-        for r in runs
-    ]
-    written: list[Path | None] = [out / "demo.json"]
-    (out / "demo.json").write_text(json.dumps(rows, indent=1))
-    written.append(save_reuse_maps(runs, out / "reuse_map.png"))
-    if workload.images:
-        written.append(save_sample_grid(runs, out / "samples.png"))
-        if runs[0].samples.dim() == 5:  # videos: play them side by side
-            gif = save_video_gif(runs, out / "samples.gif")
-            written += [gif, gif.with_name(f"{gif.stem}_strip.png")]
-    print("\nwrote " + ", ".join(str(p) for p in written if p is not None))
-
-
-def cmd_bench(args: argparse.Namespace) -> int:
-    from blockdance._distributed import init_from_env
-    from blockdance.bench import BenchSpec, load_bench_spec, run_bench, write_results
-
-    overrides = {
-        "workload": args.workload,
-        "seeds": args.seeds,
-        "steps": args.steps,
-        "repeats": args.repeats,
-    }
-    if args.policy:
-        overrides["policies"] = [_policy_arg(p) for p in args.policy]
-    if args.config is not None:
-        spec = load_bench_spec(args.config, **overrides)
-    elif args.policy:
-        spec = BenchSpec.model_validate({k: v for k, v in overrides.items() if v is not None})
-    else:
-        print("blockdance bench: give a bench file (JSON/YAML) or at least one --policy")
-        return 2
-    torch.set_num_threads(args.threads) if args.threads else None
-    ctx = init_from_env()
-    registry = default_registry()
-    if ctx.is_main:
-        workload = registry.workload(spec.workload)
-        print(f"workload {workload.name}: {workload.description}")
-        print(
-            f"{spec.seeds} seeds, {spec.steps or workload.num_steps} {workload.scheduler} steps, "
-            f"{spec.repeats} repeat(s), {len(spec.policies)} policies + baseline"
-            + (f", {ctx.world_size} ranks" if ctx.world_size > 1 else "")
-            + "\n"
-        )
-    runs = run_bench(spec, registry=registry, progress=not args.quiet, ctx=ctx)
-    if runs is None:
-        return 0
-    print()
-    print(format_table(runs))
-    written = write_results(runs, Path(args.out), title=f"{spec.workload}, {spec.seeds} seeds")
-    print("\nwrote " + ", ".join(str(p) for p in written))
-    return 0
-
-
-def _owner(name: str) -> str:
-    """How ``blockdance list`` names the plugin that registered an entry."""
+def owner_label(name: str) -> str:
+    """How the command line names the plugin that registered an entry."""
     return "built-in" if name == BUILTIN_POLICIES_NAME else f"plugin {name}"
 
 
-def cmd_list(args: argparse.Namespace) -> int:
-    """Print what the plugins registered, each entry with the plugin that registered it."""
-    registry = default_registry()
-    sections: list[tuple[str, list[tuple[str, str, str]]]] = []
-    sections.append(
-        (
-            "architectures",
-            [
-                (name, spec.description, _owner(registry.architecture_owner(name)))
-                for name, spec in registry.architectures.items()
-            ],
-        )
-    )
-    policies = []
-    for kind, (config, _) in registry.policy_kinds.items():
-        fields = ", ".join(f for f in config.model_fields if f != "kind") or "-"
-        policies.append((kind, f"options: {fields}", _owner(registry.policy_owner(kind))))
-    sections.append(("policies", policies))
-    sections.append(
-        (
-            "workloads",
-            [
-                (name, workload.description, _owner(registry.workload_owner(name)))
-                for name, workload in registry.workloads.items()
-            ],
-        )
-    )
+def print_sections(sections: Sequence[tuple[str, Sequence[tuple[str, str, str]]]]) -> None:
+    """Print titled rows ``(name, text, owner)`` in aligned columns."""
     width = max((len(name) for _, rows in sections for name, _, _ in rows), default=0) + 2
     for title, rows in sections:
         print(f"{title}:")
@@ -206,73 +31,42 @@ def cmd_list(args: argparse.Namespace) -> int:
             print(f"  {name:<{width}}{text}  [{owner}]")
         if not rows:
             print("  (none)")
+
+
+def cmd_list(args: argparse.Namespace) -> int:
+    """Print what the plugins registered, each entry with the plugin that registered it."""
+    registry = default_registry()
+    architectures = [
+        (name, spec.description, owner_label(registry.architecture_owner(name)))
+        for name, spec in registry.architectures.items()
+    ]
+    policies = []
+    for kind, (config, _) in registry.policy_kinds.items():
+        fields = ", ".join(f for f in config.model_fields if f != "kind") or "-"
+        policies.append((kind, f"options: {fields}", owner_label(registry.policy_owner(kind))))
+    print_sections([("architectures", architectures), ("policies", policies)])
     by_owner: dict[str, list[str]] = {}
     for name in registry.model_names:
         by_owner.setdefault(registry.model_owner(name), []).append(name)
     print("models:")
     for owner, names in by_owner.items():
-        print(f"  {', '.join(names)}  [{_owner(owner)}]")
+        print(f"  {', '.join(names)}  [{owner_label(owner)}]")
     if not by_owner:
         print("  (none)")
     return 0
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(registry: Registry | None = None) -> argparse.ArgumentParser:
+    """The parser: ``list`` and every command the plugins add.
+
+    Args:
+        registry: Whose plugins add commands (default: the process-wide registry).
+    """
     parser = argparse.ArgumentParser(prog="blockdance", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
-
-    p = sub.add_parser("list", help="registered architectures, policies, workloads, models")
+    p = sub.add_parser("list", help="registered architectures, policies and models")
     p.set_defaults(func=cmd_list)
-
-    p = sub.add_parser("demo", help="baseline against BlockDance N=2,3,4 on a workload")
-    p.add_argument(
-        "--workload",
-        nargs="+",
-        default=None,
-        help="registered workload name(s) (default: every workload with a trained model and "
-        "probe); each writes to OUT/<workload>/",
-    )
-    p.add_argument(
-        "--seeds",
-        type=int,
-        default=None,
-        help="number of samples, seeds 0..n-1 (default: the workload's, 64 for images)",
-    )
-    p.add_argument("--steps", type=int, default=None, help="denoising steps")
-    p.add_argument("--n", type=int, nargs="*", default=[2, 3, 4], help="BlockDance N values")
-    p.add_argument(
-        "--policy",
-        action="append",
-        help="extra policy: a kind name, a JSON object or a JSON file (repeatable)",
-    )
-    p.add_argument("--repeats", type=int, default=3, help="timed repeats (median)")
-    p.add_argument("--threads", type=int, default=None, help="torch CPU threads")
-    p.add_argument("--out", default="outputs/demo", help="output folder")
-    p.add_argument("--quiet", action="store_true", help="no progress bars")
-    p.set_defaults(func=cmd_demo)
-    p = sub.add_parser(
-        "bench", help="many policy configurations on one workload: table, CSV/JSON, Pareto plot"
-    )
-    p.add_argument("config", nargs="?", type=Path, help="bench file (.json, .yaml, .yml)")
-    p.add_argument(
-        "--workload", default=None, help=f"registered workload (default {DEFAULT_WORKLOAD})"
-    )
-    p.add_argument("--seeds", type=int, default=None, help="number of samples (default 64)")
-    p.add_argument("--steps", type=int, default=None, help="denoising steps")
-    p.add_argument("--repeats", type=int, default=None, help="timed repeats (default 1)")
-    p.add_argument(
-        "--policy",
-        action="append",
-        help="a kind name, a JSON object or a JSON file; replaces the file's list (repeatable)",
-    )
-    p.add_argument("--threads", type=int, default=None, help="torch CPU threads")
-    p.add_argument("--out", default="outputs/bench", help="output folder")
-    p.add_argument("--quiet", action="store_true", help="no progress bars")
-    p.set_defaults(func=cmd_bench)
-
-    from blockdance.analysis.cli import add_commands
-
-    add_commands(sub)
+    (registry or default_registry()).pm.hook.blockdance_add_commands(subparsers=sub)
     return parser
 
 

@@ -15,11 +15,12 @@ from typing import TYPE_CHECKING, Any
 import pluggy
 
 if TYPE_CHECKING:
+    from argparse import _SubParsersAction
+
     from torch import nn
 
     from blockdance.architecture import ArchitectureSpec
     from blockdance.policy import Policy, PolicyConfig
-    from blockdance.workload import Workload
 
 PROJECT_NAME = "blockdance"
 
@@ -68,15 +69,32 @@ def blockdance_register_models(register: Callable[[str, Callable[..., nn.Module]
     """
 
 
-@hookspec
-def blockdance_register_workloads(register: Callable[[Workload], None]) -> None:
-    """Register workloads: a model plus the loop that generates with it.
+@hookspec(historic=True)
+def blockdance_addhooks(pluginmanager: pluggy.PluginManager) -> None:
+    """Add hook specifications of your own to the plugin manager.
 
-    Called once per plugin when the registry is built. ``blockdance demo`` and the
-    benchmarks run registered workloads by name.
+    A historic hook, as pytest's ``pytest_addhooks``: it runs for every plugin however late
+    it is registered. The lab (``blockdance-lab``) adds its workload hook this way, so the
+    core knows nothing of workloads. A plugin that implements a hook another plugin adds
+    marks the implementation ``@blockdance.hookimpl(optionalhook=True)``, so it still loads
+    where that plugin is not installed.
 
     Args:
-        register: Callback taking one :class:`~blockdance.workload.Workload`.
+        pluginmanager: The pluggy plugin manager; call its ``add_hookspecs(module)``.
+    """
+
+
+@hookspec
+def blockdance_add_commands(subparsers: _SubParsersAction[Any]) -> None:
+    """Add subcommands to the ``blockdance`` command line.
+
+    Called once when the command line is built. Each command is an ``argparse`` parser
+    made with ``subparsers.add_parser(name, help=...)`` whose ``func`` default takes the
+    parsed arguments and returns the exit status. The core brings ``list``; the lab
+    brings ``demo``, ``bench``, ``analyze``, ``calibrate`` and ``workloads``.
+
+    Args:
+        subparsers: The command line's ``add_subparsers()`` action.
     """
 
 

@@ -19,10 +19,9 @@ from blockdance import (
     module_list_blocks,
     timestep_argument,
 )
-from blockdance.workload import GenerateRequest, Workload
 from blockdance_encoder.model import EncoderDenoiser, encoder_tiny, sample
 
-__all__ = ["ENCODER", "TINY_WORKLOAD", "EncoderDenoiser", "encoder_tiny", "sample"]
+__all__ = ["ENCODER", "EncoderDenoiser", "encoder_tiny", "sample"]
 
 
 def _build_tiny() -> EncoderDenoiser:
@@ -52,20 +51,6 @@ ENCODER = ArchitectureSpec(
 )
 
 
-def _generate(model: EncoderDenoiser, request: GenerateRequest) -> torch.Tensor:
-    return sample(model, request.seeds, request.num_steps)
-
-
-TINY_WORKLOAD = Workload(
-    name="encoder-tiny",
-    description="Encoder-Tiny, random weights, Euler loop: latency and schedule only",
-    build=_build_tiny,
-    generate=_generate,
-    num_steps=50,
-    scheduler="Euler",
-)
-
-
 @blockdance.hookimpl
 def blockdance_register_architectures(register: Callable[[ArchitectureSpec], None]) -> None:
     register(ENCODER)
@@ -76,6 +61,21 @@ def blockdance_register_models(register: Callable[[str, Callable[..., nn.Module]
     register("Encoder-Tiny", encoder_tiny)
 
 
-@blockdance.hookimpl
-def blockdance_register_workloads(register: Callable[[Workload], None]) -> None:
-    register(TINY_WORKLOAD)
+# The workload hook is the lab's (blockdance-lab): optional, so the plugin loads without it.
+@blockdance.hookimpl(optionalhook=True)
+def blockdance_register_workloads(register: Callable[..., None]) -> None:
+    from blockdance_lab.workload import GenerateRequest, Workload
+
+    def generate(model: EncoderDenoiser, request: GenerateRequest) -> torch.Tensor:
+        return sample(model, request.seeds, request.num_steps)
+
+    register(
+        Workload(
+            name="encoder-tiny",
+            description="Encoder-Tiny, random weights, Euler loop: latency and schedule only",
+            build=_build_tiny,
+            generate=generate,
+            num_steps=50,
+            scheduler="Euler",
+        )
+    )

@@ -1,0 +1,23 @@
+from __future__ import annotations
+
+import pytest
+import torch
+
+import blockdance
+from toymodel import ToyDenoiser, toy_registry
+
+
+@pytest.fixture(autouse=True)
+def _threads() -> None:
+    torch.set_num_threads(1)
+
+
+@pytest.fixture
+def registry() -> blockdance.Registry:
+    return toy_registry()
+
+
+@pytest.fixture
+def toy() -> ToyDenoiser:
+    torch.manual_seed(0)
+    return ToyDenoiser().eval()

@@ -1,0 +1,187 @@
+"""Tables, metrics and pictures shared by ``blockdance demo`` and ``blockdance bench``."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from blockdance_lab.compare import PolicyRun
+from blockdance_lab.evaluation.metrics import class_accuracy, frechet_distance, psnr, ssim
+from blockdance_lab.workload import Workload
+
+
+def _frames(x: torch.Tensor) -> torch.Tensor:
+    """(N, C, H, W) stays; video (N, F, C, H, W) becomes per-frame (N*F, C, H, W)."""
+    return x.flatten(0, 1) if x.dim() == 5 else x
+
+
+def add_consistency_metrics(runs: Sequence[PolicyRun]) -> None:
+    """SSIM and PSNR of each run's samples against the first run's (same seeds)."""
+    base = _frames(runs[0].samples).float()
+    data_range = float(base.max() - base.min()) or 1.0
+    t_base = runs[0].latency
+    for run in runs:
+        x = _frames(run.samples).float()
+        run.metrics["ssim"] = float(ssim(x, base, data_range=data_range).mean())
+        run.metrics["psnr"] = float(psnr(x, base, data_range=data_range, max_db=100.0).mean())
+        if run.samples.dim() == 5 and run.samples.shape[1] > 1:
+            run.metrics["temporal"] = temporal_consistency(run.samples, data_range)
+        run.metrics["reduction"] = 1.0 - run.latency / t_base
+        if not run.external:
+            run.metrics["ideal"] = run.stats.saved_fraction
+        elif run.stats.block_calls < runs[0].stats.block_calls:
+            # a diffusers cache that skips whole blocks: the blocks that never ran
+            run.metrics["ideal"] = 1.0 - run.stats.block_calls / runs[0].stats.block_calls
+
+
+def temporal_consistency(videos: torch.Tensor, data_range: float = 2.0) -> float:
+    """Mean SSIM between adjacent frames of videos ``(N, F, C, H, W)``: how smoothly they
+    move (compare a policy's with the baseline's)."""
+    a = videos[:, 1:].flatten(0, 1).float()  # (N*(F-1), C, H, W)
+    b = videos[:, :-1].flatten(0, 1).float()
+    return float(ssim(a, b, data_range=data_range).mean())
+
+
+def add_quality_metrics(
+    runs: Sequence[PolicyRun], workload: Workload, seeds: Sequence[int], reference_size: int = 1024
+) -> None:
+    """FD-probe against real samples and class accuracy, when the workload has a probe."""
+    if workload.probe is None:
+        return
+    probe = workload.probe()
+    real = probe.features(probe.reference(max(reference_size, len(seeds))))
+    labels = probe.labels(seeds)
+    for run in runs:
+        x = run.samples.clamp(-1, 1)
+        run.metrics["fd_probe"] = frechet_distance(probe.features(x), real)
+        run.metrics["accuracy"] = class_accuracy(probe.logits(x), labels)
+
+
+COLUMNS = [
+    # (metric key, header, format)
+    ("latency", "latency s", "{:.3f}"),
+    ("reduction", "reduction", "{:.1%}"),
+    ("ideal", "ideal", "{:.1%}"),
+    ("of_ideal", "of ideal", "{:.0%}"),
+    ("ssim", "SSIM", "{:.4f}"),
+    ("psnr", "PSNR dB", "{:.2f}"),
+    ("temporal", "temporal", "{:.4f}"),
+    ("fd_probe", "FD-probe", "{:.2f}"),
+    ("accuracy", "accuracy", "{:.3f}"),
+    ("cache_mib", "cache MiB", "{:.2f}"),
+]
+
+
+def format_table(runs: Sequence[PolicyRun]) -> str:
+    """The demo's table as aligned text (columns without values are left out)."""
+    rows = []
+    for run in runs:
+        m = dict(run.metrics, latency=run.latency)
+        if not run.external:  # a diffusers cache's memory is not blockdance's to count
+            m["cache_mib"] = run.stats.peak_cache_bytes / 2**20
+        if m.get("ideal", 0) > 0:
+            m["of_ideal"] = m["reduction"] / m["ideal"]
+        rows.append((run.label, m))
+    cols = [c for c in COLUMNS if any(c[0] in m for _, m in rows)]
+    widths = [max(len(h), 8) + 2 for _, h, _ in cols]
+    header = f"{'policy':<18}" + "".join(f"{h:>{w}}" for (_, h, _), w in zip(cols, widths))
+    lines = [header, "-" * len(header)]
+    for label, m in rows:
+        cells = [fmt.format(m[k]) if k in m else "-" for k, _, fmt in cols]
+        lines.append(f"{label:<18}" + "".join(f"{c:>{w}}" for c, w in zip(cells, widths)))
+    return "\n".join(lines)
+
+
+def save_sample_grid(runs: Sequence[PolicyRun], path: Path, count: int = 8) -> Path | None:
+    """A PNG with one row per policy and the same seeds in each column."""
+    plt = load_pyplot()
+    if plt is None:
+        return None
+    count = min(count, runs[0].samples.shape[0])
+    fig, axes = plt.subplots(
+        len(runs), count, figsize=(1.1 * count + 1.2, 1.15 * len(runs)), squeeze=False
+    )
+    for row, run in zip(axes, runs):
+        for col, ax in enumerate(row):
+            img = _frames(run.samples[col : col + 1])[0]  # first frame of a video
+            ax.imshow(
+                ((img.clamp(-1, 1) + 1) / 2).permute(1, 2, 0).float().numpy(),
+                interpolation="nearest",
+            )
+            ax.set_xticks([])
+            ax.set_yticks([])
+        row[0].set_ylabel(run.label, fontsize=8, rotation=0, ha="right", va="center")
+    fig.suptitle("same seeds, same noise: baseline and reuse policies", fontsize=9)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+def save_video_gif(
+    runs: Sequence[PolicyRun], path: Path, count: int = 4, frame_ms: int = 160
+) -> Path:
+    """An animated GIF of videos ``(N, F, C, H, W)``: one row per policy, the same seeds
+    in each column, all playing in step; and a PNG strip of every frame beside it.
+
+    Args:
+        runs: Runs whose samples are videos in [-1, 1].
+        path: The ``.gif`` to write; the strip goes to ``<stem>_strip.png``.
+        count: Seeds (columns) to show.
+        frame_ms: Display time of a frame.
+    """
+    from PIL import Image
+
+    count = min(count, runs[0].samples.shape[0])
+    pad = 2
+    # (policies, seeds, F, C, H, W) -> per frame a (policies*H, seeds*W) mosaic
+    clips = torch.stack([r.samples[:count].float() for r in runs])
+    clips = torch.nn.functional.pad(((clips.clamp(-1, 1) + 1) / 2), (0, pad, 0, pad), value=1.0)
+    p, n, f, c, h, w = clips.shape
+    mosaic = clips.permute(2, 0, 4, 1, 5, 3).reshape(f, p * h, n * w, c)  # (F, pH, nW, C)
+    pixels = (mosaic * 255).round().to(torch.uint8).numpy()
+    frames = [
+        Image.fromarray(frame).resize((n * w * 4, p * h * 4), Image.Resampling.NEAREST)
+        for frame in pixels
+    ]
+    path.parent.mkdir(parents=True, exist_ok=True)
+    frames[0].save(path, save_all=True, append_images=frames[1:], duration=frame_ms, loop=0)
+    strip = torch.cat(list(torch.from_numpy(pixels)), dim=1)  # frames side by side (pH, F*nW, C)
+    Image.fromarray(strip.numpy()).save(path.with_name(f"{path.stem}_strip.png"))
+    return path
+
+
+def load_pyplot() -> Any:
+    """matplotlib.pyplot on the Agg backend, or None when matplotlib is not installed."""
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        print("matplotlib is not installed: skipping pictures (pip install blockdance[plot])")
+        return None
+    return plt
+
+
+def save_reuse_maps(runs: Sequence[PolicyRun], path: Path) -> Path | None:
+    """A PNG of each run's (step, block) map: computed vs reused."""
+    plt = load_pyplot()
+    if plt is None:
+        return None
+    fig, axes = plt.subplots(1, len(runs), figsize=(2.2 * len(runs), 4), squeeze=False)
+    for ax, run in zip(axes[0], runs):
+        grid = torch.tensor(run.stats.reuse_map(), dtype=torch.float32).numpy()
+        ax.imshow(grid, aspect="auto", cmap="Greens", vmin=0, vmax=1, interpolation="nearest")
+        ax.set_title(run.label, fontsize=9)
+        ax.set_xlabel("block")
+    axes[0][0].set_ylabel("step (green = reused)")
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path

@@ -1,0 +1,91 @@
+"""Workloads the DiT plugin registers for ``blockdance demo`` and the benchmarks."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+
+from blockdance_dit.model import DiT, DiT_models
+from blockdance_lab.workload import GenerateRequest, QualityProbe
+from blockdance_lab.zoo.dit.sampling import make_scheduler, sample_dit
+
+
+@dataclass
+class DiTSampler:
+    """A minimal pipeline: a reference DiT and its diffusers scheduler.
+
+    ``blockdance.attach(sampler, ...)`` treats it as a diffusers pipeline: each call is
+    one generation, and its steps are counted from the scheduler's ``step()`` calls.
+
+    Args:
+        transformer: The DiT.
+        scheduler: A diffusers scheduler (see :func:`make_scheduler`).
+        guidance_scale: Classifier-free guidance scale.
+    """
+
+    transformer: DiT
+    scheduler: Any
+    guidance_scale: float = 4.0
+
+    def __call__(self, request: GenerateRequest) -> torch.Tensor:
+        model = self.transformer
+        param = next(model.parameters())
+        shape = (model.in_channels, model.input_size, model.input_size)
+        noise = request.noise(shape, like=param)  # (N, C, H, W)
+        labels = [s % model.num_classes for s in request.seeds]
+        return sample_dit(
+            model,
+            labels,
+            scheduler=self.scheduler,
+            num_inference_steps=request.num_steps,
+            guidance_scale=self.guidance_scale,
+            latents=noise,
+            progress=request.progress,
+        )
+
+
+def random_dit_s2() -> DiTSampler:
+    """DiT-S/2 with random weights on 16x16 latents (64 tokens), DDIM."""
+    torch.manual_seed(0)
+    model = DiT_models["DiT-S/2"](input_size=16, num_classes=10, learn_sigma=False).eval()
+    # adaLN-Zero makes a freshly initialised DiT's blocks identities, so reuse would change
+    # nothing; give the zero-initialised weights small random values so blocks matter
+    with torch.no_grad():
+        for p in model.parameters():
+            if not p.any():
+                p.normal_(0.0, 0.02)
+    return DiTSampler(model, make_scheduler("ddim"))
+
+
+#: Guidance scale of the tiny shapes model (chosen on its probe accuracy, see its card).
+TINY_GUIDANCE = 8.0
+
+
+def tiny_shapes_sampler() -> DiTSampler:
+    """The shipped tiny DiT with DDIM and classifier-free guidance."""
+    from blockdance_lab.zoo.dit.tiny import load_tiny_dit
+
+    return DiTSampler(load_tiny_dit(), make_scheduler("ddim"), guidance_scale=TINY_GUIDANCE)
+
+
+def tiny_shapes_labels(seeds: Sequence[int]) -> torch.Tensor:
+    """The class each seed asks for (``DiTSampler`` uses ``seed % num_classes``)."""
+    return torch.tensor([s % 16 for s in seeds])
+
+
+def tiny_shapes_probe() -> QualityProbe:
+    from blockdance_lab.evaluation.shapes_probe import shapes_probe
+
+    return shapes_probe(labels=tiny_shapes_labels)
+
+
+def generate_images(target: DiTSampler, request: GenerateRequest) -> torch.Tensor:
+    """Pixel-space samples, clamped to [-1, 1]."""
+    return target(request).clamp(-1, 1)
+
+
+def generate_latents(target: DiTSampler, request: GenerateRequest) -> torch.Tensor:
+    return target(request)

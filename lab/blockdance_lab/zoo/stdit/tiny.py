@@ -1,0 +1,463 @@
+"""A tiny Open-Sora STDiT trained here on captioned moving-shape videos.
+
+No weights can be downloaded, so the STDiT plugin ships a small model of the reference
+:class:`~blockdance_stdit.model.STDiT` (spatial and temporal self-attention, cross-attention
+to the caption, MLP; adaLN-single) trained on the videos of :mod:`blockdance_lab.data.shapes`:
+8 frames of 32×32 pixels, patch (1, 4, 4), so 8 × 64 tokens. The caption comes from the tiny
+text encoder of :mod:`blockdance_lab.data.captions`, trained jointly and saved in the same file.
+
+Training follows Open-Sora's path from an image model to a video model: the STDiT starts
+from the shipped tiny DiT (:mod:`blockdance_lab.zoo.stdit.from_dit`), distils it on single images,
+then learns on clips. The objective is Open-Sora v1's: ε-prediction on DiT's linear β
+schedule (here with min-SNR-5 weighting), captions dropped to the model's null caption with
+p = 0.1 for guidance.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from blockdance_lab.data.captions import ShapesTokenizer, TinyTextEncoder
+from blockdance_lab.data.shapes import (
+    BACKGROUNDS,
+    COLORS,
+    DIRECTIONS,
+    SHAPES,
+    caption_for,
+    class_index,
+    num_classes,
+)
+from blockdance_lab.data.shapes import make_batch as make_image_batch
+from blockdance_lab.training import TrainConfig as BaseTrainConfig
+from blockdance_lab.training import (
+    linear_alphas_cumprod,
+    load_weights,
+    min_snr_mean,
+    save_weights,
+    train_with_ema,
+)
+from blockdance_stdit.model import STDiT
+
+ASSETS = Path(__file__).parent / "assets"
+DEFAULT_WEIGHTS = ASSETS / "tiny_stdit_shapes8x32.safetensors"
+
+__all__ = [
+    "DEFAULT_WEIGHTS",
+    "TinySTDiT",
+    "TinySTDiTConfig",
+    "TrainConfig",
+    "load_tiny_stdit",
+    "save_tiny_stdit",
+    "seed_captions",
+    "train_tiny_stdit",
+]
+
+
+@dataclass(frozen=True)
+class TinySTDiTConfig:
+    """Architecture: the reference STDiT's kwargs plus the text encoder's size."""
+
+    frames: int = 8
+    image_size: int = 32
+    patch_size: int = 4
+    hidden_size: int = 128
+    depth: int = 8
+    num_heads: int = 4
+    mlp_ratio: float = 2.0
+    class_dropout_prob: float = 0.1
+    text_dim: int = 64
+    text_depth: int = 1
+    max_length: int = 10
+
+    def build(self) -> TinySTDiT:
+        return TinySTDiT(self)
+
+
+class TinySTDiT(nn.Module):
+    """The shipped artefact: the STDiT and the text encoder it was trained with.
+
+    Args:
+        cfg: Architecture.
+    """
+
+    def __init__(self, cfg: TinySTDiTConfig) -> None:
+        super().__init__()
+        self.cfg = cfg
+        self.stdit = STDiT(
+            input_size=(cfg.frames, cfg.image_size, cfg.image_size),
+            in_channels=3,
+            patch_size=(1, cfg.patch_size, cfg.patch_size),
+            hidden_size=cfg.hidden_size,
+            depth=cfg.depth,
+            num_heads=cfg.num_heads,
+            mlp_ratio=cfg.mlp_ratio,
+            class_dropout_prob=cfg.class_dropout_prob,
+            pred_sigma=False,
+            caption_channels=cfg.text_dim,
+            model_max_length=cfg.max_length,
+        )
+        self.text_encoder = TinyTextEncoder(cfg.text_dim, cfg.max_length, cfg.text_depth)
+        self.tokenizer = ShapesTokenizer(cfg.max_length)
+
+    def encode(self, captions: Sequence[str]) -> torch.Tensor:
+        """Caption features ``(N, 1, L, text_dim)``, the STDiT's ``y``."""
+        ids = self.tokenizer(captions).to(self.text_encoder.positions.device)
+        embeds, _ = self.text_encoder(ids)  # (N, L, D)
+        return embeds[:, None]
+
+    def forward(self, x: torch.Tensor, t: torch.Tensor, captions: Sequence[str]) -> torch.Tensor:
+        """Noise prediction ``(N, 3, T, H, W)`` for videos ``x`` at timesteps ``t``."""
+        return self.stdit(x, t, self.encode(captions))
+
+
+def seed_captions(seeds: Sequence[int]) -> list[str]:
+    """The caption each seed asks for: class ``seed % 16`` on background
+    ``(seed // 16) % 5``, moving in direction ``(seed // 80) % 4``."""
+    out = []
+    for s in seeds:
+        k = s % num_classes
+        out.append(
+            caption_for(
+                SHAPES[k // len(COLORS)],
+                COLORS[k % len(COLORS)],
+                BACKGROUNDS[(s // num_classes) % len(BACKGROUNDS)],
+                DIRECTIONS[(s // (num_classes * len(BACKGROUNDS))) % len(DIRECTIONS)],
+            )
+        )
+    return out
+
+
+@dataclass
+class TrainConfig(BaseTrainConfig):
+    """Training hyper-parameters of the video stage (see
+    :class:`blockdance_lab.training.TrainConfig`), plus the image stage before it.
+
+    Args:
+        min_snr: Min-SNR-gamma weighting of the ε loss; 0 turns it off.
+        init: ``"dit"``: start from the shipped tiny DiT (:mod:`blockdance_lab.zoo.stdit.from_dit`);
+            ``"none"``: from scratch.
+        image_steps: Steps of the image stage (single frames, ``frames=1``); 0 skips it.
+        image_batch_size: Frames per image-stage step.
+        image_lr: Peak learning rate of the image stage.
+        image_minutes: Wall-clock budget of the image stage; ``max_minutes`` is the video
+            stage's.
+        image_target: What the image stage regresses: ``"dit"``, the shipped tiny DiT's
+            class-conditional ε on the DiT's own captioned images (distillation);
+            ``"noise"``, the sampled noise on single video frames.
+        teacher_max_t: With ``image_target="dit"``: 0 distils on the DiT's images at every
+            timestep; above 0 the stage trains on single video frames instead, with the DiT's
+            ε as the target below this timestep and the sampled noise from it up (the
+            videos' shape sizes are decided at high noise, which the DiT would draw larger).
+    """
+
+    steps: int = 2000
+    batch_size: int = 8
+    lr: float = 2e-3
+    warmup: int = 200
+    max_minutes: float = 20.5
+    min_snr: float = 5.0
+    init: str = "dit"
+    image_steps: int = 1400
+    image_batch_size: int = 64
+    image_lr: float = 5e-3
+    image_minutes: float = 18.0
+    image_target: str = "dit"
+    teacher_max_t: int = 0
+
+
+#: ``make_batch(n, seed, start, frames)``: videos ``(n, frames, 3, H, W)`` in [-1, 1] and
+#: their captions.
+MakeBatch = Callable[[int, int, int, int], tuple[torch.Tensor, list[str]]]
+
+
+def _eps_loss(
+    make_batch: MakeBatch,
+    cfg: BaseTrainConfig,
+    frames: int,
+    min_snr: float,
+    device: Any,
+    *,
+    single_frame: bool = False,
+) -> Callable[[TinySTDiT, int, torch.Generator], torch.Tensor]:
+    """The ε loss of one step on ``cfg.batch_size`` clips of ``frames`` frames.
+
+    With ``single_frame`` each sample is one frame, drawn at random, of such a clip.
+    """
+    abar = linear_alphas_cumprod()  # (T,)
+
+    def loss_fn(model: TinySTDiT, step: int, gen: torch.Generator) -> torch.Tensor:
+        n = cfg.batch_size
+        videos, captions = make_batch(n, cfg.seed, step * n, frames)  # (B, F, 3, H, W)
+        if single_frame:
+            pick = torch.randint(0, videos.shape[1], (n,), generator=gen)
+            videos = videos[torch.arange(n), pick][:, None]  # (B, 1, 3, H, W)
+        x0 = videos.permute(0, 2, 1, 3, 4)  # (B, 3, T, H, W)
+        t = torch.randint(0, len(abar), (n,), generator=gen)
+        noise = torch.randn(x0.shape, generator=gen)
+        a = abar[t].view(-1, 1, 1, 1, 1)
+        x0, noise, a, t = (v.to(device) for v in (x0, noise, a, t))
+        xt = a.sqrt() * x0 + (1 - a).sqrt() * noise
+        per_sample = F.mse_loss(model(xt, t, captions), noise, reduction="none").mean((1, 2, 3, 4))
+        return min_snr_mean(per_sample, a, min_snr)
+
+    return loss_fn
+
+
+#: ``frames(n, step, gen)``: clean single frames ``(n, 3, H, W)``, their class labels and
+#: captions.
+Frames = Callable[[int, int, torch.Generator], tuple[torch.Tensor, torch.Tensor, list[str]]]
+
+
+def _teacher_loss(
+    teacher: nn.Module,
+    frames: Frames,
+    cfg: BaseTrainConfig,
+    teacher_max_t: int,
+    min_snr: float,
+    device: Any,
+) -> Callable[[TinySTDiT, int, torch.Generator], torch.Tensor]:
+    """The image stage's loss: the DiT's ε as the target below ``teacher_max_t``, the
+    sampled noise from it up.
+
+    The teacher is asked for the caption's class, or for its null class where the caption
+    is dropped (to the STDiT's null caption), so guidance is learnt too.
+    """
+    abar = linear_alphas_cumprod()  # (T,)
+
+    def loss_fn(model: TinySTDiT, step: int, gen: torch.Generator) -> torch.Tensor:
+        n = cfg.batch_size
+        x0, labels, captions = frames(n, step, gen)  # (B, 3, H, W), (B,)
+        t = torch.randint(0, len(abar), (n,), generator=gen)
+        noise = torch.randn(x0.shape, generator=gen)
+        drop = torch.rand(n, generator=gen) < model.cfg.class_dropout_prob
+        a = abar[t].view(-1, 1, 1, 1)
+        x0, noise, a, t, drop, labels = (v.to(device) for v in (x0, noise, a, t, drop, labels))
+        xt = a.sqrt() * x0 + (1 - a).sqrt() * noise  # (B, 3, H, W)
+        with torch.no_grad():
+            guided = teacher(xt, t, torch.where(drop, num_classes, labels))  # (B, 3, H, W)
+        target = torch.where((t < teacher_max_t).view(-1, 1, 1, 1), guided, noise)
+        y = model.encode(captions)  # (B, 1, L, D)
+        y = torch.where(drop[:, None, None, None], model.stdit.y_embedder.null(n).to(y), y)
+        eps = model.stdit(xt[:, :, None], t, y)[:, :, 0]  # one frame: (B, 3, H, W)
+        per_sample = F.mse_loss(eps, target, reduction="none").mean((1, 2, 3))
+        return min_snr_mean(per_sample, a, min_snr)
+
+    return loss_fn
+
+
+def _hybrid_loss(
+    teacher: nn.Module,
+    make_batch: MakeBatch,
+    cfg: BaseTrainConfig,
+    frames: int,
+    teacher_max_t: int,
+    min_snr: float,
+    device: Any,
+) -> Callable[[TinySTDiT, int, torch.Generator], torch.Tensor]:
+    """The image stage on single video frames: the DiT's ε below ``teacher_max_t``, the
+    sampled noise from there up.
+
+    High noise decides where a shape goes and how large it is: there the frames' own noise
+    is the target, so the model learns the videos' smaller shapes. Lower noise refines the
+    shape: there the DiT's class-conditional ε replaces the noisy ε target.
+    """
+    to_class = {
+        caption_for(s, c, b, d): class_index(s, c)
+        for s in SHAPES
+        for c in COLORS
+        for b in BACKGROUNDS
+        for d in DIRECTIONS
+    }
+
+    def video_frames(
+        n: int, step: int, gen: torch.Generator
+    ) -> tuple[torch.Tensor, torch.Tensor, list[str]]:
+        videos, captions = make_batch(n, cfg.seed, step * n, frames)  # (B, F, 3, H, W)
+        pick = torch.randint(0, videos.shape[1], (n,), generator=gen)
+        labels = torch.tensor([to_class[c] for c in captions])
+        return videos[torch.arange(n), pick], labels, captions
+
+    return _teacher_loss(teacher, video_frames, cfg, teacher_max_t, min_snr, device)
+
+
+def _distill_loss(
+    teacher: nn.Module, cfg: BaseTrainConfig, image_size: int, min_snr: float, device: Any
+) -> Callable[[TinySTDiT, int, torch.Generator], torch.Tensor]:
+    """The image stage as distillation: match the DiT's ε on its own training images.
+
+    Each step renders ``cfg.batch_size`` captioned images (``make_batch``), noises them, and
+    regresses the teacher's prediction at every timestep. The teacher's ε says what the
+    images of a class look like without the noise of the ε target, which the small CPU
+    budget could not average out.
+    """
+
+    def dit_images(
+        n: int, step: int, gen: torch.Generator
+    ) -> tuple[torch.Tensor, torch.Tensor, list[str]]:
+        return make_image_batch(n, cfg.seed, image_size, start=step * n)
+
+    return _teacher_loss(teacher, dit_images, cfg, len(linear_alphas_cumprod()), min_snr, device)
+
+
+def _load_across_frames(model: TinySTDiT, state: dict[str, torch.Tensor]) -> TinySTDiT:
+    """Load weights trained at another frame count: only the temporal sin-cos table differs."""
+    own = {k: v for k, v in state.items() if k != "stdit.pos_embed_temporal"}
+    missing, unexpected = model.load_state_dict(own, strict=False)
+    if set(missing) != {"stdit.pos_embed_temporal"} or unexpected:
+        raise ValueError(f"stage weights do not fit: missing {missing}, unexpected {unexpected}")
+    return model
+
+
+def _tiny_dit() -> nn.Module:
+    """The shipped tiny DiT (the DiT plugin must be installed)."""
+    from blockdance_lab.zoo.dit.tiny import load_tiny_dit
+
+    return load_tiny_dit()
+
+
+def _from_dit(model_cfg: TinySTDiTConfig, dit: nn.Module) -> dict[str, torch.Tensor]:
+    """The STDiT's weights converted from the DiT's."""
+    from blockdance_lab.zoo.stdit.from_dit import stdit_from_dit_state
+
+    model = model_cfg.build()
+    stdit_from_dit_state(model.stdit, dit.state_dict())
+    return model.state_dict()
+
+
+def train_tiny_stdit(
+    model_cfg: TinySTDiTConfig,
+    cfg: TrainConfig,
+    make_batch: MakeBatch,
+    *,
+    progress: bool = True,
+    device: str | torch.device = "cpu",
+    on_video_step: Callable[[int, TinySTDiT], None] | None = None,
+) -> tuple[TinySTDiT, dict[str, Any]]:
+    """Train with ε-prediction on freshly rendered clips; return the EMA model.
+
+    As Open-Sora trains video models from an image model: optionally start from the tiny DiT,
+    then an image stage on single frames (cheap: one frame of 64 tokens a sample) that
+    distils the DiT (``image_target="dit"``) or regresses the noise on video frames, then the
+    video stage on ``model_cfg.frames``-frame clips. Each stage restarts the optimiser and
+    the learning-rate schedule from the previous stage's EMA weights.
+
+    Args:
+        model_cfg: Architecture of the video model.
+        cfg: Hyper-parameters.
+        make_batch: ``make_batch(n, seed, start, frames)`` returns clips
+            ``(n, frames, 3, H, W)`` in [-1, 1] and their captions.
+        progress: Show a progress bar with the loss.
+        device: Where to train; random draws stay on the CPU generator.
+        on_video_step: Called after each video-stage step with its index and the EMA
+            model, e.g. to save snapshots (:func:`blockdance_lab.training.train_with_ema`).
+    """
+    if cfg.init not in ("dit", "none"):
+        raise ValueError(f"init must be 'dit' or 'none', got {cfg.init!r}")
+    if cfg.image_target not in ("dit", "noise"):
+        raise ValueError(f"image_target must be 'dit' or 'noise', got {cfg.image_target!r}")
+    if not 0 <= cfg.teacher_max_t <= 1000:
+        raise ValueError(f"teacher_max_t must be a timestep in [0, 1000], got {cfg.teacher_max_t}")
+    image_cfg = replace(model_cfg, frames=1)
+    use_dit = "dit" in (cfg.init, cfg.image_target if cfg.image_steps > 0 else "")
+    teacher = _tiny_dit() if use_dit else None
+    state = _from_dit(image_cfg, teacher) if teacher is not None and cfg.init == "dit" else None
+    logs: dict[str, Any] = {}
+    if cfg.image_steps > 0:
+        stage = BaseTrainConfig(
+            steps=cfg.image_steps,
+            batch_size=cfg.image_batch_size,
+            lr=cfg.image_lr,
+            warmup=cfg.warmup,
+            ema_decay=cfg.ema_decay,
+            seed=cfg.seed,
+            max_minutes=cfg.image_minutes,
+        )
+        start = state
+
+        distill = teacher is not None and cfg.image_target == "dit"
+
+        def build_image() -> TinySTDiT:
+            model = image_cfg.build()
+            if distill:  # the loss drops captions itself, to pick the teacher's target
+                model.stdit.y_embedder.uncond_prob = 0.0
+            return model if start is None else _load_across_frames(model, start)
+
+        if teacher is not None and distill:
+            size = getattr(teacher, "input_size", None)
+            if size != model_cfg.image_size:
+                raise ValueError(
+                    f"the DiT teacher draws {size}px images, the STDiT {model_cfg.image_size}px;"
+                    " distil at the DiT's size or use image_target='noise'"
+                )
+            teacher = teacher.to(device).eval().requires_grad_(False)
+            if cfg.teacher_max_t > 0:
+                loss = _hybrid_loss(
+                    teacher,
+                    make_batch,
+                    stage,
+                    model_cfg.frames,
+                    cfg.teacher_max_t,
+                    cfg.min_snr,
+                    device,
+                )
+            else:
+                loss = _distill_loss(teacher, stage, model_cfg.image_size, cfg.min_snr, device)
+        else:
+            loss = _eps_loss(
+                make_batch, stage, model_cfg.frames, cfg.min_snr, device, single_frame=True
+            )
+        image_model, logs["image"] = train_with_ema(
+            build_image,
+            loss,
+            stage,
+            desc="image stage",
+            progress=progress,
+            device=device,
+        )
+        state = image_model.state_dict()
+    init = state
+
+    def build_video() -> TinySTDiT:
+        model = model_cfg.build()
+        return model if init is None else _load_across_frames(model, init)
+
+    model, logs["video"] = train_with_ema(
+        build_video,
+        _eps_loss(make_batch, cfg, model_cfg.frames, cfg.min_snr, device),
+        cfg,
+        desc="video stage",
+        progress=progress,
+        device=device,
+        on_step=on_video_step,
+    )
+    return model, logs
+
+
+def save_tiny_stdit(model: TinySTDiT, path: Path, meta: dict[str, Any]) -> None:
+    """Write fp16 safetensors (STDiT and text encoder) and a JSON sidecar."""
+    save_weights(model, model.cfg, path, meta)
+
+
+def load_tiny_stdit(
+    path: Path | str = DEFAULT_WEIGHTS, dtype: torch.dtype = torch.float32
+) -> TinySTDiT:
+    """Build the tiny STDiT from shipped weights (eval mode).
+
+    Args:
+        path: The ``.safetensors`` file; its ``.json`` sidecar holds the config.
+        dtype: Parameter dtype after loading.
+    """
+    return load_weights(
+        path,
+        lambda config: TinySTDiTConfig(**config).build(),
+        family="tiny STDiT",
+        script="scripts/train_tiny_stdit.py",
+        dtype=dtype,
+    )

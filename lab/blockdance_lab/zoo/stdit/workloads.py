@@ -1,0 +1,90 @@
+"""The workload the STDiT plugin registers: the tiny STDiT with DDIM and guidance."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+
+import torch
+from diffusers.schedulers.scheduling_ddim import DDIMScheduler
+from tqdm import tqdm
+
+from blockdance_lab.workload import GenerateRequest, QualityProbe
+from blockdance_lab.zoo.stdit.tiny import TinySTDiT, load_tiny_stdit, seed_captions
+from blockdance_stdit.model import STDiT
+
+#: Guidance scale of the tiny STDiT (chosen on its probe accuracy, see its card).
+TINY_STDIT_GUIDANCE = 6.0
+
+
+def ddim_linear() -> DDIMScheduler:
+    """DDIM on the linear β schedule the model was trained with (no x₀ clipping)."""
+    return DDIMScheduler(
+        num_train_timesteps=1000,
+        beta_start=1e-4,
+        beta_end=0.02,
+        beta_schedule="linear",
+        clip_sample=False,
+    )
+
+
+@dataclass
+class STDiTSampler:
+    """Open-Sora's sampling loop for the tiny STDiT: DDIM, batched classifier-free guidance
+    with the model's null caption. ``blockdance.attach(sampler, ...)`` treats it as a
+    pipeline: each call is a generation, its steps counted from the scheduler.
+
+    Args:
+        model: The tiny STDiT (transformer and text encoder).
+        scheduler: A diffusers DDIM scheduler.
+        guidance_scale: Classifier-free guidance scale.
+        captions: Seeds -> the caption each seed generates.
+    """
+
+    model: TinySTDiT
+    scheduler: DDIMScheduler
+    guidance_scale: float = TINY_STDIT_GUIDANCE
+    captions: Callable[[Sequence[int]], list[str]] = field(default=seed_captions)
+
+    @property
+    def transformer(self) -> STDiT:
+        return self.model.stdit
+
+    @torch.no_grad()
+    def __call__(self, request: GenerateRequest) -> torch.Tensor:
+        """Videos ``(N, F, 3, H, W)``, one per seed."""
+        cfg = self.model.cfg
+        param = next(self.model.parameters())
+        shape = (3, cfg.frames, cfg.image_size, cfg.image_size)
+        x = request.noise(shape, like=param)  # (N, 3, T, H, W)
+        n = x.shape[0]
+        y = self.model.encode(self.captions(request.seeds))  # (N, 1, L, D)
+        y = torch.cat([y, self.transformer.y_embedder.null(n).to(y)])  # (2N, 1, L, D)
+        self.scheduler.set_timesteps(request.num_steps, device=param.device)
+        for t in tqdm(self.scheduler.timesteps, desc="sample", disable=not request.progress):
+            eps = self.transformer(torch.cat([x, x]), timestep=t.expand(2 * n), y=y)
+            eps_cond, eps_uncond = eps.chunk(2)
+            eps = eps_uncond + self.guidance_scale * (eps_cond - eps_uncond)
+            x = self.scheduler.step(eps, t, x).prev_sample  # type: ignore[union-attr]
+        return x.permute(0, 2, 1, 3, 4)  # (N, T, 3, H, W)
+
+
+def tiny_stdit_sampler() -> STDiTSampler:
+    """The shipped tiny STDiT with DDIM and classifier-free guidance."""
+    return STDiTSampler(load_tiny_stdit(), ddim_linear())
+
+
+def tiny_stdit_labels(seeds: Sequence[int]) -> torch.Tensor:
+    """The class of each seed's caption (``seed % 16``, see :func:`seed_captions`)."""
+    return torch.tensor([s % 16 for s in seeds])
+
+
+def tiny_stdit_probe() -> QualityProbe:
+    from blockdance_lab.evaluation.shapes_probe import video_shapes_probe
+
+    return video_shapes_probe(labels=tiny_stdit_labels)
+
+
+def generate_videos(target: STDiTSampler, request: GenerateRequest) -> torch.Tensor:
+    """Pixel-space videos ``(N, F, 3, H, W)``, clamped to [-1, 1]."""
+    return target(request).clamp(-1, 1)

@@ -1,0 +1,218 @@
+"""The tiny STDiT: captions, training stages, save/load, its sampler under blockdance, and the
+shipped weights (card, captions followed, BlockDance on it)."""
+
+from __future__ import annotations
+
+import functools
+import json
+
+import pytest
+import torch
+
+import blockdance
+from blockdance_lab.data.shapes import CLASS_NAMES, make_video_batch
+from blockdance_lab.evaluation.metrics import class_accuracy, ssim
+from blockdance_lab.workload import GenerateRequest
+from blockdance_lab.zoo.stdit.tiny import (
+    DEFAULT_WEIGHTS,
+    TinySTDiTConfig,
+    TrainConfig,
+    load_tiny_stdit,
+    save_tiny_stdit,
+    seed_captions,
+    train_tiny_stdit,
+)
+from blockdance_lab.zoo.stdit.workloads import (
+    STDiTSampler,
+    ddim_linear,
+    tiny_stdit_probe,
+    tiny_stdit_sampler,
+)
+
+SMALL = TinySTDiTConfig(frames=4, image_size=16, hidden_size=32, depth=4, num_heads=2, text_dim=16)
+
+
+def _sampler(model) -> STDiTSampler:
+    return STDiTSampler(model, ddim_linear(), guidance_scale=3.0)
+
+
+def test_seed_captions_name_class_background_and_direction():
+    captions = seed_captions(list(range(0, 400, 37)))
+    for seed, caption in zip(range(0, 400, 37), captions):
+        color, shape = CLASS_NAMES[seed % 16].split()
+        assert caption.startswith(f"a {color} {shape} moving ")
+    assert len({c.split()[4] for c in seed_captions(range(0, 320, 80))}) == 4  # directions
+
+
+def test_training_runs_image_then_video_stage_and_weights_round_trip(tmp_path):
+    asked = []
+
+    def batch(n, seed, start, frames):
+        asked.append((n, frames))
+        videos, _, captions = make_video_batch(n, seed, 16, frames=frames, start=start)
+        return videos, captions
+
+    cfg = TrainConfig(steps=3, batch_size=2, warmup=1, init="none", image_steps=2,
+                      image_batch_size=4, image_target="noise")  # fmt: skip
+    model, log = train_tiny_stdit(SMALL, cfg, batch, progress=False)
+    # the image stage draws one frame of 4-frame clips, then the video stage whole clips
+    assert asked == [(4, 4)] * 2 + [(2, 4)] * 3
+    assert log["image"]["steps_run"] == 2 and log["video"]["steps_run"] == 3
+    assert torch.isfinite(torch.tensor(log["video"]["final_loss_avg100"]))
+    save_tiny_stdit(model, tmp_path / "m.safetensors", {"log": log})
+    loaded = load_tiny_stdit(tmp_path / "m.safetensors")
+    for (k, a), (_, b) in zip(model.state_dict().items(), loaded.state_dict().items()):
+        torch.testing.assert_close(b, a.half().float(), msg=k)
+    meta = json.loads((tmp_path / "m.json").read_text())
+    meta["config"]["depth"] = 5
+    (tmp_path / "m.json").write_text(json.dumps(meta))
+    with pytest.raises(blockdance.CheckpointMismatchError, match=r"blocks\.4"):
+        load_tiny_stdit(tmp_path / "m.safetensors")
+    with pytest.raises(FileNotFoundError, match=r"scripts/train_tiny_stdit\.py"):
+        load_tiny_stdit(tmp_path / "absent.safetensors")
+
+
+def test_image_stage_distils_the_shipped_dit():
+    def batch(n, seed, start, frames):
+        videos, _, captions = make_video_batch(n, seed, 32, frames=frames, start=start)
+        return videos, captions
+
+    cfg = TrainConfig(steps=1, batch_size=1, warmup=1, image_steps=2, image_batch_size=4)
+    model, log = train_tiny_stdit(TinySTDiTConfig(), cfg, batch, progress=False)
+    assert log["image"]["steps_run"] == 2 and log["video"]["steps_run"] == 1
+    assert torch.isfinite(torch.tensor(log["image"]["final_loss_avg100"]))
+    assert model.stdit.y_embedder.uncond_prob == 0.1  # the video model drops captions again
+    small = TrainConfig(init="none", image_steps=1)
+    with pytest.raises(ValueError, match="the DiT teacher draws 32px images, the STDiT 16px"):
+        train_tiny_stdit(SMALL, small, batch, progress=False)
+
+
+def test_hybrid_image_stage_takes_the_teachers_eps_only_below_its_timestep():
+    from blockdance_lab.data.shapes import class_index
+    from blockdance_lab.training import TrainConfig as StageConfig
+    from blockdance_lab.zoo.stdit.tiny import _hybrid_loss
+
+    seen = []
+
+    def teacher(x, t, labels):  # a DiT: (B, 3, H, W), (B,), (B,) -> eps
+        seen.append(labels)
+        return torch.full_like(x, 3.0)
+
+    def batch(n, seed, start, frames):
+        videos, _, captions = make_video_batch(n, seed, 16, frames=frames, start=start)
+        return videos, captions
+
+    model = SMALL.build()
+    model.stdit.forward = lambda x, t, y: torch.zeros_like(x)  # predicts 0: loss = target²
+    stage = StageConfig(batch_size=64)
+    gen = torch.Generator().manual_seed(0)
+    all_teacher = _hybrid_loss(teacher, batch, stage, 4, 1000, 0.0, "cpu")(model, 0, gen)
+    gen = torch.Generator().manual_seed(0)
+    all_noise = _hybrid_loss(teacher, batch, stage, 4, 0, 0.0, "cpu")(model, 0, gen)
+    assert all_teacher == pytest.approx(9.0)
+    assert all_noise == pytest.approx(1.0, abs=0.1)
+    # the teacher is asked for each caption's class, or its null class where it is dropped
+    captions = batch(64, 0, 0, 4)[1]
+    wanted = torch.tensor([class_index(c.split()[2], c.split()[1]) for c in captions])
+    dropped = seen[0] == 16
+    assert 0 < dropped.sum() < 20
+    assert torch.equal(seen[0][~dropped], wanted[~dropped])
+
+
+def test_training_script_saves_snapshots_of_the_video_stage(tmp_path):
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).parents[2] / "scripts" / "train_tiny_stdit.py"
+    spec = importlib.util.spec_from_file_location("train_tiny_stdit_script", path)
+    assert spec is not None and spec.loader is not None
+    script = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(script)
+    out = tmp_path / "m.safetensors"
+    flags = "--image-steps 1 --image-batch-size 2 --steps 3 --batch-size 1 --warmup 1"
+    script.main([*flags.split(), "--no-progress", "--snapshot-steps", "2", "--out", str(out)])
+    snapshot = json.loads((tmp_path / "m.video2.json").read_text())
+    assert snapshot["video_steps"] == 2 and snapshot["train"]["steps"] == 3
+    assert json.loads(out.with_suffix(".json").read_text())["log"]["video"]["steps_run"] == 3
+    assert sorted(p.name for p in tmp_path.glob("*.safetensors")) == [
+        "m.safetensors",
+        "m.video2.safetensors",
+    ]
+    load_tiny_stdit(tmp_path / "m.video2.safetensors")
+
+
+def test_training_from_a_dit_that_does_not_fit_says_so():
+    def batch(n, seed, start, frames):
+        raise AssertionError("no step may run")
+
+    with pytest.raises(ValueError, match="the DiT has 8 blocks, the STDiT 4"):
+        train_tiny_stdit(SMALL, TrainConfig(init="dit"), batch, progress=False)
+    with pytest.raises(ValueError, match="init must be 'dit' or 'none'"):
+        train_tiny_stdit(SMALL, TrainConfig(init="pixart"), batch, progress=False)
+    with pytest.raises(ValueError, match=r"teacher_max_t must be a timestep in \[0, 1000\]"):
+        train_tiny_stdit(SMALL, TrainConfig(teacher_max_t=1200), batch, progress=False)
+
+
+def test_sampler_makes_videos_and_blockdance_skips_blocks():
+    torch.manual_seed(0)
+    model = SMALL.build().eval()
+    with torch.no_grad():  # adaLN-single and zeroed outputs: give the blocks an effect
+        for p in model.stdit.parameters():
+            if not p.any():
+                p.normal_(0, 0.02)
+    request = GenerateRequest((0, 1), 8)
+    base = _sampler(model)(request)
+    assert base.shape == (2, 4, 3, 16, 16)
+    sampler = _sampler(model)
+    with blockdance.attach(sampler, "none") as handle:
+        assert handle.architecture.name == "stdit"
+        assert torch.equal(sampler(request), base)
+    with blockdance.attach(sampler, "blockdance", N=2, boundary=1) as handle:
+        fast = sampler(request)
+    assert handle.stats.num_steps == 8 and handle.stats.saved_fraction > 0
+    assert not torch.equal(fast, base)
+
+
+CARD = DEFAULT_WEIGHTS.parent / "TINY_STDIT_CARD.md"
+#: The shipped model draws circles and triangles right (half the classes), squares half the
+#: time, crosses rarely (its card: 0.66 at DDIM-50); an untrained one scores about 1/16.
+ACCURACY_AT_20_STEPS = 0.4
+
+
+@functools.cache
+def _shipped() -> STDiTSampler:
+    return tiny_stdit_sampler()
+
+
+def test_shipped_weights_match_their_card():
+    sampler = _shipped()
+    meta = json.loads(DEFAULT_WEIGHTS.with_suffix(".json").read_text())
+    assert sampler.model.cfg.frames == meta["config"]["frames"] >= 8
+    assert len(sampler.transformer.blocks) == meta["config"]["depth"] >= 8
+    stages = meta["log"]
+    assert stages["image"]["wall_minutes"] + stages["video"]["wall_minutes"] <= 40
+    assert DEFAULT_WEIGHTS.stat().st_size < 20 * 2**20
+    card = CARD.read_text()
+    assert meta["command"] in card
+    for stage in ("image", "video"):
+        assert f"{stages[stage]['steps_run']} steps" in card
+
+
+def test_shipped_model_follows_its_captions():
+    """An untrained model gives about 1/16; the shipped one is far above that."""
+    seeds = tuple(range(16))
+    videos = _shipped()(GenerateRequest(seeds, 20)).clamp(-1, 1)  # (N, F, 3, H, W)
+    probe = tiny_stdit_probe()
+    assert class_accuracy(probe.logits(videos), probe.labels(seeds)) >= ACCURACY_AT_20_STEPS
+
+
+@pytest.mark.slow
+def test_blockdance_n2_keeps_the_baseline_video():
+    """Issue-5 bar on the demo's 16 seeds, DDIM-50: per-frame SSIM >= 0.93."""
+    request = GenerateRequest(tuple(range(16)), 50)
+    sampler = _shipped()
+    base = sampler(request).clamp(-1, 1)
+    with blockdance.attach(sampler, "blockdance", N=2) as handle:
+        fast = sampler(request).clamp(-1, 1)
+    assert handle.stats.saved_fraction > 0.2
+    assert float(ssim(fast.flatten(0, 1), base.flatten(0, 1)).mean()) >= 0.93
