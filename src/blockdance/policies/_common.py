@@ -19,8 +19,32 @@ REUSE_DESCRIPTION = (
 
 
 def first_step(fraction: float, num_steps: int) -> int:
-    """The first step ``i`` with ``i / num_steps >= fraction`` (the window arithmetic)."""
+    """The first step ``i`` with ``i / num_steps >= fraction`` (the window arithmetic).
+
+    The ``1e-9`` absorbs float error: ``0.35 * 20`` is ``7.000000000000001``, step 7.
+    """
     return math.ceil(fraction * num_steps - 1e-9)
+
+
+def window_steps(window: tuple[float, float], num_steps: int) -> range:
+    """Steps ``i`` with ``start <= i / num_steps < end``.
+
+    Args:
+        window: ``(start, end)`` fractions of the trajectory.
+        num_steps: Number of denoising steps.
+    """
+    return range(first_step(window[0], num_steps), min(first_step(window[1], num_steps), num_steps))
+
+
+def group_steps(steps: range, n: int) -> tuple[frozenset[int], frozenset[int]]:
+    """``steps`` in groups of ``n`` from their start: ``(first of each group, the others)``.
+
+    Args:
+        steps: Consecutive steps.
+        n: Group size.
+    """
+    firsts = frozenset(s for s in steps if (s - steps.start) % n == 0)
+    return firsts, frozenset(steps).difference(firsts)
 
 
 def round_half_up(x: float) -> int:
