@@ -10,6 +10,15 @@ Example::
 
 ``call(model, t)`` runs one denoising step of the model at integer timestep ``t`` on
 inputs that depend only on ``t`` (so runs are repeatable) and returns a tensor.
+
+A registry of exactly the plugins under test (no installed entry points; the built-in
+policies included), with misspelt hook implementations refused::
+
+    from blockdance.testing import make_registry
+
+    registry = make_registry(MyPlugin(), ("my-policies", my_policies_module))
+    with blockdance.attach(model, "blockdance", registry=registry) as handle:
+        ...
 """
 
 from __future__ import annotations
@@ -25,7 +34,7 @@ import torch
 from torch import nn
 
 from blockdance._attach import attach
-from blockdance._manager import Registry, default_registry
+from blockdance._manager import Registry, default_registry, get_plugin_manager
 from blockdance.architecture import ArchitectureSpec
 from blockdance.errors import AlreadyAttachedError
 from blockdance.policies.blockdance import window_steps
@@ -54,6 +63,27 @@ def _forward_hooks(slots: list[Any], make: Callable[[int], Callable[..., Any]]) 
 def trajectory(num_steps: int) -> list[int]:
     """Descending integer timesteps from 999 to 0, like a DDIM schedule."""
     return [int(t) for t in torch.linspace(999, 0, num_steps).round()]
+
+
+def make_registry(*plugins: object | tuple[str, object], autoload: bool = False) -> Registry:
+    """A fresh registry holding the built-in policies and ``plugins``.
+
+    The plugin manager comes from :func:`blockdance.get_plugin_manager` (built-in policies
+    registered, installed entry points only with ``autoload=True``); each plugin is
+    registered, then ``check_pending()`` refuses hook implementations that match no hook
+    (a misspelt name raises ``pluggy.PluginValidationError``).
+
+    Args:
+        *plugins: Modules or objects with ``@blockdance.hookimpl`` functions, named by
+            pluggy's canonical name, or ``(name, plugin)`` pairs.
+        autoload: Also load the installed ``blockdance`` entry-point plugins.
+    """
+    pm = get_plugin_manager(autoload=autoload)
+    for entry in plugins:
+        name, plugin = entry if isinstance(entry, tuple) else (None, entry)
+        pm.register(plugin, name=name)
+    pm.check_pending()
+    return Registry(pm)
 
 
 @dataclass
