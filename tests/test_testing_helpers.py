@@ -1,15 +1,19 @@
-"""blockdance.testing's own helpers."""
+"""blockdance.testing's own helpers: make_registry and the BlockDance schedule check."""
 
 from __future__ import annotations
 
+import math
 import types
 
 import pluggy
 import pytest
+import torch
 
 import blockdance
-from blockdance.testing import make_registry
-from toymodel import ToyPlugin
+import blockdance.policies._common as common
+import blockdance.policies.blockdance as blockdance_policy
+from blockdance.testing import ArchitectureChecks, blockdance_reuse_steps, make_registry
+from toymodel import ToyDenoiser, ToyPlugin
 
 # -- make_registry -----------------------------------------------------------------------------
 
@@ -75,3 +79,66 @@ def test_make_registry_refuses_a_misspelt_hook():
 
     with pytest.raises(pluggy.PluginValidationError, match="blockdance_register_architecture"):
         make_registry(ToyPlugin(), Typo())
+
+
+# -- the BlockDance schedule check ---------------------------------------------------------------
+@pytest.mark.parametrize(
+    ("window", "num_steps", "n", "steps"),
+    [
+        # 25%-95% of 20: steps 5..18 (19/20 = 95% is outside); groups of 2 from 5
+        ((0.25, 0.95), 20, 2, [6, 8, 10, 12, 14, 16, 18]),
+        # 35%-90% of 20: 7..17 (0.35 * 20 is 7.000000000000001 in floats); groups of 3 from 7
+        ((0.35, 0.9), 20, 3, [8, 9, 11, 12, 14, 15, 17]),
+        # 10%-100% of 10: 1..9 (0.1 as a float is a hair above 1/10; the decimal counts)
+        ((0.1, 1.0), 10, 2, [2, 4, 6, 8]),
+        ((0.0, 1.0), 4, 1, []),
+        ((0.4, 0.95), 12, 4, [6, 7, 8, 10, 11]),  # 4.8 -> 5..11 (11/12 < 0.95)
+    ],
+)
+def test_blockdance_reuse_steps_by_hand(window, num_steps, n, steps):
+    assert blockdance_reuse_steps(window, num_steps, n) == steps
+
+
+def call(model: torch.nn.Module, t: int) -> torch.Tensor:
+    x = torch.randn(2, 4, 16, generator=torch.Generator().manual_seed(t))
+    return model(x, torch.full((2,), t))
+
+
+def toy_checks(num_steps: int) -> ArchitectureChecks:
+    return ArchitectureChecks(
+        build=lambda: ToyDenoiser().eval(),
+        call=call,
+        num_steps=num_steps,
+        registry=make_registry(ToyPlugin()),
+    )
+
+
+@pytest.mark.parametrize("num_steps", [12, 20])
+@pytest.mark.parametrize("n", [2, 3])
+def test_schedule_check_passes_on_the_policy_as_it_is(num_steps, n):
+    toy_checks(num_steps).check_blockdance_schedule(n)
+
+
+def late_by_one(fraction: float, num_steps: int) -> int:
+    return math.ceil(fraction * num_steps - 1e-9) + 1
+
+
+def stop_early(window: tuple[float, float], num_steps: int) -> range:
+    right = common.window_steps(window, num_steps)
+    return range(right.start, right.stop - 1)
+
+
+@pytest.mark.parametrize(
+    ("module", "name", "wrong"),
+    [
+        (common, "first_step", late_by_one),  # the shared arithmetic: policy and helpers
+        (blockdance_policy, "window_steps", stop_early),  # what BlockDance calls
+    ],
+)
+def test_schedule_check_fails_when_the_window_arithmetic_is_off_by_one(
+    monkeypatch, module, name, wrong
+):
+    """The expected steps do not come from the policy's code, so its errors show."""
+    monkeypatch.setattr(module, name, wrong)
+    with pytest.raises(AssertionError, match="reused"):
+        toy_checks(20).check_blockdance_schedule(2)
