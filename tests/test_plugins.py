@@ -10,8 +10,9 @@ import torch
 from pydantic import ValidationError
 
 import blockdance
-from blockdance import ArchitectureSpec
+from blockdance import ArchitectureSpec, _manager
 from blockdance._manager import DISABLE_AUTOLOAD_ENV
+from blockdance.testing import make_registry
 from toymodel import TOY_SPEC, ToyPlugin, run, toy_registry
 
 
@@ -38,11 +39,8 @@ def test_blocked_plugin_is_not_loaded(monkeypatch):
 
 
 def test_registration_clash_names_both_plugins():
-    pm = blockdance.get_plugin_manager(autoload=False)
-    pm.register(ToyPlugin(), name="first-plugin")
-    pm.register(ToyPlugin(), name="second-plugin")
     with pytest.raises(blockdance.PluginClashError, match=r"first-plugin.*second-plugin"):
-        blockdance.Registry(pm)
+        make_registry(("first-plugin", ToyPlugin()), ("second-plugin", ToyPlugin()))
 
 
 def test_policy_kind_clash_names_both_plugins():
@@ -51,22 +49,52 @@ def test_policy_kind_clash_names_both_plugins():
         def blockdance_register_policies(self, register):
             register(blockdance.NoneConfig, blockdance.Policy)
 
-    pm = blockdance.get_plugin_manager(autoload=False)
-    pm.register(Again(), name="my-policies")
     with pytest.raises(blockdance.PluginClashError, match=r"builtin_policies.*my-policies"):
-        blockdance.Registry(pm)
+        make_registry(("my-policies", Again()))
 
 
-def test_misspelt_hook_fails_check_pending():
-    class Typo:
-        @blockdance.hookimpl
-        def blockdance_register_architecture(self, register):  # missing "s"
-            pass
+# A hook implementation whose name matches no hookspec is refused where blockdance takes a
+# plugin in: each test below fails if that path stops calling pluggy's check_pending().
+class Typo:
+    @blockdance.hookimpl
+    def blockdance_register_polices(self, register):  # "polices": no such hook
+        pass
 
-    pm = blockdance.get_plugin_manager(autoload=False)
-    pm.register(Typo())
-    with pytest.raises(pluggy.PluginValidationError, match="unknown hook"):
-        pm.check_pending()
+
+def test_register_plugin_refuses_a_misspelt_hook():
+    try:
+        with pytest.raises(pluggy.PluginValidationError, match="blockdance_register_polices"):
+            blockdance.register_plugin(Typo(), name="typo")
+    finally:
+        blockdance.reload_plugins()  # register_plugin leaves the refused plugin registered
+
+
+def test_make_registry_refuses_a_misspelt_hook():
+    with pytest.raises(pluggy.PluginValidationError, match="blockdance_register_polices"):
+        make_registry(("typo", Typo()))
+
+
+class TypoEntryPoint:
+    """An installed entry point (as importlib.metadata gives it) naming ``Typo()``."""
+
+    name = "typo"
+    value = "typo_package:PLUGIN"
+    dist = None
+
+    def load(self) -> object:
+        return Typo()
+
+
+def test_get_plugin_manager_refuses_a_misspelt_hook_in_an_entry_point(monkeypatch):
+    entry_points = _manager.importlib.metadata.entry_points
+
+    def with_typo(**params):
+        found = list(entry_points(**params))
+        return [*found, TypoEntryPoint()] if params.get("group") == "blockdance" else found
+
+    monkeypatch.setattr(_manager.importlib.metadata, "entry_points", with_typo)
+    with pytest.raises(pluggy.PluginValidationError, match="blockdance_register_polices"):
+        blockdance.get_plugin_manager(autoload=True)
 
 
 def test_match_override_hook_wins(toy):
@@ -86,10 +114,8 @@ def test_match_override_hook_wins(toy):
         def blockdance_match_architecture(self, model, architectures):
             return next(a for a in architectures if a.name == "toy-override")
 
-    pm = blockdance.get_plugin_manager(autoload=False)
-    pm.register(ToyPlugin(), name="toy")
-    pm.register(Override(), name="override")
-    with blockdance.attach(toy, "none", registry=blockdance.Registry(pm)) as h:
+    registry = make_registry(("toy", ToyPlugin()), ("override", Override()))
+    with blockdance.attach(toy, "none", registry=registry) as h:
         assert h.architecture.name == "toy-override"
 
 

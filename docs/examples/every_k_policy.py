@@ -16,7 +16,7 @@ from typing import Literal
 from pydantic import Field
 
 import blockdance
-from blockdance import Decision, GenerationInfo, Policy, PolicyConfig, StepContext
+from blockdance import GenerationInfo, Policy, PolicyConfig, StepSetPolicy
 
 
 class EveryKConfig(PolicyConfig):
@@ -32,42 +32,27 @@ class EveryKConfig(PolicyConfig):
     )
 
 
-class EveryKPolicy(Policy[EveryKConfig]):
+class EveryKPolicy(StepSetPolicy[EveryKConfig]):
     """Reuse blocks ``0..boundary`` on every k-th step after the warm-up."""
 
     config_class = EveryKConfig
 
-    def __init__(self, config: EveryKConfig) -> None:
-        super().__init__(config)
-        self.boundary = -1
-        self.reuse_steps: frozenset[int] = frozenset()
-
-    def begin(self, info: GenerationInfo) -> None:
-        super().begin(info)
-        num_steps = self.require_num_steps(info)  # clear error when the count is unknown
-        cfg = self.config
-        boundary = info.default_boundary if cfg.boundary is None else cfg.boundary
+    def resolve_boundary(self, info: GenerationInfo) -> int:
+        boundary = super().resolve_boundary(info)  # config or default, inside the model
         if boundary >= info.num_blocks - 1:
             raise ValueError(
                 f"every-k boundary={boundary} leaves no deep block to compute: the model has "
                 f"{info.num_blocks} blocks; use 0..{info.num_blocks - 2}"
             )
-        first = math.ceil(cfg.warmup * num_steps)
-        self.boundary = boundary
-        self.reuse_steps = frozenset(
-            s for s in range(first, num_steps) if (s - first) % cfg.k == cfg.k - 1
-        )
+        return boundary
 
-    def decide(self, ctx: StepContext, slot: int) -> Decision:
-        if slot <= self.boundary and ctx.step in self.reuse_steps:
-            return Decision.REUSE
-        return Decision.COMPUTE
-
-    def boundaries(self) -> frozenset[int]:
-        return frozenset({self.boundary})
-
-    def keep(self, ctx: StepContext, slot: int) -> bool:
-        return ctx.step + 1 in self.reuse_steps  # keep only what the next step reuses
+    def plan_steps(
+        self, info: GenerationInfo, num_steps: int
+    ) -> tuple[frozenset[int], frozenset[int]]:
+        k = self.config.k
+        first = math.ceil(self.config.warmup * num_steps)
+        reuse = frozenset(s for s in range(first, num_steps) if (s - first) % k == k - 1)
+        return frozenset(s - 1 for s in reuse), reuse  # keep only what the next step reuses
 
 
 class EveryKPlugin:

@@ -65,6 +65,7 @@ from blockdance.errors import (
 from blockdance.hookspecs import hookimpl
 from blockdance.observer import Observer
 from blockdance.policies import BlockDanceConfig, NoneConfig, ScheduleConfig
+from blockdance.policies.step_set import StepSetPolicy
 from blockdance.policy import (
     Decision,
     GenerationInfo,
@@ -112,6 +113,7 @@ __all__ = [
     "StaleCacheError",
     "State",
     "StepContext",
+    "StepSetPolicy",
     "TensorIO",
     "UnknownArchitectureError",
     "UnknownModelError",

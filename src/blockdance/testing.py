@@ -10,6 +10,15 @@ Example::
 
 ``call(model, t)`` runs one denoising step of the model at integer timestep ``t`` on
 inputs that depend only on ``t`` (so runs are repeatable) and returns a tensor.
+
+A registry of exactly the plugins under test (no installed entry points; the built-in
+policies included), with misspelt hook implementations refused::
+
+    from blockdance.testing import make_registry
+
+    registry = make_registry(MyPlugin(), ("my-policies", my_policies_module))
+    with blockdance.attach(model, "blockdance", registry=registry) as handle:
+        ...
 """
 
 from __future__ import annotations
@@ -19,16 +28,16 @@ import inspect
 from collections import Counter
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from fractions import Fraction
 from typing import Any
 
 import torch
 from torch import nn
 
 from blockdance._attach import attach
-from blockdance._manager import Registry, default_registry
+from blockdance._manager import Registry, default_registry, get_plugin_manager
 from blockdance.architecture import ArchitectureSpec
 from blockdance.errors import AlreadyAttachedError
-from blockdance.policies.blockdance import window_steps
 
 
 def _copy(value: Any) -> Any:
@@ -54,6 +63,44 @@ def _forward_hooks(slots: list[Any], make: Callable[[int], Callable[..., Any]]) 
 def trajectory(num_steps: int) -> list[int]:
     """Descending integer timesteps from 999 to 0, like a DDIM schedule."""
     return [int(t) for t in torch.linspace(999, 0, num_steps).round()]
+
+
+def make_registry(*plugins: object | tuple[str, object], autoload: bool = False) -> Registry:
+    """A fresh registry holding the built-in policies and ``plugins``.
+
+    The plugin manager comes from :func:`blockdance.get_plugin_manager` (built-in policies
+    registered, installed entry points only with ``autoload=True``); each plugin is
+    registered, then ``check_pending()`` refuses hook implementations that match no hook
+    (a misspelt name raises ``pluggy.PluginValidationError``).
+
+    Args:
+        *plugins: Modules or objects with ``@blockdance.hookimpl`` functions, named by
+            pluggy's canonical name, or ``(name, plugin)`` pairs.
+        autoload: Also load the installed ``blockdance`` entry-point plugins.
+    """
+    pm = get_plugin_manager(autoload=autoload)
+    for entry in plugins:
+        name, plugin = entry if isinstance(entry, tuple) else (None, entry)
+        pm.register(plugin, name=name)
+    pm.check_pending()
+    return Registry(pm)
+
+
+def blockdance_reuse_steps(window: tuple[float, float], num_steps: int, n: int) -> list[int]:
+    """The steps BlockDance reuses, computed apart from the policy's own arithmetic.
+
+    The window is read as the decimals written (``0.35`` is 35/100, not the nearest binary
+    float), and a step ``i`` is inside when ``start <= i / num_steps < end`` in exact
+    fractions. Inside, every step but the first of each group of ``n`` reuses.
+
+    Args:
+        window: ``(start, end)`` fractions of the trajectory.
+        num_steps: Number of denoising steps.
+        n: BlockDance's group size ``N``.
+    """
+    start, end = (Fraction(str(float(f))) for f in window)
+    inside = [i for i in range(num_steps) if start <= Fraction(i, num_steps) < end]
+    return [step for position, step in enumerate(inside) if position % n]
 
 
 @dataclass
@@ -121,7 +168,11 @@ class ArchitectureChecks:
         raise AssertionError("attaching twice did not raise AlreadyAttachedError")
 
     def check_blockdance_schedule(self, n: int = 2) -> None:
-        """BlockDance reuses exactly its schedule, and reused blocks do not run."""
+        """BlockDance reuses exactly its schedule, and reused blocks do not run.
+
+        The expected schedule comes from :func:`blockdance_reuse_steps`, not from the
+        policy's code, so an error in the policy's window arithmetic fails the check.
+        """
         model = self.build()
         slots = self._slots(model)
         counts: Counter[int] = Counter()
@@ -137,8 +188,7 @@ class ArchitectureChecks:
             spec = handle.architecture
             self._run(model)
         boundary = spec.default_boundary(len(slots))
-        steps = window_steps(spec.window, self.num_steps)
-        reuse_steps = [s for s in steps if (s - steps.start) % n]
+        reuse_steps = blockdance_reuse_steps(spec.window, self.num_steps, n)
         expected = {(s, b) for s in reuse_steps for b in range(boundary + 1)}
         got = handle.stats.reused_pairs()
         assert got == expected, f"reused {sorted(got)}, expected {sorted(expected)}"

@@ -13,6 +13,7 @@ from blockdance.policies.fora import ForaConfig, ForaPolicy
 from blockdance.policies.none import NoneConfig, NonePolicy
 from blockdance.policies.random_reuse import RandomConfig, RandomPolicy
 from blockdance.policies.schedule import ScheduleConfig, SchedulePolicy
+from blockdance.policies.step_set import StepSetPolicy, window_steps
 from blockdance.policy import Policy, PolicyConfig
 
 __all__ = [
@@ -32,6 +33,8 @@ __all__ = [
     "RandomPolicy",
     "ScheduleConfig",
     "SchedulePolicy",
+    "StepSetPolicy",
+    "window_steps",
 ]
 
 

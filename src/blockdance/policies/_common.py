@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import math
-from typing import Literal
+from typing import Literal, TypeVar
 
-from blockdance.policy import GenerationInfo
+from blockdance.policy import Decision, GenerationInfo, Policy, PolicyConfig, StepContext
+
+C = TypeVar("C", bound=PolicyConfig)
 
 #: How a reused run of blocks is served: ``output`` substitutes the boundary's cached
 #: state; ``residual`` adds the run's cached change to the run's current input.
@@ -19,8 +21,32 @@ REUSE_DESCRIPTION = (
 
 
 def first_step(fraction: float, num_steps: int) -> int:
-    """The first step ``i`` with ``i / num_steps >= fraction`` (the window arithmetic)."""
+    """The first step ``i`` with ``i / num_steps >= fraction`` (the window arithmetic).
+
+    The ``1e-9`` absorbs float error: ``0.35 * 20`` is ``7.000000000000001``, step 7.
+    """
     return math.ceil(fraction * num_steps - 1e-9)
+
+
+def window_steps(window: tuple[float, float], num_steps: int) -> range:
+    """Steps ``i`` with ``start <= i / num_steps < end``.
+
+    Args:
+        window: ``(start, end)`` fractions of the trajectory.
+        num_steps: Number of denoising steps.
+    """
+    return range(first_step(window[0], num_steps), min(first_step(window[1], num_steps), num_steps))
+
+
+def group_steps(steps: range, n: int) -> tuple[frozenset[int], frozenset[int]]:
+    """``steps`` in groups of ``n`` from their start: ``(first of each group, the others)``.
+
+    Args:
+        steps: Consecutive steps.
+        n: Group size.
+    """
+    firsts = frozenset(s for s in steps if (s - steps.start) % n == 0)
+    return firsts, frozenset(steps).difference(firsts)
 
 
 def round_half_up(x: float) -> int:
@@ -43,3 +69,43 @@ def resolve_boundary(info: GenerationInfo, boundary: int | None, kind: str) -> i
             f"{info.default_boundary}"
         )
     return chosen
+
+
+def require_two_blocks(info: GenerationInfo, what: str) -> None:
+    """Refuse a model of fewer than 2 blocks; ``what`` says why the policy needs them."""
+    if info.num_blocks < 2:
+        raise ValueError(f"{what}, but the model has {info.num_blocks} block; it needs at least 2")
+
+
+class PeriodicLeadingRunPolicy(Policy[C]):
+    """Reuse blocks ``0..boundary`` on all but the first step of each group of ``period``.
+
+    Groups count from step ``first``; steps before it, and from ``stop`` on when the step
+    count is known, compute. Deciding is arithmetic on the step index, so the step count
+    is not needed. Subclasses set the four attributes and ``residual`` in :meth:`begin`.
+    """
+
+    def __init__(self, config: C) -> None:
+        super().__init__(config)
+        self.boundary = -1
+        self.first = 0
+        self.period = 1
+        self.stop: int | None = None
+        self.residual = False
+
+    def decide(self, ctx: StepContext, slot: int) -> Decision:
+        step = ctx.step
+        if (
+            slot <= self.boundary
+            and step >= self.first
+            and (self.stop is None or step < self.stop)
+            and (step - self.first) % self.period
+        ):
+            return Decision.REUSE
+        return Decision.COMPUTE
+
+    def boundaries(self) -> frozenset[int]:
+        return frozenset({self.boundary})
+
+    def residual_runs(self) -> dict[int, int]:
+        return {self.boundary: 0} if self.residual else {}

@@ -9,13 +9,15 @@ window every step computes fully.
 
 from __future__ import annotations
 
-import math
 from typing import Literal
 
 from pydantic import Field, field_validator
 
-from blockdance.policies._common import resolve_boundary
-from blockdance.policy import Decision, GenerationInfo, Policy, PolicyConfig, StepContext
+from blockdance.policies._common import group_steps
+from blockdance.policies.step_set import StepSetPolicy, window_steps
+from blockdance.policy import GenerationInfo, PolicyConfig
+
+__all__ = ["BlockDanceConfig", "BlockDancePolicy", "window_steps"]
 
 
 class BlockDanceConfig(PolicyConfig):
@@ -43,48 +45,14 @@ class BlockDanceConfig(PolicyConfig):
         return v
 
 
-def window_steps(window: tuple[float, float], num_steps: int) -> range:
-    """Steps ``i`` with ``start <= i / num_steps < end``.
-
-    Args:
-        window: ``(start, end)`` fractions of the trajectory.
-        num_steps: Number of denoising steps.
-    """
-    eps = 1e-9
-    first = math.ceil(window[0] * num_steps - eps)
-    last = math.ceil(window[1] * num_steps - eps)
-    return range(first, min(last, num_steps))
-
-
-class BlockDancePolicy(Policy[BlockDanceConfig]):
+class BlockDancePolicy(StepSetPolicy[BlockDanceConfig]):
     """Reuse the structural blocks' output on the non-first steps of each group of N."""
 
     config_class = BlockDanceConfig
 
-    def __init__(self, config: BlockDanceConfig) -> None:
-        super().__init__(config)
-        self.boundary = -1
-        self.cache_steps: frozenset[int] = frozenset()
-        self.reuse_steps: frozenset[int] = frozenset()
-
-    def begin(self, info: GenerationInfo) -> None:
-        super().begin(info)
-        num_steps = self.require_num_steps(info)
+    def plan_steps(
+        self, info: GenerationInfo, num_steps: int
+    ) -> tuple[frozenset[int], frozenset[int]]:
         cfg = self.config
-        boundary = resolve_boundary(info, cfg.boundary, "blockdance")
         window = info.default_window if cfg.window is None else cfg.window
-        steps = window_steps(window, num_steps)
-        self.boundary = boundary
-        self.cache_steps = frozenset(s for s in steps if (s - steps.start) % cfg.N == 0)
-        self.reuse_steps = frozenset(s for s in steps if (s - steps.start) % cfg.N != 0)
-
-    def decide(self, ctx: StepContext, slot: int) -> Decision:
-        if slot <= self.boundary and ctx.step in self.reuse_steps:
-            return Decision.REUSE
-        return Decision.COMPUTE
-
-    def boundaries(self) -> frozenset[int]:
-        return frozenset({self.boundary})
-
-    def keep(self, ctx: StepContext, slot: int) -> bool:
-        return ctx.step in self.cache_steps
+        return group_steps(window_steps(window, num_steps), cfg.N)

@@ -22,8 +22,13 @@ from typing import Literal
 
 from pydantic import Field
 
-from blockdance.policies._common import REUSE_DESCRIPTION, ReuseMode
-from blockdance.policy import Decision, GenerationInfo, Policy, PolicyConfig, StepContext
+from blockdance.policies._common import (
+    REUSE_DESCRIPTION,
+    PeriodicLeadingRunPolicy,
+    ReuseMode,
+    require_two_blocks,
+)
+from blockdance.policy import GenerationInfo, PolicyConfig
 
 
 class DeepCacheConfig(PolicyConfig):
@@ -39,38 +44,15 @@ class DeepCacheConfig(PolicyConfig):
     reuse: ReuseMode = Field("output", description=REUSE_DESCRIPTION)
 
 
-class DeepCachePolicy(Policy[DeepCacheConfig]):
+class DeepCachePolicy(PeriodicLeadingRunPolicy[DeepCacheConfig]):
     """Reuse the first half of the blocks on all but the first step of each interval."""
 
     config_class = DeepCacheConfig
 
-    def __init__(self, config: DeepCacheConfig) -> None:
-        super().__init__(config)
-        self.boundary = -1
-        self.stop: int | None = None
-
     def begin(self, info: GenerationInfo) -> None:
         super().begin(info)
-        if info.num_blocks < 2:
-            raise ValueError(
-                f"deepcache reuses the first half of the blocks, but the model has "
-                f"{info.num_blocks} block; it needs at least 2"
-            )
+        require_two_blocks(info, "deepcache reuses the first half of the blocks")
         self.boundary = info.num_blocks // 2 - 1
+        self.period = self.config.interval
         self.stop = info.num_steps  # steps past a known count compute (as the runtime warns)
-
-    def decide(self, ctx: StepContext, slot: int) -> Decision:
-        step = ctx.step
-        if (
-            slot <= self.boundary
-            and step % self.config.interval
-            and (self.stop is None or step < self.stop)
-        ):
-            return Decision.REUSE
-        return Decision.COMPUTE
-
-    def boundaries(self) -> frozenset[int]:
-        return frozenset({self.boundary})
-
-    def residual_runs(self) -> dict[int, int]:
-        return {self.boundary: 0} if self.config.reuse == "residual" else {}
+        self.residual = self.config.reuse == "residual"

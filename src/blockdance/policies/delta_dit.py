@@ -32,7 +32,7 @@ from typing import Any, Literal
 
 from pydantic import Field, field_validator
 
-from blockdance.policies._common import REUSE_DESCRIPTION, ReuseMode, first_step
+from blockdance.policies._common import REUSE_DESCRIPTION, ReuseMode, first_step, group_steps
 from blockdance.policy import Decision, GenerationInfo, Policy, PolicyConfig, StepContext
 
 
@@ -118,10 +118,8 @@ class DeltaDiTPolicy(Policy[DeltaDiTConfig]):
         self.split_step = split
         self.rear = range(n - k, n)
         self.front = range(k)
-        self.rear_steps = frozenset(s for s in range(min(split, num_steps)) if s % cfg.interval)
-        self.front_steps = frozenset(
-            s for s in range(split, num_steps) if (s - split) % cfg.interval
-        )
+        _, self.rear_steps = group_steps(range(min(split, num_steps)), cfg.interval)
+        _, self.front_steps = group_steps(range(split, num_steps), cfg.interval)
 
     def decide(self, ctx: StepContext, slot: int) -> Decision:
         step = ctx.step

@@ -32,7 +32,7 @@ from typing import Any, Literal
 import torch
 from pydantic import Field
 
-from blockdance.policies._common import first_step
+from blockdance.policies._common import first_step, require_two_blocks
 from blockdance.policy import Decision, GenerationInfo, Policy, PolicyConfig, StepContext
 
 
@@ -90,11 +90,7 @@ class FirstBlockCachePolicy(Policy[FirstBlockCacheConfig]):
 
     def begin(self, info: GenerationInfo) -> None:
         super().begin(info)
-        if info.num_blocks < 2:
-            raise ValueError(
-                f"first-block-cache reuses blocks 1.. after computing block 0, but the model "
-                f"has {info.num_blocks} block; it needs at least 2"
-            )
+        require_two_blocks(info, "first-block-cache reuses blocks 1.. after computing block 0")
         cfg = self.config
         self.last = info.num_blocks - 1
         self.first = first_step(cfg.start, self.require_num_steps(info)) if cfg.start else 0

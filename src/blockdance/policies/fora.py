@@ -24,8 +24,13 @@ from typing import Literal
 
 from pydantic import Field
 
-from blockdance.policies._common import REUSE_DESCRIPTION, ReuseMode, first_step
-from blockdance.policy import Decision, GenerationInfo, Policy, PolicyConfig, StepContext
+from blockdance.policies._common import (
+    REUSE_DESCRIPTION,
+    PeriodicLeadingRunPolicy,
+    ReuseMode,
+    first_step,
+)
+from blockdance.policy import GenerationInfo, PolicyConfig
 
 
 class ForaConfig(PolicyConfig):
@@ -45,36 +50,16 @@ class ForaConfig(PolicyConfig):
     )
 
 
-class ForaPolicy(Policy[ForaConfig]):
+class ForaPolicy(PeriodicLeadingRunPolicy[ForaConfig]):
     """Reuse every block on the last ``N - 1`` steps of each group of ``N``."""
 
     config_class = ForaConfig
 
-    def __init__(self, config: ForaConfig) -> None:
-        super().__init__(config)
-        self.last = -1
-        self.first = 0
-        self.stop: int | None = None
-
     def begin(self, info: GenerationInfo) -> None:
         super().begin(info)
         cfg = self.config
-        self.last = info.num_blocks - 1
+        self.boundary = info.num_blocks - 1  # the whole stack is one run
         self.first = first_step(cfg.start, self.require_num_steps(info)) if cfg.start else 0
+        self.period = cfg.N
         self.stop = info.num_steps  # steps past a known count compute (as the runtime warns)
-
-    def decide(self, ctx: StepContext, slot: int) -> Decision:
-        step = ctx.step
-        if (
-            step >= self.first
-            and (self.stop is None or step < self.stop)
-            and (step - self.first) % self.config.N
-        ):
-            return Decision.REUSE
-        return Decision.COMPUTE
-
-    def boundaries(self) -> frozenset[int]:
-        return frozenset({self.last})
-
-    def residual_runs(self) -> dict[int, int]:
-        return {self.last: 0} if self.config.reuse == "residual" else {}
+        self.residual = cfg.reuse == "residual"

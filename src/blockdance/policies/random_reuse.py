@@ -20,8 +20,9 @@ from typing import Literal
 
 from pydantic import Field
 
-from blockdance.policies._common import resolve_boundary, round_half_up
-from blockdance.policy import Decision, GenerationInfo, Policy, PolicyConfig, StepContext
+from blockdance.policies._common import round_half_up
+from blockdance.policies.step_set import StepSetPolicy
+from blockdance.policy import GenerationInfo, PolicyConfig
 
 
 class RandomConfig(PolicyConfig):
@@ -56,28 +57,11 @@ def draw_steps(fraction: float, seed: int, num_steps: int) -> frozenset[int]:
     return frozenset(random.Random(seed).sample(range(1, num_steps), count))
 
 
-class RandomPolicy(Policy[RandomConfig]):
+class RandomPolicy(StepSetPolicy[RandomConfig]):
     """Reuse blocks ``0..boundary`` on a seeded random subset of the steps."""
 
     config_class = RandomConfig
 
-    def __init__(self, config: RandomConfig) -> None:
-        super().__init__(config)
-        self.boundary = -1
-        self.reuse_steps: frozenset[int] = frozenset()
-
-    def begin(self, info: GenerationInfo) -> None:
-        super().begin(info)
-        num_steps = self.require_num_steps(info)
+    def plan_steps(self, info: GenerationInfo, num_steps: int) -> tuple[None, frozenset[int]]:
         cfg = self.config
-        boundary = resolve_boundary(info, cfg.boundary, "random")
-        self.boundary = boundary
-        self.reuse_steps = draw_steps(cfg.fraction, cfg.seed, num_steps)
-
-    def decide(self, ctx: StepContext, slot: int) -> Decision:
-        if slot <= self.boundary and ctx.step in self.reuse_steps:
-            return Decision.REUSE
-        return Decision.COMPUTE
-
-    def boundaries(self) -> frozenset[int]:
-        return frozenset({self.boundary})
+        return None, draw_steps(cfg.fraction, cfg.seed, num_steps)  # keep every computed output
