@@ -66,3 +66,13 @@ def test_core_attaches_blockdance_without_the_lab_or_diffusers():
     assert result["block_calls"] == 20 * layers
     assert result["skipped"] == reuse_steps * (boundary + 1)
     assert result["changed"] and result["finite"]
+
+
+def test_a_lab_command_without_the_lab_says_how_to_get_it():
+    code = "import sys; from blockdance.cli import main; sys.exit(main(['demo', '--seeds', '2']))"
+    env = {**os.environ, "BLOCKDANCE_BLOCK_PLUGINS": "lab"}
+    done = subprocess.run(
+        [sys.executable, "-c", code], env=env, capture_output=True, text=True, check=False
+    )
+    assert done.returncode == 2
+    assert "comes with blockdance's lab" in done.stderr and "pip install ./lab" in done.stderr

@@ -16,6 +16,9 @@ from blockdance.errors import InvalidInputError
 
 __all__ = ["build_parser", "main", "owner_label"]
 
+#: Commands the lab (blockdance-lab) brings: named in the error when it is not installed.
+LAB_COMMANDS = ("workloads", "demo", "bench", "analyze", "calibrate")
+
 
 def owner_label(name: str) -> str:
     """How the command line names the plugin that registered an entry."""
@@ -70,9 +73,28 @@ def build_parser(registry: Registry | None = None) -> argparse.ArgumentParser:
     return parser
 
 
+def _commands(parser: argparse.ArgumentParser) -> set[str]:
+    """The subcommand names of ``parser``."""
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            return set(action.choices)
+    return set()
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Run a command; invalid input (a bad policy file, say) is one line on stderr, exit 2."""
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    argv = list(sys.argv[1:] if argv is None else argv)
+    commands = _commands(parser)
+    if argv and argv[0] in LAB_COMMANDS and argv[0] not in commands:
+        print(
+            f"blockdance {argv[0]}: this command comes with blockdance's lab, which is not "
+            "installed; install it from a checkout with `pip install ./lab` (it brings "
+            f"{', '.join(LAB_COMMANDS)})",
+            file=sys.stderr,
+        )
+        return 2
+    args = parser.parse_args(argv)
     try:
         return int(args.func(args))
     except InvalidInputError as e:
