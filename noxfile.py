@@ -30,8 +30,13 @@ def install(session: nox.Session, *args: str) -> None:
 
 
 def install_all(session: nox.Session, core_extras: str = "") -> None:
-    """The core (editable, with ``core_extras``), the plugins, the lab and the example plugin."""
-    install(session, "-e", f".{core_extras}", *PLUGINS, f"./{LAB}[plot]", EXAMPLE_PLUGIN)
+    """The core (editable, with ``core_extras``), the plugins, the lab and the example plugin.
+
+    Two pip calls: pip does not let an editable requirement with extras (``-e .[test]``)
+    satisfy the plugins' plain ``blockdance`` requirement in the same call.
+    """
+    install(session, "-e", f".{core_extras}")
+    install(session, *PLUGINS, f"./{LAB}[plot]", EXAMPLE_PLUGIN)
 
 
 @nox.session(python=PYTHON)
