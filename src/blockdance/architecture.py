@@ -20,8 +20,10 @@ from typing import Any, Protocol, runtime_checkable
 import torch
 from torch import nn
 
-#: The hidden state(s) a block passes on: one tensor per stream (MMDiT blocks carry two).
-State = tuple[torch.Tensor, ...]
+#: The hidden state(s) a block passes on, one item per stream (MMDiT blocks carry two). An
+#: item is None for a stream the block does not carry (SD3's last block returns no text
+#: stream); the runtime keeps such items as placeholders, with no shape check or arithmetic.
+State = tuple[torch.Tensor | None, ...]
 
 #: Paper default: the output of block 20 of 28 is cached, so 21 of 28 blocks are structural.
 PAPER_BOUNDARY_FRACTION = 21 / 28
@@ -148,7 +150,6 @@ class ArchitectureSpec:
     boundary_fraction: float = PAPER_BOUNDARY_FRACTION
     window: tuple[float, float] = (0.25, 0.95)
     description: str = ""
-    extra: dict[str, Any] = field(default_factory=dict)
     example: Callable[[], ArchitectureExample] | None = None
 
     def default_boundary(self, num_blocks: int) -> int:

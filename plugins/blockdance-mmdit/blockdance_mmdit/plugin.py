@@ -21,7 +21,10 @@ from blockdance import (
 )
 from blockdance_mmdit.streams import flux_blocks, hidream_blocks, sd3_blocks
 
-#: The paper's DiT and Open-Sora window (25%-95% of the steps), not yet measured on MMDiTs.
+#: The paper's DiT and Open-Sora window (25%-95% of the steps). On the tiny SD3
+#: (sd3-tiny-shapes, 8 joint blocks) `blockdance calibrate` kept it with the scaled boundary
+#: at N=2 and preferred boundary 6 with 24%-88% at N=3 (docs/analysis.md); full-size SD3,
+#: Flux and HiDream are not measured.
 MMDIT_WINDOW = (0.25, 0.95)
 
 

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import inspect
 from dataclasses import dataclass
-from typing import Any, cast
+from typing import Any
 
 import torch
 from torch import nn
@@ -45,7 +45,7 @@ def _streams(image: torch.Tensor, text: torch.Tensor | None) -> State:
     The runtime treats non-tensor items of a state as placeholders (no shape check, no
     arithmetic), so ``None`` stands for "no text stream" in caches and pass-throughs.
     """
-    return cast(State, (image, text))
+    return (image, text)
 
 
 @dataclass(frozen=True)

@@ -39,10 +39,9 @@ from blockdance import (
     timestep_argument,
 )
 
-#: Open-Sora (paper): reuse window 25%-95% of the steps; Latte borrows it.
+#: Open-Sora (paper): reuse window 25%-95% of the steps; Latte borrows it. The paper samples
+#: Open-Sora with DDIM, 100 steps.
 STDIT_WINDOW = (0.25, 0.95)
-#: The paper's Open-Sora sampler: DDIM with 100 steps.
-OPEN_SORA_SAMPLER: dict[str, Any] = {"scheduler": "DDIM", "num_steps": 100}
 
 #: The official STDiT model names (blockdance_stdit.model.STDiT_models), listed here so
 #: that building the registry does not import the model code (and timm).
@@ -119,7 +118,6 @@ REFERENCE_STDIT = ArchitectureSpec(
     blocks=module_list_blocks("blocks", TensorIO(name="x", position=0), kind="spatial-temporal"),
     timestep=timestep_argument("timestep"),
     window=STDIT_WINDOW,
-    extra=dict(OPEN_SORA_SAMPLER),
     example=_example("stdit_example"),
 )
 
