@@ -18,7 +18,6 @@ from typing import Any
 from torch import nn
 
 from blockdance._attach import Handle, attach
-from blockdance._checkpoint import CheckpointMismatchError
 from blockdance._lazy import lazy
 from blockdance._manager import (
     PluginLoadWarning,
@@ -48,6 +47,7 @@ from blockdance.architecture import (
 from blockdance.errors import (
     AlreadyAttachedError,
     BlockDanceError,
+    CheckpointMismatchError,
     GenerationError,
     InvalidInputError,
     NumStepsRequiredError,
