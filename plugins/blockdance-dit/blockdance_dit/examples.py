@@ -1,7 +1,8 @@
 """Tiny seeded instances of the DiT plugin's architectures, for the contract checks.
 
-Each ``*_example()`` is the ``example`` of one spec in :mod:`blockdance_dit.plugin`, which
-imports this module only when an example is asked for (it imports timm and diffusers).
+Each ``tiny_*`` builder and its ``*_call`` are the ``example`` of one spec in
+:mod:`blockdance_dit.plugin`, which imports this module only when an example is asked for
+(it imports timm and diffusers).
 The models are small (4-8 blocks of width 16-32), in eval mode, and their blocks matter:
 the reference DiT's adaLN-Zero layers are perturbed, the diffusers models keep diffusers'
 random initialisation. Every ``call`` draws its inputs from a generator seeded by ``t``.
@@ -18,7 +19,6 @@ from diffusers.models.transformers.hunyuan_transformer_2d import HunyuanDiT2DMod
 from diffusers.models.transformers.pixart_transformer_2d import PixArtTransformer2DModel
 from torch import nn
 
-from blockdance import ArchitectureExample
 from blockdance_dit.model import DiT
 
 #: Blocks of the tiny diffusers DiT and PixArt-α (the reference DiT has 8).
@@ -164,23 +164,3 @@ def hunyuan_dit_call(model: nn.Module, t: int) -> torch.Tensor:
         style=torch.zeros(2, dtype=torch.long),
         image_rotary_emb=hunyuan_rotary(model, grid=4),
     ).sample
-
-
-def reference_dit_example() -> ArchitectureExample:
-    """The ``dit`` spec's example."""
-    return ArchitectureExample(build=tiny_reference_dit, call=reference_dit_call)
-
-
-def diffusers_dit_example() -> ArchitectureExample:
-    """The ``diffusers-dit`` spec's example."""
-    return ArchitectureExample(build=tiny_diffusers_dit, call=diffusers_dit_call)
-
-
-def pixart_example() -> ArchitectureExample:
-    """The ``pixart-alpha`` spec's example."""
-    return ArchitectureExample(build=tiny_pixart, call=pixart_call)
-
-
-def hunyuan_dit_example() -> ArchitectureExample:
-    """The ``hunyuan-dit`` spec's example."""
-    return ArchitectureExample(build=tiny_hunyuan_dit, call=hunyuan_dit_call)

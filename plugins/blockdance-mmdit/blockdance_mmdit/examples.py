@@ -1,10 +1,10 @@
 """Tiny seeded instances of the MMDiT plugin's architectures, for the contract checks.
 
-Each ``*_example()`` is the ``example`` of one spec in :mod:`blockdance_mmdit.plugin`,
-which imports this module (and diffusers) only when an example is asked for. The models
-keep diffusers' random initialisation (no adaLN-Zero there), are in eval mode, and have 4
-blocks of width 16 (2 heads of 8). Every ``call`` draws its inputs from a generator seeded
-by ``t`` (and the guidance branch).
+Each ``tiny_*`` builder and its ``*_call`` are the ``example`` of one spec in
+:mod:`blockdance_mmdit.plugin`, which imports this module (and diffusers) only when an
+example is asked for. The models keep diffusers' random initialisation (no adaLN-Zero
+there), are in eval mode, and have 4 blocks of width 16 (2 heads of 8). Every ``call``
+draws its inputs from a generator seeded by ``t`` (and the guidance branch).
 """
 
 from __future__ import annotations
@@ -14,8 +14,6 @@ from diffusers.models.transformers.transformer_flux import FluxTransformer2DMode
 from diffusers.models.transformers.transformer_hidream_image import HiDreamImageTransformer2DModel
 from diffusers.models.transformers.transformer_sd3 import SD3Transformer2DModel
 from torch import nn
-
-from blockdance import ArchitectureExample
 
 DEPTH = 4  # SD3: 4 joint blocks; Flux and HiDream: 2 double-stream + 2 single-stream blocks
 TXT = 6  # text tokens (SD3, Flux)
@@ -144,18 +142,3 @@ def hidream_call(model: nn.Module, t: int, branches: int = 1) -> torch.Tensor:
             ).sample
         )
     return torch.cat(outs)
-
-
-def sd3_example() -> ArchitectureExample:
-    """The ``sd3`` spec's example."""
-    return ArchitectureExample(build=tiny_sd3, call=sd3_call)
-
-
-def flux_example() -> ArchitectureExample:
-    """The ``flux`` spec's example."""
-    return ArchitectureExample(build=tiny_flux, call=flux_call)
-
-
-def hidream_example() -> ArchitectureExample:
-    """The ``hidream`` spec's example."""
-    return ArchitectureExample(build=tiny_hidream, call=hidream_call)

@@ -1,7 +1,8 @@
 """Tiny seeded instances of the STDiT plugin's architectures, for the contract checks.
 
-Each ``*_example()`` is the ``example`` of one spec in :mod:`blockdance_stdit.plugin`,
-which imports this module (timm, diffusers) only when an example is asked for. The models
+Each ``tiny_*`` builder and its ``*_call`` are the ``example`` of one spec in
+:mod:`blockdance_stdit.plugin`, which imports this module (timm, diffusers) only when an
+example is asked for. The models
 have 4 blocks (Latte: 4 spatial + 4 temporal), are in eval mode, and their blocks matter
 (the reference STDiT's zero-initialised output layers are perturbed). Every ``call`` draws
 its inputs from a generator seeded by ``t``.
@@ -15,7 +16,6 @@ import torch
 from diffusers.models.transformers.latte_transformer_3d import LatteTransformer3DModel
 from torch import nn
 
-from blockdance import ArchitectureExample
 from blockdance_stdit.model import STDiT
 
 DEPTH = 4
@@ -96,13 +96,3 @@ def latte_call(model: nn.Module, t: int, **kwargs: Any) -> torch.Tensor:
     caption = torch.randn(2, 5, 12, generator=g)  # (N, T_txt, C_txt)
     timestep = torch.tensor([t, t])
     return model(x, timestep=timestep, encoder_hidden_states=caption, **kwargs).sample
-
-
-def stdit_example() -> ArchitectureExample:
-    """The ``stdit`` spec's example."""
-    return ArchitectureExample(build=tiny_stdit, call=stdit_call)
-
-
-def latte_example() -> ArchitectureExample:
-    """The ``latte`` spec's example."""
-    return ArchitectureExample(build=tiny_latte, call=latte_call)
