@@ -16,6 +16,7 @@ import torch
 from diffusers.models.transformers.latte_transformer_3d import LatteTransformer3DModel
 from torch import nn
 
+from blockdance.testing import seeded_model
 from blockdance_stdit.model import STDiT
 
 DEPTH = 4
@@ -39,13 +40,12 @@ def tiny_stdit(seed: int = 0, **overrides: Any) -> STDiT:
         seed: Seed of the initialisation.
         **overrides: Changes to :data:`TINY` (``pred_sigma`` defaults to False).
     """
-    torch.manual_seed(seed)
-    model = STDiT(**{"pred_sigma": False, **TINY, **overrides})
+    model = seeded_model(STDiT, seed, **{"pred_sigma": False, **TINY, **overrides})
     with torch.no_grad():
         for name, param in model.named_parameters():
             if any(part in name for part in ("cross_attn.proj", "attn_temp.proj", "final_layer")):
                 param.normal_(std=0.05)
-    return model.eval()
+    return model
 
 
 def stdit_inputs(t: int = 500, n: int = 2) -> tuple[torch.Tensor, ...]:
@@ -68,8 +68,9 @@ def stdit_call(model: nn.Module, t: int) -> torch.Tensor:
 
 def tiny_latte(seed: int = 0) -> LatteTransformer3DModel:
     """Latte-1's configuration, shrunk: 4 spatial + 4 temporal blocks, 3 frames of 16 tokens."""
-    torch.manual_seed(seed)
-    return LatteTransformer3DModel(
+    return seeded_model(
+        LatteTransformer3DModel,
+        seed,
         num_attention_heads=2,
         attention_head_dim=8,
         in_channels=4,
@@ -86,7 +87,7 @@ def tiny_latte(seed: int = 0) -> LatteTransformer3DModel:
         norm_eps=1e-6,
         caption_channels=12,
         video_length=3,
-    ).eval()
+    )
 
 
 def latte_call(model: nn.Module, t: int, **kwargs: Any) -> torch.Tensor:
