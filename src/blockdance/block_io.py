@@ -126,8 +126,8 @@ class SignatureIO:
                     returns=("hidden_states", "encoder_hidden_states"))
 
     A BlockIO's methods see the call's arguments but not the module, so the io must know
-    the block's class: :func:`module_lists_blocks` binds it to each block through
-    :meth:`for_block`; elsewhere call ``io.for_block(block)`` or pass ``block=``.
+    the block's class: the helpers of :mod:`blockdance.block_lists` bind it to each block
+    through :meth:`for_block`; elsewhere call ``io.for_block(block)`` or pass ``block=``.
 
     Args:
         *names: The hidden-state arguments, one per stream, in the state's order.
@@ -189,8 +189,9 @@ class SignatureIO:
     def _unbound(self) -> TypeError:
         return TypeError(
             f"{self!r} is not bound to a block class, so it cannot find its arguments; "
-            "build the slots with module_lists_blocks (it binds each block), or use "
-            "io.for_block(block) or SignatureIO(..., block=BlockClass)"
+            "build the slots with module_list_blocks, module_lists_blocks or "
+            "interleaved_blocks (they bind each block), or use io.for_block(block) or "
+            "SignatureIO(..., block=BlockClass)"
         )
 
     def read_input(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> State:
