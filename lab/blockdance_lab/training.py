@@ -222,7 +222,7 @@ def load_weights(
             ``"config"`` is missing or does not build the model.
         CheckpointMismatchError: The weights do not fit the sidecar's config.
     """
-    from blockdance._checkpoint import load_checked, read_weights
+    from blockdance.checkpoint import load_checked, read_weights
 
     remedy = (
         f"retrain with {script}, or for the shipped weights restore them from the repository "

@@ -18,7 +18,6 @@ from typing import Any
 from torch import nn
 
 from blockdance._attach import Handle, attach
-from blockdance._checkpoint import CheckpointMismatchError
 from blockdance._lazy import lazy
 from blockdance._manager import (
     PluginLoadWarning,
@@ -34,20 +33,27 @@ from blockdance.architecture import (
     ArchitectureExample,
     ArchitectureSpec,
     BlockIO,
-    BlockList,
     BlockSlot,
-    SignatureIO,
     State,
-    TensorIO,
     default_boundary,
     diffusers_class,
+    diffusers_spec,
+    imported_class,
+    lazy_example,
+    timestep_argument,
+)
+from blockdance.block_io import SignatureIO, TensorIO, block_argument
+from blockdance.block_lists import (
+    BlockList,
+    InterleavedSpec,
+    interleaved_blocks,
     module_list_blocks,
     module_lists_blocks,
-    timestep_argument,
 )
 from blockdance.errors import (
     AlreadyAttachedError,
     BlockDanceError,
+    CheckpointMismatchError,
     GenerationError,
     InvalidInputError,
     NumStepsRequiredError,
@@ -94,6 +100,7 @@ __all__ = [
     "GenerationInfo",
     "GenerationStats",
     "Handle",
+    "InterleavedSpec",
     "InvalidInputError",
     "NoneConfig",
     "NumStepsRequiredError",
@@ -122,13 +129,18 @@ __all__ = [
     "WeightsFileNotFoundError",
     "__version__",
     "attach",
+    "block_argument",
     "create_model",
     "default_boundary",
     "default_registry",
     "diffusers_class",
+    "diffusers_spec",
     "get_plugin_manager",
     "hookimpl",
+    "imported_class",
+    "interleaved_blocks",
     "lazy",
+    "lazy_example",
     "list_architectures",
     "list_models",
     "list_policies",

@@ -27,11 +27,10 @@ from typing import Any
 
 import torch
 
+from blockdance.architecture import State
 from blockdance.errors import GenerationError
 from blockdance.policy import GenerationInfo, Policy, StepContext
 from blockdance.stats import CallRecord, GenerationStats
-
-State = tuple[Any, ...]
 
 #: Relative tolerance when a scheduler's timestep is compared with its schedule.
 _REL_TOL = 1e-6

@@ -464,12 +464,17 @@ def register_plugin(plugin: object, name: str | None = None) -> Registry:
 
     Returns:
         The rebuilt registry.
+
+    Raises:
+        pluggy.PluginValidationError: A hook implementation matches no hook (a misspelt
+            name); the plugin is not kept, so later registrations still work.
+        PluginClashError: The plugin registers a name another plugin has; not kept either.
     """
     global _default
     pm = default_registry().pm
     pm.register(plugin, name=name)
-    pm.check_pending()
     try:
+        pm.check_pending()
         _default = Registry(pm)
     except Exception:
         pm.unregister(plugin)

@@ -117,8 +117,10 @@ def _fits(cached: State, current: State) -> bool:
     for a, b in zip(cached, current):
         if isinstance(a, torch.Tensor) != isinstance(b, torch.Tensor):
             return False
-        if isinstance(a, torch.Tensor) and (
-            a.shape != b.shape or a.dtype != b.dtype or a.device != b.device
+        if (
+            isinstance(a, torch.Tensor)
+            and isinstance(b, torch.Tensor)
+            and (a.shape != b.shape or a.dtype != b.dtype or a.device != b.device)
         ):
             return False
     return True
@@ -702,7 +704,7 @@ class Runtime:
                 )
             return io.to_output(
                 tuple(
-                    c + d if isinstance(c, torch.Tensor) else c
+                    c + d if isinstance(c, torch.Tensor) and isinstance(d, torch.Tensor) else c
                     for c, d in zip(current, cached, strict=True)
                 ),
                 args,
@@ -736,7 +738,7 @@ class Runtime:
             if before is None:  # the run's first block did not compute in this call
                 return
             state = tuple(
-                o - i if isinstance(o, torch.Tensor) else o
+                o - i if isinstance(o, torch.Tensor) and isinstance(i, torch.Tensor) else o
                 for o, i in zip(state, before, strict=True)
             )
         else:

@@ -2,6 +2,17 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
+
+#: How many items a message lists before it counts the rest.
+_MAX_LISTED = 10
+
+
+def listing(items: Sequence[str], sep: str = ", ") -> str:
+    """The first few items joined by ``sep``, then a count of the rest."""
+    rest = len(items) - _MAX_LISTED
+    return sep.join([*items[:_MAX_LISTED], *([f"... and {rest} more"] if rest > 0 else [])])
+
 
 class BlockDanceError(Exception):
     """Base of blockdance's own errors."""
@@ -49,6 +60,48 @@ class PolicyFileError(InvalidInputError):
 
 class WeightsFileError(InvalidInputError):
     """A weights file or its JSON sidecar is missing, truncated or lacks what it must hold."""
+
+
+class CheckpointMismatchError(BlockDanceError, ValueError):
+    """A state dict whose keys or shapes do not fit the model it is loaded into.
+
+    Args:
+        missing_keys: Keys the model has and the checkpoint lacks (kept as an attribute).
+        unexpected_keys: Keys the checkpoint has and the model lacks (kept).
+        shape_mismatches: ``key -> (model shape, checkpoint shape)`` (kept).
+        hint: What the checkpoint looks like and what to do, appended to the message.
+        family: Model family named in the message, e.g. ``"DiT"``.
+    """
+
+    def __init__(
+        self,
+        missing_keys: list[str],
+        unexpected_keys: list[str],
+        shape_mismatches: Mapping[str, tuple[Sequence[int], Sequence[int]]],
+        hint: str = "",
+        family: str = "",
+    ) -> None:
+        self.missing_keys = missing_keys
+        self.unexpected_keys = unexpected_keys
+        self.shape_mismatches = shape_mismatches
+        lines = [f"{family} checkpoint does not match the model.".lstrip()]
+        if missing_keys:
+            lines.append(f"  missing keys ({len(missing_keys)}):{_bullets(missing_keys)}")
+        if unexpected_keys:
+            lines.append(f"  unexpected keys ({len(unexpected_keys)}):{_bullets(unexpected_keys)}")
+        if shape_mismatches:
+            shapes = [
+                f"{key}: model {tuple(want)} vs checkpoint {tuple(got)}"
+                for key, (want, got) in shape_mismatches.items()
+            ]
+            lines.append(f"  shape mismatches ({len(shapes)}):{_bullets(shapes)}")
+        if hint:
+            lines.append(hint)
+        super().__init__("\n".join(lines))
+
+
+def _bullets(items: list[str]) -> str:
+    return "\n    " + listing(items, sep="\n    ")
 
 
 class GenerationError(BlockDanceError):

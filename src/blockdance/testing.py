@@ -29,7 +29,7 @@ from collections import Counter
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from fractions import Fraction
-from typing import Any
+from typing import Any, TypeVar
 
 import torch
 from torch import nn
@@ -38,6 +38,8 @@ from blockdance._attach import attach
 from blockdance._manager import Registry, default_registry, get_plugin_manager
 from blockdance.architecture import ArchitectureSpec
 from blockdance.errors import AlreadyAttachedError
+
+M = TypeVar("M", bound=nn.Module)
 
 
 def _copy(value: Any) -> Any:
@@ -63,6 +65,20 @@ def _forward_hooks(slots: list[Any], make: Callable[[int], Callable[..., Any]]) 
 def trajectory(num_steps: int) -> list[int]:
     """Descending integer timesteps from 999 to 0, like a DDIM schedule."""
     return [int(t) for t in torch.linspace(999, 0, num_steps).round()]
+
+
+def seeded_model(build: Callable[..., M], /, seed: int = 0, **config: Any) -> M:
+    """``build(**config)`` in eval mode, built right after seeding torch's global generator.
+
+    The same seed gives the same weights, so an example's ``build`` returns twins.
+
+    Args:
+        build: A model class or factory.
+        seed: Seed of the initialisation.
+        **config: The model's arguments.
+    """
+    torch.manual_seed(seed)
+    return build(**config).eval()
 
 
 def make_registry(*plugins: object | tuple[str, object], autoload: bool = False) -> Registry:
@@ -256,18 +272,14 @@ class ArchitectureChecks:
             "side_flow=True in the architecture's blocks()."
         )
 
-    def _spec(self, model: nn.Module) -> Any:
+    def _spec(self, model: nn.Module) -> ArchitectureSpec:
         registry = self.registry or default_registry()
         return (
             registry.architecture(self.architecture) if self.architecture else registry.match(model)
         )
 
     def _slots(self, model: nn.Module) -> list[Any]:
-        registry = self.registry or default_registry()
-        spec = (
-            registry.architecture(self.architecture) if self.architecture else registry.match(model)
-        )
-        return list(spec.blocks(model))
+        return list(self._spec(model).blocks(model))
 
     def run_all(self) -> None:
         """Every check above."""

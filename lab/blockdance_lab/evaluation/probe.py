@@ -20,7 +20,7 @@ from safetensors.torch import save_file
 from torch import Tensor, nn
 from tqdm.auto import tqdm
 
-from blockdance._checkpoint import read_weights
+from blockdance.checkpoint import read_weights
 from blockdance.errors import WeightsFileError
 from blockdance_lab.data.shapes import CLASS_NAMES, make_batch, make_video_batch, num_classes
 from blockdance_lab.evaluation.metrics import class_accuracy

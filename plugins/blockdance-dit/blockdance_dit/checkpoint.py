@@ -9,36 +9,26 @@ from __future__ import annotations
 
 import argparse
 from collections.abc import Mapping
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import torch
 
-from blockdance._checkpoint import (
-    CheckpointMismatchError,
-    load_checked,
-    read_checkpoint,
-    unwrap_state_dict,
-)
+from blockdance import CheckpointMismatchError
+from blockdance.checkpoint import CheckpointSource, OfficialCheckpoints
 
 if TYPE_CHECKING:
-    import os
-
     from torch import nn
 
-__all__ = ["CheckpointMismatchError", "load_official_state_dict"]
+__all__ = ["DIT_CHECKPOINTS", "CheckpointMismatchError", "load_official_state_dict"]
 
 # (depth, hidden_size) -> official size name; the heads cannot be read off the weights.
 _SIZE_NAMES = {(28, 1152): "XL", (24, 1024): "L", (12, 768): "B", (12, 384): "S"}
 
 
 def load_official_state_dict(
-    model: nn.Module,
-    path_or_state_dict: str | os.PathLike[str] | Mapping[str, Any],
-    *,
-    strict: bool = True,
+    model: nn.Module, path_or_state_dict: CheckpointSource, *, strict: bool = True
 ) -> None:
-    """Load an official DiT checkpoint into ``model`` in place.
+    """Load an official DiT checkpoint into ``model`` in place (:data:`DIT_CHECKPOINTS`).
 
     Args:
         model: A :class:`~blockdance_dit.model.DiT` (or any module with the official keys).
@@ -48,23 +38,11 @@ def load_official_state_dict(
         strict: Require the checkpoint's keys to match the model's exactly. Shapes must match
             for the shared keys either way.
 
-    Raises:
-        FileNotFoundError: The path does not exist.
-        CheckpointMismatchError: Missing or unexpected keys (when ``strict``) or mismatched
-            shapes; the message lists them and says which model the checkpoint fits.
+    It raises what :meth:`blockdance.checkpoint.OfficialCheckpoints.load` raises: a
+    ``FileNotFoundError`` for a missing file, a :class:`CheckpointMismatchError` naming the
+    keys and the model the checkpoint fits.
     """
-    if isinstance(path_or_state_dict, Mapping):
-        found = path_or_state_dict
-    else:
-        # train.py stores its argparse.Namespace under "args": allow that one harmless class.
-        found = read_checkpoint(Path(path_or_state_dict), "a DiT", [argparse.Namespace])
-    state_dict = unwrap_state_dict(found, ("ema", "model"), "a DiT")
-    load_checked(model, state_dict, strict=strict, hint=_hint, family="DiT")
-
-
-#################################################################################
-#                                    Helpers                                    #
-#################################################################################
+    DIT_CHECKPOINTS.load(model, path_or_state_dict, strict=strict)
 
 
 def _describe(state_dict: Mapping[str, torch.Tensor]) -> dict[str, Any] | None:
@@ -91,32 +69,15 @@ def _describe(state_dict: Mapping[str, torch.Tensor]) -> dict[str, Any] | None:
     }
 
 
-def _format(config: dict[str, Any]) -> str:
-    fields = ", ".join(f"{k}={v}" for k, v in config.items() if k != "name")
-    return f"{config['name'] or 'a DiT'} ({fields})"
-
-
-def _hint(expected: Mapping[str, torch.Tensor], found: Mapping[str, torch.Tensor]) -> str:
-    """Say what the checkpoint and the model look like and how to build a matching model."""
-    ckpt, model = _describe(found), _describe(expected)
-    if ckpt is None:
-        return (
-            "The checkpoint lacks the facebookresearch/DiT key layout (x_embedder, t_embedder, "
-            "y_embedder, pos_embed, blocks.N, final_layer); is this a DiT checkpoint?"
-        )
-    lines = [f"The checkpoint looks like {_format(ckpt)}."]
-    if model is not None:
-        lines.append(f"The model is {_format(model)}.")
-    if ckpt["name"]:
-        build = f'DiT_models["{ckpt["name"]}"]('
-    else:  # not an official size: spell the architecture out (heads are not in the weights)
-        build = (
-            f"DiT(depth={ckpt['depth']}, hidden_size={ckpt['hidden_size']}, "
-            f"patch_size={ckpt['patch_size']}, num_heads=..., "
-        )
-    lines.append(
-        f"Build the model to match, e.g. {build}input_size={ckpt['input_size']}, "
-        f"num_classes={ckpt['num_classes']}, learn_sigma={ckpt['learn_sigma']}); "
-        "input_size is image_size // 8 (32 for the 256x256 weights, 64 for 512x512)."
-    )
-    return "\n".join(lines)
+#: The facebookresearch/DiT releases (``DiT-XL-2-256x256.pt``, ``DiT-XL-2-512x512.pt``).
+DIT_CHECKPOINTS = OfficialCheckpoints(
+    family="DiT",
+    article="a",
+    describe=_describe,
+    keep=("input_size", "num_classes", "learn_sigma"),
+    note="input_size is image_size // 8 (32 for the 256x256 weights, 64 for 512x512).",
+    layout="The checkpoint lacks the facebookresearch/DiT key layout (x_embedder, t_embedder, "
+    "y_embedder, pos_embed, blocks.N, final_layer); is this a DiT checkpoint?",
+    # train.py stores its argparse.Namespace under "args": allow that one harmless class.
+    safe_globals=(argparse.Namespace,),
+)

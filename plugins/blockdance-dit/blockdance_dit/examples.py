@@ -1,7 +1,8 @@
 """Tiny seeded instances of the DiT plugin's architectures, for the contract checks.
 
-Each ``*_example()`` is the ``example`` of one spec in :mod:`blockdance_dit.plugin`, which
-imports this module only when an example is asked for (it imports timm and diffusers).
+Each ``tiny_*`` builder and its ``*_call`` are the ``example`` of one spec in
+:mod:`blockdance_dit.plugin`, which imports this module only when an example is asked for
+(it imports timm and diffusers).
 The models are small (4-8 blocks of width 16-32), in eval mode, and their blocks matter:
 the reference DiT's adaLN-Zero layers are perturbed, the diffusers models keep diffusers'
 random initialisation. Every ``call`` draws its inputs from a generator seeded by ``t``.
@@ -18,7 +19,7 @@ from diffusers.models.transformers.hunyuan_transformer_2d import HunyuanDiT2DMod
 from diffusers.models.transformers.pixart_transformer_2d import PixArtTransformer2DModel
 from torch import nn
 
-from blockdance import ArchitectureExample
+from blockdance.testing import seeded_model
 from blockdance_dit.model import DiT
 
 #: Blocks of the tiny diffusers DiT and PixArt-α (the reference DiT has 8).
@@ -27,12 +28,24 @@ DEPTH = 4
 HUNYUAN_DEPTH = 6
 #: Text tokens of the tiny HunyuanDiT: CLIP/BERT and T5.
 HUNYUAN_TEXT = (4, 6)
+#: The tiny diffusers DiT's and PixArt-α's shared shape: 4 blocks of width 16 (2 heads of 8)
+#: on 8 x 8 latents of 4 channels (16 tokens of patch 2), learnt sigma.
+DIFFUSERS_TINY: dict[str, Any] = {
+    "num_attention_heads": 2,
+    "attention_head_dim": 8,
+    "in_channels": 4,
+    "out_channels": 8,
+    "num_layers": DEPTH,
+    "sample_size": 8,
+    "patch_size": 2,
+    "norm_num_groups": 8,
+}
 
 
 def tiny_reference_dit() -> DiT:
     """A reference DiT of 8 blocks of width 32 on 8 x 8 latents (16 tokens), perturbed."""
-    torch.manual_seed(0)
-    model = DiT(
+    model = seeded_model(
+        DiT,
         input_size=8,
         patch_size=2,
         in_channels=4,
@@ -46,7 +59,7 @@ def tiny_reference_dit() -> DiT:
     with torch.no_grad():
         for p in model.parameters():
             p.add_(0.02 * torch.randn_like(p))
-    return model.eval()
+    return model
 
 
 def reference_dit_call(model: nn.Module, t: int) -> torch.Tensor:
@@ -56,19 +69,8 @@ def reference_dit_call(model: nn.Module, t: int) -> torch.Tensor:
 
 
 def tiny_diffusers_dit() -> DiTTransformer2DModel:
-    """A diffusers DiT of 4 blocks of width 16 on 8 x 8 latents (16 tokens)."""
-    torch.manual_seed(0)
-    return DiTTransformer2DModel(
-        num_attention_heads=2,
-        attention_head_dim=8,
-        in_channels=4,
-        out_channels=8,
-        num_layers=DEPTH,
-        sample_size=8,
-        patch_size=2,
-        num_embeds_ada_norm=1000,
-        norm_num_groups=8,
-    ).eval()
+    """A class-conditional diffusers DiT of :data:`DIFFUSERS_TINY`'s shape."""
+    return seeded_model(DiTTransformer2DModel, **DIFFUSERS_TINY, num_embeds_ada_norm=1000)
 
 
 def diffusers_dit_call(model: nn.Module, t: int) -> torch.Tensor:
@@ -78,21 +80,14 @@ def diffusers_dit_call(model: nn.Module, t: int) -> torch.Tensor:
 
 
 def tiny_pixart() -> PixArtTransformer2DModel:
-    """A PixArt-α transformer of 4 blocks of width 16, captions of width 12."""
-    torch.manual_seed(0)
-    return PixArtTransformer2DModel(
-        num_attention_heads=2,
-        attention_head_dim=8,
-        in_channels=4,
-        out_channels=8,
-        num_layers=DEPTH,
-        sample_size=8,
-        patch_size=2,
+    """A PixArt-α transformer of :data:`DIFFUSERS_TINY`'s shape, captions of width 12."""
+    return seeded_model(
+        PixArtTransformer2DModel,
+        **DIFFUSERS_TINY,
         cross_attention_dim=16,
         caption_channels=12,
-        norm_num_groups=8,
         use_additional_conditions=False,
-    ).eval()
+    )
 
 
 def pixart_call(model: nn.Module, t: int) -> torch.Tensor:
@@ -115,8 +110,8 @@ def tiny_hunyuan_dit() -> HunyuanDiT2DModel:
     4 pop; blocks 2 and 3 are the middle. Text: 4 CLIP/BERT tokens of width 16 and 6 T5
     tokens of width 16 (the attention pool needs a multiple of 8).
     """
-    torch.manual_seed(0)
-    return HunyuanDiT2DModel(
+    return seeded_model(
+        HunyuanDiT2DModel,
         num_attention_heads=2,
         attention_head_dim=8,
         in_channels=4,
@@ -129,7 +124,7 @@ def tiny_hunyuan_dit() -> HunyuanDiT2DModel:
         pooled_projection_dim=8,
         text_len=HUNYUAN_TEXT[0],
         text_len_t5=HUNYUAN_TEXT[1],
-    ).eval()
+    )
 
 
 def hunyuan_rotary(model: nn.Module, grid: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -164,23 +159,3 @@ def hunyuan_dit_call(model: nn.Module, t: int) -> torch.Tensor:
         style=torch.zeros(2, dtype=torch.long),
         image_rotary_emb=hunyuan_rotary(model, grid=4),
     ).sample
-
-
-def reference_dit_example() -> ArchitectureExample:
-    """The ``dit`` spec's example."""
-    return ArchitectureExample(build=tiny_reference_dit, call=reference_dit_call)
-
-
-def diffusers_dit_example() -> ArchitectureExample:
-    """The ``diffusers-dit`` spec's example."""
-    return ArchitectureExample(build=tiny_diffusers_dit, call=diffusers_dit_call)
-
-
-def pixart_example() -> ArchitectureExample:
-    """The ``pixart-alpha`` spec's example."""
-    return ArchitectureExample(build=tiny_pixart, call=pixart_call)
-
-
-def hunyuan_dit_example() -> ArchitectureExample:
-    """The ``hunyuan-dit`` spec's example."""
-    return ArchitectureExample(build=tiny_hunyuan_dit, call=hunyuan_dit_call)

@@ -1,13 +1,16 @@
 """Tiny seeded instances of the MMDiT plugin's architectures, for the contract checks.
 
-Each ``*_example()`` is the ``example`` of one spec in :mod:`blockdance_mmdit.plugin`,
-which imports this module (and diffusers) only when an example is asked for. The models
-keep diffusers' random initialisation (no adaLN-Zero there), are in eval mode, and have 4
-blocks of width 16 (2 heads of 8). Every ``call`` draws its inputs from a generator seeded
-by ``t`` (and the guidance branch).
+Each ``tiny_*`` builder and its ``*_call`` are the ``example`` of one spec in
+:mod:`blockdance_mmdit.plugin`, which imports this module (and diffusers) only when an
+example is asked for. The models keep diffusers' random initialisation (no adaLN-Zero
+there), are in eval mode, and have 4 blocks of width 16 (2 heads of 8). Every ``call``
+draws its inputs from a generator seeded by ``t`` (and the guidance branch).
 """
 
 from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
 
 import torch
 from diffusers.models.transformers.transformer_flux import FluxTransformer2DModel
@@ -15,47 +18,46 @@ from diffusers.models.transformers.transformer_hidream_image import HiDreamImage
 from diffusers.models.transformers.transformer_sd3 import SD3Transformer2DModel
 from torch import nn
 
-from blockdance import ArchitectureExample
+from blockdance.testing import seeded_model
 
 DEPTH = 4  # SD3: 4 joint blocks; Flux and HiDream: 2 double-stream + 2 single-stream blocks
 TXT = 6  # text tokens (SD3, Flux)
 DIM = 16  # token width (2 heads x 8)
 #: HiDream's text: T5 tokens, and tokens per Llama layer (one layer per block).
 HIDREAM_TEXT = (5, 3)
+#: What every tiny MMDiT shares: tokens of width DIM (2 heads of 8), latents of 4 channels.
+WIDTH: dict[str, Any] = {"num_attention_heads": 2, "attention_head_dim": 8, "in_channels": 4}
+#: SD3 and Flux: patch 1, text tokens of width 12 and a pooled text vector of width 8.
+SD3_FLUX: dict[str, Any] = {
+    **WIDTH,
+    "patch_size": 1,
+    "joint_attention_dim": 12,
+    "pooled_projection_dim": 8,
+}
 
 
 def tiny_sd3() -> SD3Transformer2DModel:
     """An SD3 transformer of 4 joint blocks on 8 x 8 latents (64 tokens), text width 12."""
-    torch.manual_seed(0)
-    return SD3Transformer2DModel(
+    return seeded_model(
+        SD3Transformer2DModel,
+        **SD3_FLUX,
         sample_size=8,
-        patch_size=1,
-        in_channels=4,
         num_layers=DEPTH,
-        attention_head_dim=8,
-        num_attention_heads=2,
-        joint_attention_dim=12,
         caption_projection_dim=DIM,
-        pooled_projection_dim=8,
         out_channels=4,
         pos_embed_max_size=8,
-    ).eval()
+    )
 
 
 def tiny_flux() -> FluxTransformer2DModel:
     """A Flux transformer of 2 double- and 2 single-stream blocks, packed latents of 4 channels."""
-    torch.manual_seed(0)
-    return FluxTransformer2DModel(
-        patch_size=1,
-        in_channels=4,
+    return seeded_model(
+        FluxTransformer2DModel,
+        **SD3_FLUX,
         num_layers=2,
         num_single_layers=2,
-        attention_head_dim=8,
-        num_attention_heads=2,
-        joint_attention_dim=12,
-        pooled_projection_dim=8,
         axes_dims_rope=(2, 2, 4),
-    ).eval()
+    )
 
 
 def tiny_hidream() -> HiDreamImageTransformer2DModel:
@@ -64,14 +66,12 @@ def tiny_hidream() -> HiDreamImageTransformer2DModel:
     Text: T5 width 12, Llama width 10 with one Llama layer per block (``llama_layers``
     0..3); RoPE axes (4, 2, 2) fill the head width of 8.
     """
-    torch.manual_seed(0)
-    return HiDreamImageTransformer2DModel(
+    return seeded_model(
+        HiDreamImageTransformer2DModel,
+        **WIDTH,
         patch_size=2,
-        in_channels=4,
         num_layers=2,
         num_single_layers=2,
-        attention_head_dim=8,
-        num_attention_heads=2,
         caption_channels=[12, 10],
         text_emb_dim=8,
         num_routed_experts=4,
@@ -79,23 +79,38 @@ def tiny_hidream() -> HiDreamImageTransformer2DModel:
         axes_dims_rope=(4, 2, 2),
         max_resolution=(8, 8),
         llama_layers=list(range(DEPTH)),
-    ).eval()
+    )
+
+
+def branches_call(
+    model: nn.Module, t: int, branches: int, inputs: Callable[[torch.Generator], dict[str, Any]]
+) -> torch.Tensor:
+    """One step: ``branches`` separate calls (e.g. cond, uncond), their outputs concatenated.
+
+    Branch ``b`` calls ``model(**inputs(g)).sample`` with ``g`` seeded by ``t + 1000 * b``.
+    """
+    outs = [
+        model(**inputs(torch.Generator().manual_seed(t + 1000 * b))).sample for b in range(branches)
+    ]
+    return torch.cat(outs)
+
+
+def _text(g: torch.Generator) -> dict[str, torch.Tensor]:
+    """SD3's and Flux's text inputs: tokens (N, T_txt, C_txt) and the pooled vector (N, 8)."""
+    return {
+        "encoder_hidden_states": torch.randn(2, TXT, 12, generator=g),
+        "pooled_projections": torch.randn(2, 8, generator=g),
+    }
 
 
 def sd3_call(model: nn.Module, t: int, branches: int = 1) -> torch.Tensor:
     """One step: ``branches`` separate calls (e.g. cond, uncond) of batch 2 at timestep t."""
-    outs = []
-    for b in range(branches):
-        g = torch.Generator().manual_seed(t + 1000 * b)
-        outs.append(
-            model(
-                hidden_states=torch.randn(2, 4, 8, 8, generator=g),  # (N, C, H, W)
-                encoder_hidden_states=torch.randn(2, TXT, 12, generator=g),  # (N, T_txt, C_txt)
-                pooled_projections=torch.randn(2, 8, generator=g),
-                timestep=torch.full((2,), float(t)),
-            ).sample
-        )
-    return torch.cat(outs)
+
+    def inputs(g: torch.Generator) -> dict[str, Any]:
+        latents = torch.randn(2, 4, 8, 8, generator=g)  # (N, C, H, W)
+        return {"hidden_states": latents, **_text(g), "timestep": torch.full((2,), float(t))}
+
+    return branches_call(model, t, branches, inputs)
 
 
 def image_ids(h: int, w: int) -> torch.Tensor:
@@ -108,20 +123,17 @@ def image_ids(h: int, w: int) -> torch.Tensor:
 
 def flux_call(model: nn.Module, t: int, branches: int = 1) -> torch.Tensor:
     """Like :func:`sd3_call`; Flux takes packed latents and the timestep divided by 1000."""
-    outs = []
-    for b in range(branches):
-        g = torch.Generator().manual_seed(t + 1000 * b)
-        outs.append(
-            model(
-                hidden_states=torch.randn(2, 16, 4, generator=g),  # (N, T_img, C)
-                encoder_hidden_states=torch.randn(2, TXT, 12, generator=g),  # (N, T_txt, C_txt)
-                pooled_projections=torch.randn(2, 8, generator=g),
-                timestep=torch.full((2,), t / 1000),
-                img_ids=image_ids(4, 4),
-                txt_ids=torch.zeros(TXT, 3),
-            ).sample
-        )
-    return torch.cat(outs)
+
+    def inputs(g: torch.Generator) -> dict[str, Any]:
+        return {
+            "hidden_states": torch.randn(2, 16, 4, generator=g),  # (N, T_img, C)
+            **_text(g),
+            "timestep": torch.full((2,), t / 1000),
+            "img_ids": image_ids(4, 4),
+            "txt_ids": torch.zeros(TXT, 3),
+        }
+
+    return branches_call(model, t, branches, inputs)
 
 
 def hidream_call(model: nn.Module, t: int, branches: int = 1) -> torch.Tensor:
@@ -131,31 +143,14 @@ def hidream_call(model: nn.Module, t: int, branches: int = 1) -> torch.Tensor:
     latents (N, 4, 8, 8) make 16 image tokens.
     """
     t5_len, llama_len = HIDREAM_TEXT
-    outs = []
-    for b in range(branches):
-        g = torch.Generator().manual_seed(t + 1000 * b)
-        outs.append(
-            model(
-                hidden_states=torch.randn(2, 4, 8, 8, generator=g),  # (N, C, H, W)
-                timesteps=torch.full((2,), float(t)),
-                encoder_hidden_states_t5=torch.randn(2, t5_len, 12, generator=g),
-                encoder_hidden_states_llama3=torch.randn(DEPTH, 2, llama_len, 10, generator=g),
-                pooled_embeds=torch.randn(2, 8, generator=g),
-            ).sample
-        )
-    return torch.cat(outs)
 
+    def inputs(g: torch.Generator) -> dict[str, Any]:
+        return {
+            "hidden_states": torch.randn(2, 4, 8, 8, generator=g),  # (N, C, H, W)
+            "timesteps": torch.full((2,), float(t)),
+            "encoder_hidden_states_t5": torch.randn(2, t5_len, 12, generator=g),
+            "encoder_hidden_states_llama3": torch.randn(DEPTH, 2, llama_len, 10, generator=g),
+            "pooled_embeds": torch.randn(2, 8, generator=g),
+        }
 
-def sd3_example() -> ArchitectureExample:
-    """The ``sd3`` spec's example."""
-    return ArchitectureExample(build=tiny_sd3, call=sd3_call)
-
-
-def flux_example() -> ArchitectureExample:
-    """The ``flux`` spec's example."""
-    return ArchitectureExample(build=tiny_flux, call=flux_call)
-
-
-def hidream_example() -> ArchitectureExample:
-    """The ``hidream`` spec's example."""
-    return ArchitectureExample(build=tiny_hidream, call=hidream_call)
+    return branches_call(model, t, branches, inputs)

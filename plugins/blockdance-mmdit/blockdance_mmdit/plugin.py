@@ -12,57 +12,48 @@ from __future__ import annotations
 from collections.abc import Callable
 
 import blockdance
-from blockdance import (
-    ArchitectureExample,
-    ArchitectureSpec,
-    diffusers_class,
-    lazy,
-    timestep_argument,
-)
+from blockdance import ArchitectureSpec, diffusers_spec, lazy_example
 from blockdance_mmdit.streams import flux_blocks, hidream_blocks, sd3_blocks
 
-#: The paper's DiT and Open-Sora window (25%-95% of the steps), not yet measured on MMDiTs.
+#: The paper's DiT and Open-Sora window (25%-95% of the steps). On the tiny SD3
+#: (sd3-tiny-shapes, 8 joint blocks) `blockdance calibrate` kept it with the scaled boundary
+#: at N=2 and preferred boundary 6 with 24%-88% at N=3 (docs/analysis.md); full-size SD3,
+#: Flux and HiDream are not measured.
 MMDIT_WINDOW = (0.25, 0.95)
 
+EXAMPLES = "blockdance_mmdit.examples"
 
-def _example(attr: str) -> Callable[[], ArchitectureExample]:
-    return lazy("blockdance_mmdit.examples", attr)
-
-
-SD3 = ArchitectureSpec(
-    name="sd3",
+SD3 = diffusers_spec(
+    "sd3",
+    "SD3Transformer2DModel",
+    sd3_blocks,
     description="diffusers SD3Transformer2DModel (SD3, SD3.5): joint two-stream blocks",
-    matches=diffusers_class("SD3Transformer2DModel"),
-    blocks=sd3_blocks,
-    timestep=timestep_argument("timestep"),
     window=MMDIT_WINDOW,
-    example=_example("sd3_example"),
+    example=lazy_example(EXAMPLES, "tiny_sd3", "sd3_call"),
 )
 
-FLUX = ArchitectureSpec(
-    name="flux",
+FLUX = diffusers_spec(
+    "flux",
+    "FluxTransformer2DModel",
+    flux_blocks,
     description="diffusers FluxTransformer2DModel: double-stream then single-stream blocks",
-    matches=diffusers_class("FluxTransformer2DModel"),
-    blocks=flux_blocks,
-    timestep=timestep_argument("timestep"),
     window=MMDIT_WINDOW,
-    example=_example("flux_example"),
+    example=lazy_example(EXAMPLES, "tiny_flux", "flux_call"),
 )
 
-HIDREAM = ArchitectureSpec(
-    name="hidream",
+HIDREAM = diffusers_spec(
+    "hidream",
+    "HiDreamImageTransformer2DModel",
+    hidream_blocks,
     description="diffusers HiDreamImageTransformer2DModel: double-stream then joined "
     "single-stream blocks",
-    matches=diffusers_class("HiDreamImageTransformer2DModel"),
-    blocks=hidream_blocks,
-    timestep=timestep_argument("timesteps"),
     window=MMDIT_WINDOW,
-    example=_example("hidream_example"),
+    timestep="timesteps",
+    example=lazy_example(EXAMPLES, "tiny_hidream", "hidream_call"),
 )
 
 
 @blockdance.hookimpl
 def blockdance_register_architectures(register: Callable[[ArchitectureSpec], None]) -> None:
-    register(SD3)
-    register(FLUX)
-    register(HIDREAM)
+    for spec in (SD3, FLUX, HIDREAM):
+        register(spec)

@@ -12,115 +12,97 @@ the slot's form is ``"joined"`` instead of ``"two-stream"``.
 
 from __future__ import annotations
 
+import dataclasses
 import inspect
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, cast
+from typing import Any
 
-import torch
 from torch import nn
 
-from blockdance import BlockIO, BlockSlot, State, TensorIO
+from blockdance import (
+    BlockIO,
+    BlockList,
+    BlockSlot,
+    State,
+    TensorIO,
+    block_argument,
+    module_lists_blocks,
+)
 
 #: Slot forms (``BlockSlot.form``): separate image and text streams, or one joined sequence.
 TWO_STREAM = "two-stream"
 JOINED = "joined"
 
 
-def _argument(args: tuple[Any, ...], kwargs: dict[str, Any], name: str, position: int) -> Any:
-    """The block argument ``name``, passed by keyword or at ``position``."""
-    if len(args) > position:
-        return args[position]
-    try:
-        return kwargs[name]
-    except KeyError:
-        raise TypeError(
-            f"MMDiT block call has no {name!r} argument (position {position}); got "
-            f"{len(args)} positional arguments and keywords {sorted(kwargs)}"
-        ) from None
-
-
-def _streams(image: torch.Tensor, text: torch.Tensor | None) -> State:
-    """``(image, text)``; ``text`` is None where a block drops the text stream.
-
-    The runtime treats non-tensor items of a state as placeholders (no shape check, no
-    arithmetic), so ``None`` stands for "no text stream" in caches and pass-throughs.
-    """
-    return cast(State, (image, text))
-
-
 @dataclass(frozen=True)
-class JointIO:
+class TwoStreamIO:
     """A two-stream block; its state is ``(image, text)``.
 
-    Called with ``hidden_states`` and ``encoder_hidden_states`` (positions 0 and 1), it
-    returns ``(encoder_hidden_states, hidden_states)``.
+    Called with ``hidden_states`` (position 0) and ``encoder_hidden_states``, it returns both
+    streams. ``None`` stands for "no text stream" in a state: the runtime keeps non-tensor
+    items as placeholders in caches and pass-throughs.
 
     Args:
+        text_position: Position of ``encoder_hidden_states`` in the block's ``forward``.
+        image_first: The block returns ``(hidden_states, encoder_hidden_states)`` (HiDream's
+            double-stream blocks); else ``(encoder_hidden_states, hidden_states)``.
         text_out: False for a block that returns no text stream (SD3's last block,
             ``context_pre_only``, returns ``(None, hidden_states)``): its state is
             ``(image, None)``, on input as on output, so states always fit.
+            :meth:`for_block` sets it from the block.
+        block: What the block is, for messages.
+        models: Which models have such blocks, for messages.
     """
 
+    text_position: int = 1
+    image_first: bool = False
     text_out: bool = True
+    block: str = "an MMDiT block"
+    models: str = "an SD3/Flux transformer"
+
+    def for_block(self, block: nn.Module) -> TwoStreamIO:
+        """This io for one block: without a text stream out if the block is ``context_pre_only``."""
+        if getattr(block, "context_pre_only", False) and self.text_out:
+            return dataclasses.replace(self, text_out=False)
+        return self
 
     def read_input(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> State:
-        image = _argument(args, kwargs, "hidden_states", 0)  # (N, T_img, D)
+        image = block_argument(args, kwargs, "hidden_states", 0)  # (N, T_img, D)
         if not self.text_out:
-            return _streams(image, None)
-        text = _argument(args, kwargs, "encoder_hidden_states", 1)  # (N, T_txt, D)
-        return _streams(image, text)
+            return (image, None)
+        text = block_argument(args, kwargs, "encoder_hidden_states", self.text_position)
+        return (image, text)  # text: (N, T_txt, D); HiDream: (N, T_txt + T_llama, D)
 
     def to_state(self, output: Any) -> State:
         if not (isinstance(output, tuple) and len(output) == 2):
+            streams = ("hidden_states", "encoder_hidden_states")
+            returns = ", ".join(streams if self.image_first else streams[::-1])
             raise TypeError(
-                "an MMDiT block must return (encoder_hidden_states, hidden_states); got "
-                f"{type(output).__name__}. Is the model an SD3/Flux transformer of a supported "
+                f"{self.block} must return ({returns}); "
+                f"got {type(output).__name__}. Is the model {self.models} of a supported "
                 "diffusers version?"
             )
-        text, image = output
-        return _streams(image, text)
+        image, text = output if self.image_first else output[::-1]
+        return (image, text)
 
     def to_output(self, state: State, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
         image, text = state
-        return text, image
+        return (image, text) if self.image_first else (text, image)
 
 
-JOINT = JointIO()
-IMAGE_ONLY = JointIO(text_out=False)
-
-
-@dataclass(frozen=True)
-class ImageFirstIO:
-    """A two-stream block that returns ``(hidden_states, encoder_hidden_states)``, image first.
-
-    HiDream's double-stream blocks are called as ``block(hidden_states, hidden_states_masks,
-    encoder_hidden_states, temb, image_rotary_emb)`` (the model passes keywords). Their text
-    stream is the model's running text tokens followed by the block's own Llama layer; the
-    model cuts that layer off after the block, so a state passed through or substituted
-    fits the same way. The state is ``(image, text)``, as for :class:`JointIO`.
-    """
-
-    def read_input(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> State:
-        image = _argument(args, kwargs, "hidden_states", 0)  # (N, T_img, D)
-        text = _argument(args, kwargs, "encoder_hidden_states", 2)  # (N, T_txt + T_llama, D)
-        return _streams(image, text)
-
-    def to_state(self, output: Any) -> State:
-        if not (isinstance(output, tuple) and len(output) == 2):
-            raise TypeError(
-                "a HiDream double-stream block must return (hidden_states, "
-                f"encoder_hidden_states); got {type(output).__name__}. Is the model a "
-                "HiDreamImageTransformer2DModel of a supported diffusers version?"
-            )
-        image, text = output
-        return _streams(image, text)
-
-    def to_output(self, state: State, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
-        image, text = state
-        return image, text
-
-
-IMAGE_FIRST = ImageFirstIO()
+JOINT = TwoStreamIO()
+#: HiDream's double-stream blocks: called as ``block(hidden_states, hidden_states_masks,
+#: encoder_hidden_states, temb, image_rotary_emb)`` (the model passes keywords). Their text
+#: stream is the model's running text tokens followed by the block's own Llama layer; the
+#: model cuts that layer off after the block, so a state passed through or substituted fits
+#: the same way.
+IMAGE_FIRST = TwoStreamIO(
+    text_position=2,
+    image_first=True,
+    block="a HiDream double-stream block",
+    models="a HiDreamImageTransformer2DModel",
+)
 
 
 def module_list(model: nn.Module, attr: str, architecture: str) -> nn.ModuleList:
@@ -140,35 +122,6 @@ def takes_text_stream(block: nn.Module) -> bool:
     return "encoder_hidden_states" in inspect.signature(type(block).forward).parameters
 
 
-def _require_joint(block: nn.Module, name: str, architecture: str, attr: str | None) -> None:
-    """Refuse a block that is not a two-stream MMDiT block (e.g. a forced wrong spec)."""
-    if takes_text_stream(block) and (attr is None or hasattr(block, attr)):
-        return
-    raise TypeError(
-        f"architecture {architecture!r} expects {name} to be a two-stream MMDiT block "
-        "(forward(hidden_states, encoder_hidden_states, temb, ...) returning "
-        f"(encoder_hidden_states, hidden_states)), found {type(block).__name__}"
-    )
-
-
-def sd3_blocks(model: nn.Module) -> list[BlockSlot]:
-    """SD3's joint blocks in execution order; the last one returns no text stream."""
-    blocks = module_list(model, "transformer_blocks", "sd3")
-    for i, block in enumerate(blocks):
-        _require_joint(block, f"transformer_blocks.{i}", "sd3", "context_pre_only")
-    return [
-        BlockSlot(
-            index=i,
-            module=block,
-            io=IMAGE_ONLY if getattr(block, "context_pre_only", False) else JOINT,
-            kind="joint",
-            name=f"transformer_blocks.{i}",
-            form=TWO_STREAM,
-        )
-        for i, block in enumerate(blocks)
-    ]
-
-
 def single_stream_io(block: nn.Module) -> BlockIO:
     """How a Flux single-stream block passes its hidden states.
 
@@ -178,66 +131,71 @@ def single_stream_io(block: nn.Module) -> BlockIO:
     return JOINT if takes_text_stream(block) else TensorIO()
 
 
-def flux_blocks(model: nn.Module) -> list[BlockSlot]:
-    """Flux's double-stream blocks, then its single-stream blocks, in execution order."""
-    double = module_list(model, "transformer_blocks", "flux")
-    single = module_list(model, "single_transformer_blocks", "flux")
-    for i, block in enumerate(double):
-        _require_joint(block, f"transformer_blocks.{i}", "flux", None)
-    slots = [
-        BlockSlot(
-            index=i,
-            module=block,
-            io=JOINT,
-            kind="joint",
-            name=f"transformer_blocks.{i}",
-            form=TWO_STREAM,
-        )
-        for i, block in enumerate(double)
-    ]
-    for j, block in enumerate(single):
-        io = single_stream_io(block)
-        slots.append(
-            BlockSlot(
-                index=len(double) + j,
-                module=block,
-                io=io,
-                kind="single",
-                name=f"single_transformer_blocks.{j}",
-                form=TWO_STREAM if io is JOINT else JOINED,
-            )
-        )
-    return slots
+def _mmdit_blocks(
+    architecture: str, *lists: BlockList, joint: bool = False, joint_attr: str = ""
+) -> Callable[[nn.Module], list[BlockSlot]]:
+    """Slots over ``lists`` (:func:`blockdance.module_lists_blocks`), after checks that name
+    the architecture, so that forcing an MMDiT spec onto another model says what does not fit.
 
-
-def hidream_blocks(model: nn.Module) -> list[BlockSlot]:
-    """HiDream's double-stream blocks (two streams), then its single-stream blocks (joined).
-
-    The single-stream blocks take and return one tensor: the image tokens and the text
-    tokens the double blocks left, joined, followed by the block's own Llama layer.
+    Args:
+        architecture: The spec's name.
+        *lists: The block lists, in execution order; each must be an ``nn.ModuleList``.
+        joint: Require the blocks of the first list to take ``encoder_hidden_states``.
+        joint_attr: An attribute they must also have (SD3's ``context_pre_only``).
     """
-    double = module_list(model, "double_stream_blocks", "hidream")
-    single = module_list(model, "single_stream_blocks", "hidream")
-    slots = [
-        BlockSlot(
-            index=i,
-            module=block,
-            io=IMAGE_FIRST,
-            kind="double",
-            name=f"double_stream_blocks.{i}",
-            form=TWO_STREAM,
-        )
-        for i, block in enumerate(double)
-    ]
-    slots += [
-        BlockSlot(
-            index=len(double) + j,
-            module=block,
-            io=TensorIO(),  # (N, T_img + T_txt + T_llama, D)
+    slots_of = module_lists_blocks(*lists)
+
+    def blocks(model: nn.Module) -> list[BlockSlot]:
+        first, *_ = [module_list(model, block_list.attr, architecture) for block_list in lists]
+        for i, block in enumerate(first if joint else ()):
+            if not takes_text_stream(block) or (joint_attr and not hasattr(block, joint_attr)):
+                raise TypeError(
+                    f"architecture {architecture!r} expects {lists[0].attr}.{i} to be a "
+                    "two-stream MMDiT block (forward(hidden_states, encoder_hidden_states, "
+                    "temb, ...) returning (encoder_hidden_states, hidden_states)), found "
+                    f"{type(block).__name__}"
+                )
+        return slots_of(model)
+
+    return blocks
+
+
+#: SD3's joint blocks in execution order; the last one (``context_pre_only``) returns no
+#: text stream (:meth:`TwoStreamIO.for_block`).
+sd3_blocks = _mmdit_blocks(
+    "sd3",
+    BlockList("transformer_blocks", JOINT, kind="joint", form=TWO_STREAM),
+    joint=True,
+    joint_attr="context_pre_only",
+)
+
+#: HiDream's double-stream blocks (two streams), then its single-stream blocks, which take
+#: and return one tensor (N, T_img + T_txt + T_llama, D): the image tokens and the text
+#: tokens the double blocks left, joined, followed by the block's own Llama layer.
+hidream_blocks = _mmdit_blocks(
+    "hidream",
+    BlockList("double_stream_blocks", IMAGE_FIRST, kind="double", form=TWO_STREAM),
+    BlockList("single_stream_blocks", TensorIO(), kind="single", form=JOINED),
+)
+
+
+def flux_blocks(model: nn.Module) -> list[BlockSlot]:
+    """Flux's double-stream blocks, then its single-stream blocks, in execution order.
+
+    The single-stream blocks carry both streams in current diffusers, one joined tensor in
+    older releases (:func:`single_stream_io`).
+    """
+    single = module_list(model, "single_transformer_blocks", "flux")
+    io = single_stream_io(single[0]) if len(single) else JOINT
+    blocks = _mmdit_blocks(
+        "flux",
+        BlockList("transformer_blocks", JOINT, kind="joint", form=TWO_STREAM),
+        BlockList(
+            "single_transformer_blocks",
+            io,
             kind="single",
-            name=f"single_stream_blocks.{j}",
-            form=JOINED,
-        )
-        for j, block in enumerate(single)
-    ]
-    return slots
+            form=TWO_STREAM if io is JOINT else JOINED,
+        ),
+        joint=True,
+    )
+    return blocks(model)

@@ -13,69 +13,48 @@ absent or of another resolution.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import torch
 
-from blockdance._checkpoint import (
-    CheckpointMismatchError,
-    load_checked,
-    read_checkpoint,
-    unwrap_state_dict,
-)
+from blockdance import CheckpointMismatchError
+from blockdance.checkpoint import CheckpointSource, OfficialCheckpoints
 
 if TYPE_CHECKING:
-    import os
-
     from torch import nn
 
-__all__ = ["DERIVED_BUFFERS", "CheckpointMismatchError", "load_official_state_dict"]
+__all__ = [
+    "DERIVED_BUFFERS",
+    "STDIT_CHECKPOINTS",
+    "CheckpointMismatchError",
+    "load_official_state_dict",
+]
 
 #: Buffers computed from the configuration; never read from a checkpoint.
 DERIVED_BUFFERS = ("pos_embed", "pos_embed_temporal")
 
 # (depth, hidden_size, patch_size) -> official model name; heads are not in the weights.
 _MODEL_NAMES: dict[tuple[int, int, tuple[int, ...]], str] = {(28, 1152, (1, 2, 2)): "STDiT-XL/2"}
-# Entries that hold the weights in a training checkpoint, in order of preference.
-_WEIGHT_ENTRIES = ("ema", "model", "state_dict")
 
 
 def load_official_state_dict(
-    model: nn.Module,
-    path_or_state_dict: str | os.PathLike[str] | Mapping[str, Any],
-    *,
-    strict: bool = True,
+    model: nn.Module, path_or_state_dict: CheckpointSource, *, strict: bool = True
 ) -> None:
-    """Load an official STDiT checkpoint into ``model`` in place.
+    """Load an official STDiT checkpoint into ``model`` in place (:data:`STDIT_CHECKPOINTS`).
 
     Args:
         model: A :class:`~blockdance_stdit.model.STDiT` (or any module with the official keys).
         path_or_state_dict: A ``.pt``/``.pth`` file (raw state dict, or a checkpoint whose
             ``"ema"``, ``"model"`` or ``"state_dict"`` entry holds one, in that preference),
             a ``.safetensors`` file, or an in-memory dict of either form.
-        strict: Require the checkpoint's keys to match the model's exactly (the derived
-            buffers :data:`DERIVED_BUFFERS` aside). Shapes must match for the shared keys
-            either way.
+        strict: Require the checkpoint's keys to match the model's exactly, the derived
+            buffers :data:`DERIVED_BUFFERS` aside (shapes must match for the shared keys).
 
-    Raises:
-        FileNotFoundError: The path does not exist.
-        CheckpointMismatchError: Missing or unexpected keys (when ``strict``) or mismatched
-            shapes; the message lists them and says which model the checkpoint fits.
+    Raises, as :meth:`blockdance.checkpoint.OfficialCheckpoints.load` does, a
+    ``FileNotFoundError`` for a missing file, a ``WeightsFileError`` for a bad one and a
+    :class:`CheckpointMismatchError` that names the keys and the STDiT the weights fit.
     """
-    if isinstance(path_or_state_dict, Mapping):
-        found = path_or_state_dict
-    else:
-        found = read_checkpoint(Path(path_or_state_dict), "an STDiT")
-    state_dict = unwrap_state_dict(found, _WEIGHT_ENTRIES, "an STDiT")
-    load_checked(
-        model, state_dict, strict=strict, hint=_hint, family="STDiT", derived=DERIVED_BUFFERS
-    )
-
-
-#################################################################################
-#                                    Helpers                                    #
-#################################################################################
+    STDIT_CHECKPOINTS.load(model, path_or_state_dict, strict=strict)
 
 
 def _describe(state_dict: Mapping[str, torch.Tensor]) -> dict[str, Any] | None:
@@ -103,37 +82,22 @@ def _describe(state_dict: Mapping[str, torch.Tensor]) -> dict[str, Any] | None:
     }
 
 
-def _format(config: dict[str, Any]) -> str:
-    fields = ", ".join(f"{k}={v}" for k, v in config.items() if k != "name")
-    return f"{config['name'] or 'an STDiT'} ({fields})"
-
-
-def _hint(expected: Mapping[str, torch.Tensor], found: Mapping[str, torch.Tensor]) -> str:
-    """Say what the checkpoint and the model look like and how to build a matching model."""
-    ckpt, model = _describe(found), _describe(expected)
-    if ckpt is None:
-        return (
-            "The checkpoint lacks the Open-Sora v1 STDiT key layout (x_embedder.proj with a "
-            "3-D kernel, t_embedder, t_block, y_embedder, blocks.N.attn_temp, final_layer); "
-            "is this an STDiT checkpoint? (A PixArt/DiT image checkpoint has a 4-D "
-            "x_embedder.proj.weight; Open-Sora initialises STDiT from one by unsqueezing it "
-            "at dim 2 and loading with strict=False.)"
-        )
-    lines = [f"The checkpoint looks like {_format(ckpt)}."]
-    if model is not None:
-        lines.append(f"The model is {_format(model)}.")
-    fields = ("in_channels", "pred_sigma", "caption_channels", "model_max_length")
-    keep = ", ".join(f"{k}={ckpt[k]}" for k in fields)
-    if ckpt["name"]:
-        build = f'STDiT_models["{ckpt["name"]}"]({keep}, input_size=...)'
-    else:  # not an official size: spell the architecture out (heads are not in the weights)
-        build = (
-            f"STDiT(depth={ckpt['depth']}, hidden_size={ckpt['hidden_size']}, "
-            f"patch_size={ckpt['patch_size']}, num_heads=..., {keep}, input_size=...)"
-        )
-    lines.append(
-        f"Build the model to match, e.g. {build}; input_size (frames, height // 8, "
-        "width // 8) and space_scale are not in the weights: (16, 32, 32) with "
-        "space_scale=0.5 for the 16x256x256 weights, (16, 64, 64) with 1.0 for 16x512x512."
-    )
-    return "\n".join(lines)
+#: The Open-Sora v1 releases; training checkpoints wrap them under "ema", "model" or
+#: "state_dict" (in that preference).
+STDIT_CHECKPOINTS = OfficialCheckpoints(
+    family="STDiT",
+    article="an",
+    describe=_describe,
+    keep=("in_channels", "pred_sigma", "caption_channels", "model_max_length"),
+    not_in_weights=("input_size",),
+    note="input_size (frames, height // 8, width // 8) and space_scale are not in the "
+    "weights: (16, 32, 32) with space_scale=0.5 for the 16x256x256 weights, (16, 64, 64) "
+    "with 1.0 for 16x512x512.",
+    layout="The checkpoint lacks the Open-Sora v1 STDiT key layout (x_embedder.proj with a "
+    "3-D kernel, t_embedder, t_block, y_embedder, blocks.N.attn_temp, final_layer); is this "
+    "an STDiT checkpoint? (A PixArt/DiT image checkpoint has a 4-D x_embedder.proj.weight; "
+    "Open-Sora initialises STDiT from one by unsqueezing it at dim 2 and loading with "
+    "strict=False.)",
+    entries=("ema", "model", "state_dict"),
+    derived=DERIVED_BUFFERS,
+)

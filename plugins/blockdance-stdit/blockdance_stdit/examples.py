@@ -1,7 +1,8 @@
 """Tiny seeded instances of the STDiT plugin's architectures, for the contract checks.
 
-Each ``*_example()`` is the ``example`` of one spec in :mod:`blockdance_stdit.plugin`,
-which imports this module (timm, diffusers) only when an example is asked for. The models
+Each ``tiny_*`` builder and its ``*_call`` are the ``example`` of one spec in
+:mod:`blockdance_stdit.plugin`, which imports this module (timm, diffusers) only when an
+example is asked for. The models
 have 4 blocks (Latte: 4 spatial + 4 temporal), are in eval mode, and their blocks matter
 (the reference STDiT's zero-initialised output layers are perturbed). Every ``call`` draws
 its inputs from a generator seeded by ``t``.
@@ -15,7 +16,7 @@ import torch
 from diffusers.models.transformers.latte_transformer_3d import LatteTransformer3DModel
 from torch import nn
 
-from blockdance import ArchitectureExample
+from blockdance.testing import seeded_model
 from blockdance_stdit.model import STDiT
 
 DEPTH = 4
@@ -39,13 +40,12 @@ def tiny_stdit(seed: int = 0, **overrides: Any) -> STDiT:
         seed: Seed of the initialisation.
         **overrides: Changes to :data:`TINY` (``pred_sigma`` defaults to False).
     """
-    torch.manual_seed(seed)
-    model = STDiT(**{"pred_sigma": False, **TINY, **overrides})
+    model = seeded_model(STDiT, seed, **{"pred_sigma": False, **TINY, **overrides})
     with torch.no_grad():
         for name, param in model.named_parameters():
             if any(part in name for part in ("cross_attn.proj", "attn_temp.proj", "final_layer")):
                 param.normal_(std=0.05)
-    return model.eval()
+    return model
 
 
 def stdit_inputs(t: int = 500, n: int = 2) -> tuple[torch.Tensor, ...]:
@@ -68,8 +68,9 @@ def stdit_call(model: nn.Module, t: int) -> torch.Tensor:
 
 def tiny_latte(seed: int = 0) -> LatteTransformer3DModel:
     """Latte-1's configuration, shrunk: 4 spatial + 4 temporal blocks, 3 frames of 16 tokens."""
-    torch.manual_seed(seed)
-    return LatteTransformer3DModel(
+    return seeded_model(
+        LatteTransformer3DModel,
+        seed,
         num_attention_heads=2,
         attention_head_dim=8,
         in_channels=4,
@@ -86,7 +87,7 @@ def tiny_latte(seed: int = 0) -> LatteTransformer3DModel:
         norm_eps=1e-6,
         caption_channels=12,
         video_length=3,
-    ).eval()
+    )
 
 
 def latte_call(model: nn.Module, t: int, **kwargs: Any) -> torch.Tensor:
@@ -96,13 +97,3 @@ def latte_call(model: nn.Module, t: int, **kwargs: Any) -> torch.Tensor:
     caption = torch.randn(2, 5, 12, generator=g)  # (N, T_txt, C_txt)
     timestep = torch.tensor([t, t])
     return model(x, timestep=timestep, encoder_hidden_states=caption, **kwargs).sample
-
-
-def stdit_example() -> ArchitectureExample:
-    """The ``stdit`` spec's example."""
-    return ArchitectureExample(build=tiny_stdit, call=stdit_call)
-
-
-def latte_example() -> ArchitectureExample:
-    """The ``latte`` spec's example."""
-    return ArchitectureExample(build=tiny_latte, call=latte_call)

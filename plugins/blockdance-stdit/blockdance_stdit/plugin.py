@@ -17,127 +17,58 @@ a policy whose boundary is a temporal slot then fails with a ``ReuseError``.
 
 from __future__ import annotations
 
-import functools
-import sys
 from collections.abc import Callable
-from dataclasses import dataclass
-from typing import Any
 
 from torch import nn
 
 import blockdance
 from blockdance import (
-    ArchitectureExample,
     ArchitectureSpec,
-    BlockIO,
-    BlockSlot,
+    BlockList,
+    InterleavedSpec,
     TensorIO,
-    default_boundary,
     diffusers_class,
+    imported_class,
+    interleaved_blocks,
     lazy,
+    lazy_example,
     module_list_blocks,
     timestep_argument,
 )
 
-#: Open-Sora (paper): reuse window 25%-95% of the steps; Latte borrows it.
+#: Open-Sora (paper): reuse window 25%-95% of the steps; Latte borrows it. The paper samples
+#: Open-Sora with DDIM, 100 steps.
 STDIT_WINDOW = (0.25, 0.95)
-#: The paper's Open-Sora sampler: DDIM with 100 steps.
-OPEN_SORA_SAMPLER: dict[str, Any] = {"scheduler": "DDIM", "num_steps": 100}
 
-#: The official STDiT model names (blockdance_stdit.model.STDiT_models), listed here so
-#: that building the registry does not import the model code (and timm).
-STDIT_MODEL_NAMES = ("STDiT-XL/2",)
+#: The official STDiT model names (blockdance_stdit.model.STDiT_models) and their factories.
+STDIT_MODELS = {"STDiT-XL/2": "STDiT_XL_2"}
+STDIT_MODEL_NAMES = tuple(STDIT_MODELS)
 
-
-def _example(attr: str) -> Callable[[], ArchitectureExample]:
-    return lazy("blockdance_stdit.examples", attr)
-
-
-def _is_stdit(model: nn.Module) -> bool:
-    """The reference STDiT, or Open-Sora's own when it is imported (same layout)."""
-    for name in ("blockdance_stdit.model", "opensora.models.stdit.stdit"):
-        module = sys.modules.get(name)  # not imported: cannot be an instance
-        cls = getattr(module, "STDiT", None)
-        if cls is not None and isinstance(model, cls):
-            return True
-    return False
-
-
-@dataclass(frozen=True)
-class InterleavedSpec(ArchitectureSpec):
-    """An architecture whose slots alternate spatial and temporal blocks, pair by pair.
-
-    The default boundary is the temporal slot that ends pair ``default_boundary(pairs)``,
-    so the paper's "block 20 of 28" is slot 41 of 56 (temporal block 20).
-    """
-
-    def default_boundary(self, num_blocks: int) -> int:
-        """Index of the slot ending the last structural pair, for ``num_blocks`` slots."""
-        if num_blocks % 2 or num_blocks < 4:
-            return super().default_boundary(num_blocks)
-        return 2 * default_boundary(num_blocks // 2, self.boundary_fraction) + 1
-
-
-def interleaved_blocks(
-    spatial: str, temporal: str, io: BlockIO
-) -> Callable[[nn.Module], list[BlockSlot]]:
-    """Slots spatial 0, temporal 0, spatial 1, … from two ``nn.ModuleList`` attributes.
-
-    Args:
-        spatial: Attribute holding the spatial blocks (dotted paths allowed).
-        temporal: Attribute holding the temporal blocks, one per spatial block.
-        io: How every block reads and returns its hidden state.
-    """
-
-    def blocks(model: nn.Module) -> list[BlockSlot]:
-        lists: list[nn.ModuleList] = []
-        for attr in (spatial, temporal):
-            modules = model.get_submodule(attr)
-            if not isinstance(modules, nn.ModuleList):
-                raise TypeError(f"{type(model).__name__}.{attr} is not an nn.ModuleList")
-            lists.append(modules)
-        if len(lists[0]) != len(lists[1]):
-            raise ValueError(
-                f"{type(model).__name__} has {len(lists[0])} {spatial} but {len(lists[1])} "
-                f"{temporal}; interleaved slots need one temporal block per spatial block"
-            )
-        slots = []
-        for i, pair in enumerate(zip(*lists)):
-            for j, (attr, kind) in enumerate(((spatial, "spatial"), (temporal, "temporal"))):
-                slots.append(
-                    BlockSlot(index=2 * i + j, module=pair[j], io=io, kind=kind, name=f"{attr}.{i}")
-                )
-        return slots
-
-    return blocks
-
+EXAMPLES = "blockdance_stdit.examples"
 
 REFERENCE_STDIT = ArchitectureSpec(
     name="stdit",
     description="Open-Sora v1 STDiT (blockdance_stdit.model.STDiT): spatial+temporal blocks",
-    matches=_is_stdit,
+    # the reference STDiT, or Open-Sora's own when it is imported (same layout)
+    matches=imported_class("blockdance_stdit.model.STDiT", "opensora.models.stdit.stdit.STDiT"),
     blocks=module_list_blocks("blocks", TensorIO(name="x", position=0), kind="spatial-temporal"),
     timestep=timestep_argument("timestep"),
     window=STDIT_WINDOW,
-    extra=dict(OPEN_SORA_SAMPLER),
-    example=_example("stdit_example"),
+    example=lazy_example(EXAMPLES, "tiny_stdit", "stdit_call"),
 )
 
 LATTE = InterleavedSpec(
     name="latte",
     description="diffusers LatteTransformer3DModel: spatial and temporal blocks interleaved",
     matches=diffusers_class("LatteTransformer3DModel"),
-    blocks=interleaved_blocks("transformer_blocks", "temporal_transformer_blocks", TensorIO()),
+    blocks=interleaved_blocks(
+        BlockList("transformer_blocks", TensorIO(), kind="spatial"),
+        BlockList("temporal_transformer_blocks", TensorIO(), kind="temporal"),
+    ),
     timestep=timestep_argument("timestep"),
     window=STDIT_WINDOW,
-    example=_example("latte_example"),
+    example=lazy_example(EXAMPLES, "tiny_latte", "latte_call"),
 )
-
-
-def _build_stdit(name: str, **kwargs: Any) -> nn.Module:
-    from blockdance_stdit.model import STDiT_models
-
-    return STDiT_models[name](**kwargs)
 
 
 @blockdance.hookimpl
@@ -148,5 +79,5 @@ def blockdance_register_architectures(register: Callable[[ArchitectureSpec], Non
 
 @blockdance.hookimpl
 def blockdance_register_models(register: Callable[[str, Callable[..., nn.Module]], None]) -> None:
-    for name in STDIT_MODEL_NAMES:
-        register(name, functools.partial(_build_stdit, name))
+    for name, factory in STDIT_MODELS.items():
+        register(name, lazy("blockdance_stdit.model", factory))
