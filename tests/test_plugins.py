@@ -66,7 +66,7 @@ def test_register_plugin_refuses_a_misspelt_hook():
         with pytest.raises(pluggy.PluginValidationError, match="blockdance_register_polices"):
             blockdance.register_plugin(Typo(), name="typo")
     finally:
-        blockdance.reload_plugins()  # register_plugin leaves the refused plugin registered
+        blockdance.reload_plugins()  # a fresh process-wide registry for the tests that follow
 
 
 def test_make_registry_refuses_a_misspelt_hook():

@@ -294,7 +294,6 @@ def test_stdit_spec_defaults_follow_the_paper() -> None:
     assert spec.name == "stdit"
     assert spec.default_boundary(28) == 20  # block 20 of 28 (paper)
     assert spec.window == (0.25, 0.95)
-    assert spec.extra == {"scheduler": "DDIM", "num_steps": 100}
     slots = spec.blocks(tiny_stdit())
     assert [s.kind for s in slots] == ["spatial-temporal"] * DEPTH
     assert all(isinstance(s.module, STDiTBlock) for s in slots)
