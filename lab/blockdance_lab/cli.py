@@ -121,11 +121,11 @@ def _demo_one(args: argparse.Namespace, registry: Registry, workload: Workload, 
     written: list[Path | None] = [out / "demo.json"]
     (out / "demo.json").write_text(json.dumps(rows, indent=1))
     written.append(save_reuse_maps(runs, out / "reuse_map.png"))
-    if workload.images:
+    if workload.pixels:
         written.append(save_sample_grid(runs, out / "samples.png"))
-        if runs[0].samples.dim() == 5:  # videos: play them side by side
-            gif = save_video_gif(runs, out / "samples.gif")
-            written += [gif, gif.with_name(f"{gif.stem}_strip.png")]
+    if workload.videos:  # play them side by side
+        gif = save_video_gif(runs, out / "samples.gif")
+        written += [gif, gif.with_name(f"{gif.stem}_strip.png")]
     print("\nwrote " + ", ".join(str(p) for p in written if p is not None))
 
 

@@ -53,7 +53,7 @@ STDIT_WORKLOADS = (
         num_steps=50,
         scheduler="DDIM",
         probe=lazy("blockdance_lab.zoo.stdit.workloads", "tiny_stdit_probe"),
-        images=True,
+        videos=True,
         demo_seeds=16,
     ),
 )
