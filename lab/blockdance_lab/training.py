@@ -8,7 +8,6 @@ the loss, seeded from the config, so a run is reproducible on any device.
 from __future__ import annotations
 
 import argparse
-import json
 import math
 import time
 from collections import deque
@@ -18,11 +17,10 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import torch
-from safetensors.torch import save_file
 from torch import nn
 from tqdm import tqdm
 
-from blockdance.errors import WeightsFileError
+from blockdance_lab.weights import read_model, write_weights
 
 __all__ = [
     "StepLoss",
@@ -192,11 +190,7 @@ def save_weights(model: nn.Module, config: Any, path: Path, meta: Mapping[str, A
         path: The ``.safetensors`` file; the sidecar is ``path.with_suffix(".json")``.
         meta: Training hyper-parameters, log and command, saved beside the config.
     """
-    path.parent.mkdir(parents=True, exist_ok=True)
-    state = {k: v.detach().to(torch.float16).contiguous() for k, v in model.state_dict().items()}
-    save_file(state, str(path))
-    sidecar = {"config": asdict(config), **meta}
-    path.with_suffix(".json").write_text(json.dumps(sidecar, indent=1))
+    write_weights(model, path, {"config": asdict(config), **meta})
 
 
 def load_weights(
@@ -222,21 +216,8 @@ def load_weights(
             ``"config"`` is missing or does not build the model.
         CheckpointMismatchError: The weights do not fit the sidecar's config.
     """
-    from blockdance._checkpoint import load_checked, read_weights
-
     remedy = (
         f"retrain with {script}, or for the shipped weights restore them from the repository "
         "or reinstall the package"
     )
-    tensors, meta = read_weights(path, family=family, remedy=remedy)
-    try:
-        model = build(meta["config"])
-    except TypeError as e:
-        raise WeightsFileError(
-            f"the 'config' in {Path(path).with_suffix('.json')} does not describe a {family} "
-            f"({e}); {remedy}"
-        ) from e
-    state = {k: v.float() for k, v in tensors.items()}
-    load_checked(model, state, strict=True, hint=lambda _m, _f: f"retrain with {script}",
-                 family=family)  # fmt: skip
-    return model.to(dtype).eval()
+    return read_model(path, build, family=family, remedy=remedy, dtype=dtype)
