@@ -1,8 +1,11 @@
-"""The training loop the small shipped models share: AdamW, warm-up and cosine decay, EMA.
+"""What the small shipped models share to be trained: the loop (AdamW, warm-up and cosine
+decay, EMA), its command-line flags, their weights files, and :class:`Recipe`.
 
 Each model brings only its loss (:data:`StepLoss`): how it renders a batch and noises it. The
 loop draws nothing itself; every random draw of a step comes from the generator it hands to
-the loss, seeded from the config, so a run is reproducible on any device.
+the loss, seeded from the config, so a run is reproducible on any device. A model's
+:class:`Recipe` declares the rest (configs, data, how to train, load and sample it), and
+``python -m blockdance_lab.zoo.train`` runs it.
 """
 
 from __future__ import annotations
@@ -14,15 +17,17 @@ from collections import deque
 from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, Generic, TypeVar
 
 import torch
 from torch import nn
 from tqdm import tqdm
 
 from blockdance_lab.weights import read_model, write_weights
+from blockdance_lab.workload import QualityProbe
 
 __all__ = [
+    "Recipe",
     "StepLoss",
     "TrainConfig",
     "add_train_arguments",
@@ -221,3 +226,58 @@ def load_weights(
         "or reinstall the package"
     )
     return read_model(path, build, family=family, remedy=remedy, dtype=dtype)
+
+
+@dataclass(frozen=True)
+class Recipe(Generic[M]):
+    """How the lab trains, saves, loads and measures one of its small models.
+
+    ``python -m blockdance_lab.zoo.train NAME`` (:mod:`blockdance_lab.zoo.train`) trains it
+    with one flag per hyper-parameter and per architecture option in ``model_flags``; with
+    none, it reproduces the shipped weights.
+
+    Args:
+        name: Its name on the command line, e.g. ``"dit"``.
+        family: What it is, for help and messages, e.g. ``"tiny DiT"``.
+        model_config: The architecture dataclass; its defaults are the shipped model's and
+            its ``build()`` makes the model.
+        train_config: The hyper-parameter dataclass; its defaults are the shipped run's.
+        batches: ``batches(model_config)``: what the model's loss draws each step's data from.
+        train: ``train(model_config, train_config, batches, *, progress, device, on_step)``
+            returns the EMA model and the training log.
+        weights: The shipped weights, where training writes by default.
+        sampler: ``sampler(model, guidance_scale=...)``: what generates with the model.
+        probe: Makes the quality probe that judges its samples.
+        model_flags: Architecture fields settable on the command line, ``--flag`` -> field.
+        snapshot_stage: The training stage ``on_step`` follows (e.g. ``"video"``); when set,
+            ``--snapshot-steps`` also saves the EMA model after the given steps of it.
+    """
+
+    name: str
+    family: str
+    model_config: type[Any]
+    train_config: type[TrainConfig]
+    batches: Callable[[Any], Callable[..., Any]]
+    train: Callable[..., tuple[M, dict[str, Any]]]
+    weights: Path
+    sampler: Callable[..., Any]
+    probe: Callable[[], QualityProbe]
+    model_flags: Mapping[str, str] = field(default_factory=dict)
+    snapshot_stage: str | None = None
+
+    @property
+    def command(self) -> str:
+        """The command that trains it, and its script in a checkout."""
+        return (
+            f"`python -m blockdance_lab.zoo.train {self.name}` (scripts/train_tiny_{self.name}.py)"
+        )
+
+    def load(self, path: Path | str | None = None, dtype: torch.dtype = torch.float32) -> M:
+        """The model from :func:`save_weights` files (eval mode), by default the shipped ones."""
+        return load_weights(
+            self.weights if path is None else path,
+            lambda config: self.model_config(**config).build(),
+            family=self.family,
+            script=self.command,
+            dtype=dtype,
+        )

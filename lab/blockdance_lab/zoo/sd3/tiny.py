@@ -9,7 +9,8 @@ It works in pixel space (no VAE): 32 px, patch 4, 64 image tokens and 10 caption
 Training follows SD3: ``x_t = (1 - s) x_0 + s e`` with ``s`` drawn logit-normal, the
 transformer predicts the velocity ``e - x_0`` at timestep ``1000 s``, and 10% of captions are
 dropped to the empty caption for classifier-free guidance. The modulation and output layers
-start at zero as in DiT, so every block starts as the identity.
+start at zero as in DiT, so every block starts as the identity. Its :data:`RECIPE` trains it
+(``python -m blockdance_lab.zoo.train sd3``).
 """
 
 from __future__ import annotations
@@ -24,19 +25,24 @@ import torch.nn.functional as F
 from diffusers.models.transformers.transformer_sd3 import SD3Transformer2DModel
 from torch import nn
 
+from blockdance import lazy
 from blockdance_lab.data.captions import ShapesTokenizer, TinyTextEncoder
 from blockdance_lab.data.shapes import BACKGROUNDS, COLORS, SHAPES, caption_for, num_classes
+from blockdance_lab.data.shapes import make_batch as make_shapes
+from blockdance_lab.training import Recipe, save_weights, train_with_ema
 from blockdance_lab.training import TrainConfig as BaseTrainConfig
-from blockdance_lab.training import load_weights, save_weights, train_with_ema
+from blockdance_lab.zoo.workloads import image_probe
 
 ASSETS = Path(__file__).parent / "assets"
 DEFAULT_WEIGHTS = ASSETS / "tiny_sd3_shapes32.safetensors"
 
 __all__ = [
     "DEFAULT_WEIGHTS",
+    "RECIPE",
     "TinySD3",
     "TinySD3Config",
     "TrainConfig",
+    "caption_batches",
     "load_tiny_sd3",
     "save_tiny_sd3",
     "seed_captions",
@@ -150,13 +156,28 @@ class TrainConfig(BaseTrainConfig):
     logit_std: float = 1.0
 
 
+#: ``make_batch(n, seed, start)``: images ``(n, 3, H, W)`` in [-1, 1] and their n captions.
+MakeBatch = Callable[[int, int, int], tuple[torch.Tensor, list[str]]]
+
+
+def caption_batches(model_cfg: TinySD3Config) -> MakeBatch:
+    """The shipped model's data: captioned shape images at the model's size."""
+
+    def batch(n: int, seed: int, start: int) -> tuple[torch.Tensor, list[str]]:
+        images, _, captions = make_shapes(n, seed, model_cfg.sample_size, start)
+        return images, captions
+
+    return batch
+
+
 def train_tiny_sd3(
     model_cfg: TinySD3Config,
     cfg: TrainConfig,
-    make_batch: Callable[[int, int, int], tuple[torch.Tensor, list[str]]],
+    make_batch: MakeBatch,
     *,
     progress: bool = True,
     device: str | torch.device = "cpu",
+    on_step: Callable[[int, TinySD3], None] | None = None,
 ) -> tuple[TinySD3, dict[str, Any]]:
     """Train with rectified flow on freshly rendered batches; return the EMA model.
 
@@ -167,6 +188,7 @@ def train_tiny_sd3(
             and their n captions.
         progress: Show a progress bar with the loss.
         device: Where to train; random draws stay on the CPU generator.
+        on_step: Called after each step with its index and the EMA model.
 
     Returns:
         The EMA model (eval mode, on the CPU) and a log: steps run, wall time, final loss.
@@ -190,7 +212,13 @@ def train_tiny_sd3(
         return F.mse_loss(model(xt, sigma, captions), noise - x0)
 
     return train_with_ema(
-        build, loss_fn, cfg, desc="train tiny SD3", progress=progress, device=device
+        build,
+        loss_fn,
+        cfg,
+        desc="train tiny SD3",
+        progress=progress,
+        device=device,
+        on_step=on_step,
     )
 
 
@@ -202,16 +230,19 @@ def save_tiny_sd3(model: TinySD3, path: Path, meta: dict[str, Any]) -> None:
 def load_tiny_sd3(
     path: Path | str = DEFAULT_WEIGHTS, dtype: torch.dtype = torch.float32
 ) -> TinySD3:
-    """Build the tiny SD3 from shipped weights (eval mode).
+    """Build the tiny SD3 from its weights and their sidecar, by default the shipped ones."""
+    return RECIPE.load(path, dtype)
 
-    Args:
-        path: The ``.safetensors`` file; its ``.json`` sidecar holds the config.
-        dtype: Parameter dtype after loading.
-    """
-    return load_weights(
-        path,
-        lambda config: TinySD3Config(**config).build(),
-        family="tiny SD3",
-        script="scripts/train_tiny_sd3.py",
-        dtype=dtype,
-    )
+
+RECIPE: Recipe[TinySD3] = Recipe(
+    name="sd3",
+    family="tiny SD3",
+    model_config=TinySD3Config,
+    train_config=TrainConfig,
+    batches=caption_batches,
+    train=train_tiny_sd3,
+    weights=DEFAULT_WEIGHTS,
+    sampler=lazy("blockdance_lab.zoo.sd3.workloads", "tiny_sd3_sampler"),
+    probe=image_probe,
+    model_flags={"--layers": "num_layers"},
+)

@@ -10,7 +10,7 @@ Training follows Open-Sora's path from an image model to a video model: the STDi
 from the shipped tiny DiT (:mod:`blockdance_lab.zoo.stdit.from_dit`), distils it on single images,
 then learns on clips. The objective is Open-Sora v1's: ε-prediction on DiT's linear β
 schedule (here with min-SNR-5 weighting), captions dropped to the model's null caption with
-p = 0.1 for guidance.
+p = 0.1 for guidance. Its :data:`RECIPE` trains it (``python -m blockdance_lab.zoo.train stdit``).
 """
 
 from __future__ import annotations
@@ -24,6 +24,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from blockdance import lazy
 from blockdance_lab.data.captions import ShapesTokenizer, TinyTextEncoder
 from blockdance_lab.data.shapes import (
     BACKGROUNDS,
@@ -32,17 +33,19 @@ from blockdance_lab.data.shapes import (
     SHAPES,
     caption_for,
     class_index,
+    make_video_batch,
     num_classes,
 )
 from blockdance_lab.data.shapes import make_batch as make_image_batch
-from blockdance_lab.training import TrainConfig as BaseTrainConfig
 from blockdance_lab.training import (
+    Recipe,
     linear_alphas_cumprod,
-    load_weights,
     min_snr_mean,
     save_weights,
     train_with_ema,
 )
+from blockdance_lab.training import TrainConfig as BaseTrainConfig
+from blockdance_lab.zoo.workloads import video_probe
 from blockdance_stdit.model import STDiT
 
 ASSETS = Path(__file__).parent / "assets"
@@ -50,6 +53,7 @@ DEFAULT_WEIGHTS = ASSETS / "tiny_stdit_shapes8x32.safetensors"
 
 __all__ = [
     "DEFAULT_WEIGHTS",
+    "RECIPE",
     "TinySTDiT",
     "TinySTDiTConfig",
     "TrainConfig",
@@ -57,6 +61,7 @@ __all__ = [
     "save_tiny_stdit",
     "seed_captions",
     "train_tiny_stdit",
+    "video_batches",
 ]
 
 
@@ -175,6 +180,16 @@ class TrainConfig(BaseTrainConfig):
 #: ``make_batch(n, seed, start, frames)``: videos ``(n, frames, 3, H, W)`` in [-1, 1] and
 #: their captions.
 MakeBatch = Callable[[int, int, int, int], tuple[torch.Tensor, list[str]]]
+
+
+def video_batches(model_cfg: TinySTDiTConfig) -> MakeBatch:
+    """The shipped model's data: captioned clips of moving shapes at the model's size."""
+
+    def batch(n: int, seed: int, start: int, frames: int) -> tuple[torch.Tensor, list[str]]:
+        videos, _, captions = make_video_batch(n, seed, model_cfg.image_size, frames, start)
+        return videos, captions
+
+    return batch
 
 
 def _eps_loss(
@@ -338,7 +353,7 @@ def train_tiny_stdit(
     *,
     progress: bool = True,
     device: str | torch.device = "cpu",
-    on_video_step: Callable[[int, TinySTDiT], None] | None = None,
+    on_step: Callable[[int, TinySTDiT], None] | None = None,
 ) -> tuple[TinySTDiT, dict[str, Any]]:
     """Train with ε-prediction on freshly rendered clips; return the EMA model.
 
@@ -355,8 +370,8 @@ def train_tiny_stdit(
             ``(n, frames, 3, H, W)`` in [-1, 1] and their captions.
         progress: Show a progress bar with the loss.
         device: Where to train; random draws stay on the CPU generator.
-        on_video_step: Called after each video-stage step with its index and the EMA
-            model, e.g. to save snapshots (:func:`blockdance_lab.training.train_with_ema`).
+        on_step: Called after each video-stage step with its index and the EMA model, e.g.
+            to save snapshots (:func:`blockdance_lab.training.train_with_ema`).
     """
     if cfg.init not in ("dit", "none"):
         raise ValueError(f"init must be 'dit' or 'none', got {cfg.init!r}")
@@ -370,13 +385,11 @@ def train_tiny_stdit(
     state = _from_dit(image_cfg, teacher) if teacher is not None and cfg.init == "dit" else None
     logs: dict[str, Any] = {}
     if cfg.image_steps > 0:
-        stage = BaseTrainConfig(
+        stage = replace(
+            cfg,
             steps=cfg.image_steps,
             batch_size=cfg.image_batch_size,
             lr=cfg.image_lr,
-            warmup=cfg.warmup,
-            ema_decay=cfg.ema_decay,
-            seed=cfg.seed,
             max_minutes=cfg.image_minutes,
         )
         start = state
@@ -435,7 +448,7 @@ def train_tiny_stdit(
         desc="video stage",
         progress=progress,
         device=device,
-        on_step=on_video_step,
+        on_step=on_step,
     )
     return model, logs
 
@@ -448,16 +461,20 @@ def save_tiny_stdit(model: TinySTDiT, path: Path, meta: dict[str, Any]) -> None:
 def load_tiny_stdit(
     path: Path | str = DEFAULT_WEIGHTS, dtype: torch.dtype = torch.float32
 ) -> TinySTDiT:
-    """Build the tiny STDiT from shipped weights (eval mode).
+    """Build the tiny STDiT from its weights and their sidecar, by default the shipped ones."""
+    return RECIPE.load(path, dtype)
 
-    Args:
-        path: The ``.safetensors`` file; its ``.json`` sidecar holds the config.
-        dtype: Parameter dtype after loading.
-    """
-    return load_weights(
-        path,
-        lambda config: TinySTDiTConfig(**config).build(),
-        family="tiny STDiT",
-        script="scripts/train_tiny_stdit.py",
-        dtype=dtype,
-    )
+
+RECIPE: Recipe[TinySTDiT] = Recipe(
+    name="stdit",
+    family="tiny STDiT",
+    model_config=TinySTDiTConfig,
+    train_config=TrainConfig,
+    batches=video_batches,
+    train=train_tiny_stdit,
+    weights=DEFAULT_WEIGHTS,
+    sampler=lazy("blockdance_lab.zoo.stdit.workloads", "tiny_stdit_sampler"),
+    probe=video_probe,
+    model_flags={"--depth": "depth", "--frames": "frames"},
+    snapshot_stage="video",
+)
