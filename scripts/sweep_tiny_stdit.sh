@@ -42,7 +42,6 @@ case ${SET:-1} in
   run vlr4e-3   --lr 4e-3 --warmup 300
   run vb16      --steps 1000 --batch-size 16 --lr 3e-3
   run image     --image-steps 2200 --steps 700
-  run hybrid    --teacher-max-t 400
   ;;
 2)  # smoke test on the CPU: every code path, seconds each
   run smoke     --image-steps 2 --image-batch-size 4 --steps 3 --batch-size 2 --snapshot-steps 2

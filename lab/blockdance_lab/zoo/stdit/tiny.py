@@ -32,7 +32,6 @@ from blockdance_lab.data.shapes import (
     DIRECTIONS,
     SHAPES,
     caption_for,
-    class_index,
     make_video_batch,
     num_classes,
 )
@@ -155,11 +154,8 @@ class TrainConfig(BaseTrainConfig):
             stage's.
         image_target: What the image stage regresses: ``"dit"``, the shipped tiny DiT's
             class-conditional ε on the DiT's own captioned images (distillation);
-            ``"noise"``, the sampled noise on single video frames.
-        teacher_max_t: With ``image_target="dit"``: 0 distils on the DiT's images at every
-            timestep; above 0 the stage trains on single video frames instead, with the DiT's
-            ε as the target below this timestep and the sampled noise from it up (the
-            videos' shape sizes are decided at high noise, which the DiT would draw larger).
+            ``"noise"``, the sampled noise on single video frames; with ``init="none"`` it
+            trains an STDiT of any size, without the DiT.
     """
 
     steps: int = 2000
@@ -174,7 +170,6 @@ class TrainConfig(BaseTrainConfig):
     image_lr: float = 5e-3
     image_minutes: float = 18.0
     image_target: str = "dit"
-    teacher_max_t: int = 0
 
 
 #: ``make_batch(n, seed, start, frames)``: videos ``(n, frames, 3, H, W)`` in [-1, 1] and
@@ -225,83 +220,6 @@ def _eps_loss(
     return loss_fn
 
 
-#: ``frames(n, step, gen)``: clean single frames ``(n, 3, H, W)``, their class labels and
-#: captions.
-Frames = Callable[[int, int, torch.Generator], tuple[torch.Tensor, torch.Tensor, list[str]]]
-
-
-def _teacher_loss(
-    teacher: nn.Module,
-    frames: Frames,
-    cfg: BaseTrainConfig,
-    teacher_max_t: int,
-    min_snr: float,
-    device: Any,
-) -> Callable[[TinySTDiT, int, torch.Generator], torch.Tensor]:
-    """The image stage's loss: the DiT's ε as the target below ``teacher_max_t``, the
-    sampled noise from it up.
-
-    The teacher is asked for the caption's class, or for its null class where the caption
-    is dropped (to the STDiT's null caption), so guidance is learnt too.
-    """
-    abar = linear_alphas_cumprod()  # (T,)
-
-    def loss_fn(model: TinySTDiT, step: int, gen: torch.Generator) -> torch.Tensor:
-        n = cfg.batch_size
-        x0, labels, captions = frames(n, step, gen)  # (B, 3, H, W), (B,)
-        t = torch.randint(0, len(abar), (n,), generator=gen)
-        noise = torch.randn(x0.shape, generator=gen)
-        drop = torch.rand(n, generator=gen) < model.cfg.class_dropout_prob
-        a = abar[t].view(-1, 1, 1, 1)
-        x0, noise, a, t, drop, labels = (v.to(device) for v in (x0, noise, a, t, drop, labels))
-        xt = a.sqrt() * x0 + (1 - a).sqrt() * noise  # (B, 3, H, W)
-        with torch.no_grad():
-            guided = teacher(xt, t, torch.where(drop, num_classes, labels))  # (B, 3, H, W)
-        target = torch.where((t < teacher_max_t).view(-1, 1, 1, 1), guided, noise)
-        y = model.encode(captions)  # (B, 1, L, D)
-        y = torch.where(drop[:, None, None, None], model.stdit.y_embedder.null(n).to(y), y)
-        eps = model.stdit(xt[:, :, None], t, y)[:, :, 0]  # one frame: (B, 3, H, W)
-        per_sample = F.mse_loss(eps, target, reduction="none").mean((1, 2, 3))
-        return min_snr_mean(per_sample, a, min_snr)
-
-    return loss_fn
-
-
-def _hybrid_loss(
-    teacher: nn.Module,
-    make_batch: MakeBatch,
-    cfg: BaseTrainConfig,
-    frames: int,
-    teacher_max_t: int,
-    min_snr: float,
-    device: Any,
-) -> Callable[[TinySTDiT, int, torch.Generator], torch.Tensor]:
-    """The image stage on single video frames: the DiT's ε below ``teacher_max_t``, the
-    sampled noise from there up.
-
-    High noise decides where a shape goes and how large it is: there the frames' own noise
-    is the target, so the model learns the videos' smaller shapes. Lower noise refines the
-    shape: there the DiT's class-conditional ε replaces the noisy ε target.
-    """
-    to_class = {
-        caption_for(s, c, b, d): class_index(s, c)
-        for s in SHAPES
-        for c in COLORS
-        for b in BACKGROUNDS
-        for d in DIRECTIONS
-    }
-
-    def video_frames(
-        n: int, step: int, gen: torch.Generator
-    ) -> tuple[torch.Tensor, torch.Tensor, list[str]]:
-        videos, captions = make_batch(n, cfg.seed, step * n, frames)  # (B, F, 3, H, W)
-        pick = torch.randint(0, videos.shape[1], (n,), generator=gen)
-        labels = torch.tensor([to_class[c] for c in captions])
-        return videos[torch.arange(n), pick], labels, captions
-
-    return _teacher_loss(teacher, video_frames, cfg, teacher_max_t, min_snr, device)
-
-
 def _distill_loss(
     teacher: nn.Module, cfg: BaseTrainConfig, image_size: int, min_snr: float, device: Any
 ) -> Callable[[TinySTDiT, int, torch.Generator], torch.Tensor]:
@@ -310,15 +228,30 @@ def _distill_loss(
     Each step renders ``cfg.batch_size`` captioned images (``make_batch``), noises them, and
     regresses the teacher's prediction at every timestep. The teacher's ε says what the
     images of a class look like without the noise of the ε target, which the small CPU
-    budget could not average out.
+    budget could not average out. The teacher is asked for the caption's class, or for its
+    null class where the caption is dropped (to the STDiT's null caption), so guidance is
+    learnt too.
     """
+    abar = linear_alphas_cumprod()  # (T,)
 
-    def dit_images(
-        n: int, step: int, gen: torch.Generator
-    ) -> tuple[torch.Tensor, torch.Tensor, list[str]]:
-        return make_image_batch(n, cfg.seed, image_size, start=step * n)
+    def loss_fn(model: TinySTDiT, step: int, gen: torch.Generator) -> torch.Tensor:
+        n = cfg.batch_size
+        x0, labels, captions = make_image_batch(n, cfg.seed, image_size, start=step * n)
+        t = torch.randint(0, len(abar), (n,), generator=gen)
+        noise = torch.randn(x0.shape, generator=gen)
+        drop = torch.rand(n, generator=gen) < model.cfg.class_dropout_prob
+        a = abar[t].view(-1, 1, 1, 1)
+        x0, noise, a, t, drop, labels = (v.to(device) for v in (x0, noise, a, t, drop, labels))
+        xt = a.sqrt() * x0 + (1 - a).sqrt() * noise  # (B, 3, H, W)
+        with torch.no_grad():
+            target = teacher(xt, t, torch.where(drop, num_classes, labels))  # (B, 3, H, W)
+        y = model.encode(captions)  # (B, 1, L, D)
+        y = torch.where(drop[:, None, None, None], model.stdit.y_embedder.null(n).to(y), y)
+        eps = model.stdit(xt[:, :, None], t, y)[:, :, 0]  # one frame: (B, 3, H, W)
+        per_sample = F.mse_loss(eps, target, reduction="none").mean((1, 2, 3))
+        return min_snr_mean(per_sample, a, min_snr)
 
-    return _teacher_loss(teacher, dit_images, cfg, len(linear_alphas_cumprod()), min_snr, device)
+    return loss_fn
 
 
 def _load_across_frames(model: TinySTDiT, state: dict[str, torch.Tensor]) -> TinySTDiT:
@@ -377,8 +310,6 @@ def train_tiny_stdit(
         raise ValueError(f"init must be 'dit' or 'none', got {cfg.init!r}")
     if cfg.image_target not in ("dit", "noise"):
         raise ValueError(f"image_target must be 'dit' or 'noise', got {cfg.image_target!r}")
-    if not 0 <= cfg.teacher_max_t <= 1000:
-        raise ValueError(f"teacher_max_t must be a timestep in [0, 1000], got {cfg.teacher_max_t}")
     image_cfg = replace(model_cfg, frames=1)
     use_dit = "dit" in (cfg.init, cfg.image_target if cfg.image_steps > 0 else "")
     teacher = _tiny_dit() if use_dit else None
@@ -410,18 +341,7 @@ def train_tiny_stdit(
                     " distil at the DiT's size or use image_target='noise'"
                 )
             teacher = teacher.to(device).eval().requires_grad_(False)
-            if cfg.teacher_max_t > 0:
-                loss = _hybrid_loss(
-                    teacher,
-                    make_batch,
-                    stage,
-                    model_cfg.frames,
-                    cfg.teacher_max_t,
-                    cfg.min_snr,
-                    device,
-                )
-            else:
-                loss = _distill_loss(teacher, stage, model_cfg.image_size, cfg.min_snr, device)
+            loss = _distill_loss(teacher, stage, model_cfg.image_size, cfg.min_snr, device)
         else:
             loss = _eps_loss(
                 make_batch, stage, model_cfg.frames, cfg.min_snr, device, single_frame=True
