@@ -22,17 +22,13 @@ from typing import Any
 
 import torch
 
-from blockdance_lab.data.shapes import COLORS, DIRECTIONS, SHAPES
+from blockdance_lab.data.shapes import COLORS, SHAPES
 from blockdance_lab.evaluation.metrics import class_accuracy, frechet_distance
 from blockdance_lab.evaluation.motion import motion_direction
 from blockdance_lab.report import temporal_consistency
 from blockdance_lab.workload import GenerateRequest
 from blockdance_lab.zoo.train import RECIPES, recipe
-
-
-def seed_directions(seeds: tuple[int, ...]) -> torch.Tensor:
-    """The direction each seed's caption asks for (see ``zoo.stdit.tiny.seed_captions``)."""
-    return torch.tensor([(s // 80) % len(DIRECTIONS) for s in seeds])
+from blockdance_lab.zoo.workloads import seed_directions
 
 
 def save_grid(rows: list[torch.Tensor], path: Path) -> None:

@@ -12,13 +12,42 @@ from collections.abc import Callable, Sequence
 import torch
 
 from blockdance import lazy
-from blockdance_lab.data.shapes import num_classes
+from blockdance_lab.data.shapes import (
+    BACKGROUNDS,
+    COLORS,
+    DIRECTIONS,
+    SHAPES,
+    caption_for,
+    num_classes,
+)
 from blockdance_lab.workload import GenerateRequest, QualityProbe, Workload
 
 
 def seed_labels(seeds: Sequence[int]) -> torch.Tensor:
-    """The class each seed asks a tiny sampler for, as a label or a caption: ``seed % 16``."""
+    """The class each seed asks a tiny sampler for, as a label or a caption: ``seed % 16``.
+
+    The class follows :data:`blockdance_lab.data.shapes.CLASS_NAMES` (shape-major), so the
+    shipped probes score every tiny model alike.
+    """
     return torch.tensor([s % num_classes for s in seeds])
+
+
+def seed_directions(seeds: Sequence[int]) -> torch.Tensor:
+    """The direction each seed's video caption asks for: ``(seed // 80) % 4``."""
+    return torch.tensor([(s // (num_classes * len(BACKGROUNDS))) % len(DIRECTIONS) for s in seeds])
+
+
+def seed_captions(seeds: Sequence[int], *, moving: bool = False) -> list[str]:
+    """The caption each seed asks for: class ``seed % 16`` on background ``(seed // 16) % 5``,
+    and with ``moving`` (videos) in the direction :func:`seed_directions` gives."""
+    directions = seed_directions(seeds).tolist()
+    out = []
+    for s, d in zip(seeds, directions):
+        k = s % num_classes
+        shape, color = SHAPES[k // len(COLORS)], COLORS[k % len(COLORS)]
+        background = BACKGROUNDS[(s // num_classes) % len(BACKGROUNDS)]
+        out.append(caption_for(shape, color, background, DIRECTIONS[d] if moving else None))
+    return out
 
 
 def image_probe() -> QualityProbe:

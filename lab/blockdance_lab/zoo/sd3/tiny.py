@@ -15,7 +15,7 @@ start at zero as in DiT, so every block starts as the identity. Its :data:`RECIP
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -26,12 +26,11 @@ from diffusers.models.transformers.transformer_sd3 import SD3Transformer2DModel
 from torch import nn
 
 from blockdance import lazy
-from blockdance_lab.data.captions import ShapesTokenizer, TinyTextEncoder
-from blockdance_lab.data.shapes import BACKGROUNDS, COLORS, SHAPES, caption_for, num_classes
+from blockdance_lab.data.captions import TinyTextEncoder
 from blockdance_lab.data.shapes import make_batch as make_shapes
 from blockdance_lab.training import Recipe, save_weights, train_with_ema
 from blockdance_lab.training import TrainConfig as BaseTrainConfig
-from blockdance_lab.zoo.workloads import image_probe
+from blockdance_lab.zoo.workloads import image_probe, seed_captions
 
 ASSETS = Path(__file__).parent / "assets"
 DEFAULT_WEIGHTS = ASSETS / "tiny_sd3_shapes32.safetensors"
@@ -95,7 +94,6 @@ class TinySD3(nn.Module):
             qk_norm=cfg.qk_norm,
         )
         self.text_encoder = TinyTextEncoder(cfg.text_dim, cfg.max_length, cfg.text_depth)
-        self.tokenizer = ShapesTokenizer(cfg.max_length)
 
     def zero_init(self) -> None:
         """DiT's adaLN-Zero start: zero modulation and output layers (blocks are identities)."""
@@ -109,8 +107,7 @@ class TinySD3(nn.Module):
 
     def encode(self, captions: list[str]) -> tuple[torch.Tensor, torch.Tensor]:
         """``prompt_embeds`` ``(N, L, D)`` and ``pooled_prompt_embeds`` ``(N, D)``."""
-        ids = self.tokenizer(captions).to(self.text_encoder.positions.device)
-        return self.text_encoder(ids)
+        return self.text_encoder.encode(captions)
 
     def forward(self, x: torch.Tensor, sigma: torch.Tensor, captions: list[str]) -> torch.Tensor:
         """Velocity ``(N, C, H, W)`` at noise levels ``sigma`` ``(N,)`` in [0, 1]."""
@@ -123,20 +120,6 @@ class TinySD3(nn.Module):
             return_dict=False,
         )
         return out[0]
-
-
-def seed_captions(seeds: Sequence[int]) -> list[str]:
-    """The caption each seed asks for: class ``seed % 16`` on background ``(seed // 16) % 5``.
-
-    The class follows :data:`blockdance_lab.data.shapes.CLASS_NAMES` (shape-major), as the DiT
-    workload's labels do, so the same probe scores both.
-    """
-    out = []
-    for s in seeds:
-        k = s % num_classes
-        shape, color = SHAPES[k // len(COLORS)], COLORS[k % len(COLORS)]
-        out.append(caption_for(shape, color, BACKGROUNDS[(s // num_classes) % len(BACKGROUNDS)]))
-    return out
 
 
 @dataclass

@@ -25,17 +25,12 @@ import torch.nn.functional as F
 from torch import nn
 
 from blockdance import lazy
-from blockdance_lab.data.captions import ShapesTokenizer, TinyTextEncoder
+from blockdance_lab.data.captions import TinyTextEncoder
+from blockdance_lab.data.shapes import make_batch as make_image_batch
 from blockdance_lab.data.shapes import (
-    BACKGROUNDS,
-    COLORS,
-    DIRECTIONS,
-    SHAPES,
-    caption_for,
     make_video_batch,
     num_classes,
 )
-from blockdance_lab.data.shapes import make_batch as make_image_batch
 from blockdance_lab.training import (
     Recipe,
     linear_alphas_cumprod,
@@ -44,6 +39,7 @@ from blockdance_lab.training import (
     train_with_ema,
 )
 from blockdance_lab.training import TrainConfig as BaseTrainConfig
+from blockdance_lab.zoo.workloads import seed_captions as caption_seeds
 from blockdance_lab.zoo.workloads import video_probe
 from blockdance_stdit.model import STDiT
 
@@ -108,12 +104,10 @@ class TinySTDiT(nn.Module):
             model_max_length=cfg.max_length,
         )
         self.text_encoder = TinyTextEncoder(cfg.text_dim, cfg.max_length, cfg.text_depth)
-        self.tokenizer = ShapesTokenizer(cfg.max_length)
 
     def encode(self, captions: Sequence[str]) -> torch.Tensor:
         """Caption features ``(N, 1, L, text_dim)``, the STDiT's ``y``."""
-        ids = self.tokenizer(captions).to(self.text_encoder.positions.device)
-        embeds, _ = self.text_encoder(ids)  # (N, L, D)
+        embeds, _ = self.text_encoder.encode(captions)  # (N, L, D)
         return embeds[:, None]
 
     def forward(self, x: torch.Tensor, t: torch.Tensor, captions: Sequence[str]) -> torch.Tensor:
@@ -122,20 +116,9 @@ class TinySTDiT(nn.Module):
 
 
 def seed_captions(seeds: Sequence[int]) -> list[str]:
-    """The caption each seed asks for: class ``seed % 16`` on background
-    ``(seed // 16) % 5``, moving in direction ``(seed // 80) % 4``."""
-    out = []
-    for s in seeds:
-        k = s % num_classes
-        out.append(
-            caption_for(
-                SHAPES[k // len(COLORS)],
-                COLORS[k % len(COLORS)],
-                BACKGROUNDS[(s // num_classes) % len(BACKGROUNDS)],
-                DIRECTIONS[(s // (num_classes * len(BACKGROUNDS))) % len(DIRECTIONS)],
-            )
-        )
-    return out
+    """The caption each seed asks for, with its direction
+    (:func:`blockdance_lab.zoo.workloads.seed_captions`, ``moving=True``)."""
+    return caption_seeds(seeds, moving=True)
 
 
 @dataclass
