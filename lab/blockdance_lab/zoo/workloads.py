@@ -82,9 +82,9 @@ def _tiny(
 ) -> Workload:
     """A trained tiny model's workload: its samples are pixels, judged by the shipped probes."""
     return Workload(
-        name=name,
-        description=description,
-        build=build,
+        name,
+        description,
+        build,
         generate=generate_pixels,
         num_steps=50,
         scheduler=scheduler,
