@@ -61,7 +61,7 @@ def main(argv: list[str] | None = None) -> None:
     torch.set_num_threads(args.threads)
 
     model = recipe(args.model)
-    weights = model.load(args.weights).to(args.device)
+    weights = model.files.load(args.weights).to(args.device)
     out = args.out or Path(f"outputs/eval_tiny_{args.model}.json")
     probe = model.probe()
     seeds = tuple(range(args.samples))

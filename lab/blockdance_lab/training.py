@@ -27,6 +27,7 @@ from blockdance_lab.weights import read_model, write_weights
 from blockdance_lab.workload import QualityProbe
 
 __all__ = [
+    "ModelFiles",
     "Recipe",
     "StepLoss",
     "TrainConfig",
@@ -229,23 +230,52 @@ def load_weights(
 
 
 @dataclass(frozen=True)
+class ModelFiles(Generic[M]):
+    """A small model's weights files: what builds the model from them and what makes them.
+
+    Args:
+        name: The recipe that trains it (``python -m blockdance_lab.zoo.train NAME``).
+        family: What it is, for help and messages, e.g. ``"tiny DiT"``.
+        config: The architecture dataclass; its defaults are the shipped model's and its
+            ``build()`` makes the model.
+        shipped: The shipped weights (a ``.safetensors`` file beside its JSON sidecar).
+    """
+
+    name: str
+    family: str
+    config: type[Any]
+    shipped: Path
+
+    @property
+    def command(self) -> str:
+        """The command that trains it, and its script in a checkout."""
+        name = self.name
+        return f"`python -m blockdance_lab.zoo.train {name}` (scripts/train_tiny_{name}.py)"
+
+    def load(self, path: Path | str | None = None, dtype: torch.dtype = torch.float32) -> M:
+        """The model from :func:`save_weights` files (eval mode), by default the shipped ones."""
+        return load_weights(
+            self.shipped if path is None else path,
+            lambda config: self.config(**config).build(),
+            family=self.family,
+            script=self.command,
+            dtype=dtype,
+        )
+
+
+@dataclass(frozen=True)
 class Recipe(Generic[M]):
-    """How the lab trains, saves, loads and measures one of its small models.
+    """How the lab trains and measures one of its small models.
 
     ``python -m blockdance_lab.zoo.train NAME`` (:mod:`blockdance_lab.zoo.train`) trains it
     with one flag per hyper-parameter and per architecture option in ``model_flags``; with
     none, it reproduces the shipped weights.
 
     Args:
-        name: Its name on the command line, e.g. ``"dit"``.
-        family: What it is, for help and messages, e.g. ``"tiny DiT"``.
-        model_config: The architecture dataclass; its defaults are the shipped model's and
-            its ``build()`` makes the model.
+        files: Its weights files, and the architecture they hold.
         train_config: The hyper-parameter dataclass; its defaults are the shipped run's.
-        batches: ``batches(model_config)``: what the model's loss draws each step's data from.
-        train: ``train(model_config, train_config, batches, *, progress, device, on_step)``
-            returns the EMA model and the training log.
-        weights: The shipped weights, where training writes by default.
+        train: ``train(model_config, train_config, *, progress, device, on_step)`` trains on
+            the shipped model's data and returns the EMA model and the training log.
         sampler: ``sampler(model, guidance_scale=...)``: what generates with the model.
         probe: Makes the quality probe that judges its samples.
         model_flags: Architecture fields settable on the command line, ``--flag`` -> field.
@@ -253,31 +283,10 @@ class Recipe(Generic[M]):
             ``--snapshot-steps`` also saves the EMA model after the given steps of it.
     """
 
-    name: str
-    family: str
-    model_config: type[Any]
+    files: ModelFiles[M]
     train_config: type[TrainConfig]
-    batches: Callable[[Any], Callable[..., Any]]
     train: Callable[..., tuple[M, dict[str, Any]]]
-    weights: Path
     sampler: Callable[..., Any]
     probe: Callable[[], QualityProbe]
     model_flags: Mapping[str, str] = field(default_factory=dict)
     snapshot_stage: str | None = None
-
-    @property
-    def command(self) -> str:
-        """The command that trains it, and its script in a checkout."""
-        return (
-            f"`python -m blockdance_lab.zoo.train {self.name}` (scripts/train_tiny_{self.name}.py)"
-        )
-
-    def load(self, path: Path | str | None = None, dtype: torch.dtype = torch.float32) -> M:
-        """The model from :func:`save_weights` files (eval mode), by default the shipped ones."""
-        return load_weights(
-            self.weights if path is None else path,
-            lambda config: self.model_config(**config).build(),
-            family=self.family,
-            script=self.command,
-            dtype=dtype,
-        )

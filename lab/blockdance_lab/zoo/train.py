@@ -50,10 +50,10 @@ def _dest(flag: str) -> str:
 def add_recipe_arguments(parser: argparse.ArgumentParser, recipe: Recipe[Any]) -> None:
     """Add the flags that train ``recipe``, each defaulting to the shipped run's value."""
     add_train_arguments(parser, recipe.train_config)
-    shipped = {f.name: f.default for f in fields(recipe.model_config)}
+    shipped = {f.name: f.default for f in fields(recipe.files.config)}
     for flag, name in recipe.model_flags.items():
         parser.add_argument(flag, type=type(shipped[name]), default=shipped[name])
-    parser.add_argument("--out", type=Path, default=recipe.weights)
+    parser.add_argument("--out", type=Path, default=recipe.files.shipped)
     if recipe.snapshot_stage is not None:
         parser.add_argument(
             "--snapshot-steps",
@@ -94,14 +94,13 @@ def run_recipe(recipe: Recipe[Any], args: argparse.Namespace, command: str) -> P
         The weights file written.
     """
     torch.set_num_threads(args.threads)
-    model_cfg = recipe.model_config(
+    model_cfg = recipe.files.config(
         **{name: getattr(args, _dest(flag)) for flag, name in recipe.model_flags.items()}
     )
     cfg = train_config_from(args, recipe.train_config)
     model, log = recipe.train(
         model_cfg,
         cfg,
-        recipe.batches(model_cfg),
         progress=not args.no_progress,
         device=args.device,
         on_step=_snapshots(recipe, args, model_cfg, asdict(cfg)),
@@ -125,7 +124,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     models = parser.add_subparsers(dest="model", required=True, metavar="MODEL")
     for name in RECIPES:
         found = recipe(name)
-        add_recipe_arguments(models.add_parser(name, help=f"the {found.family}"), found)
+        add_recipe_arguments(models.add_parser(name, help=f"the {found.files.family}"), found)
     args = parser.parse_args(argv)
     run_recipe(recipe(args.model), args, _command(PROG, argv))
 
@@ -137,7 +136,7 @@ def alias(name: str, script: str) -> Callable[..., None]:
     def main(argv: Sequence[str] | None = None) -> None:
         found = recipe(name)
         parser = argparse.ArgumentParser(
-            prog=script, description=f"Train the {found.family} (the same as {PROG} {name})."
+            prog=script, description=f"Train the {found.files.family} (the same as {PROG} {name})."
         )
         add_recipe_arguments(parser, found)
         run_recipe(found, parser.parse_args(argv), _command(f"python {script}", argv))

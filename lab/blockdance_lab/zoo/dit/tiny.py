@@ -21,6 +21,7 @@ from blockdance import lazy
 from blockdance_dit.model import DiT
 from blockdance_lab.data.shapes import make_batch as make_shapes
 from blockdance_lab.training import (
+    ModelFiles,
     Recipe,
     linear_alphas_cumprod,
     min_snr_mean,
@@ -77,7 +78,7 @@ def shape_batches(model_cfg: TinyDiTConfig) -> MakeBatch:
 def train_tiny_dit(
     model_cfg: TinyDiTConfig,
     cfg: TrainConfig,
-    make_batch: MakeBatch,
+    make_batch: MakeBatch | None = None,
     *,
     progress: bool = True,
     device: str | torch.device = "cpu",
@@ -89,7 +90,7 @@ def train_tiny_dit(
         model_cfg: Architecture.
         cfg: Hyper-parameters.
         make_batch: ``make_batch(n, seed, start)`` returns images (n, 3, H, W) in [-1, 1]
-            and labels (n,).
+            and labels (n,); default: :func:`shape_batches`, the shipped model's data.
         progress: Show a progress bar with the loss.
         device: Where to train. Random draws stay on the CPU generator, so a run's
             data, timesteps and noise are the same on any device.
@@ -99,9 +100,10 @@ def train_tiny_dit(
         The EMA model (eval mode, on the CPU) and a log: steps run, wall time, final losses.
     """
     abar = linear_alphas_cumprod()  # (T,) on the CPU
+    batch = shape_batches(model_cfg) if make_batch is None else make_batch
 
     def loss_fn(model: DiT, step: int, gen: torch.Generator) -> torch.Tensor:
-        x0, y = make_batch(cfg.batch_size, cfg.seed, step * cfg.batch_size)  # (B, 3, H, W), (B,)
+        x0, y = batch(cfg.batch_size, cfg.seed, step * cfg.batch_size)  # (B, 3, H, W), (B,)
         t = torch.randint(0, len(abar), (x0.shape[0],), generator=gen)
         noise = torch.randn(x0.shape, generator=gen)
         a = abar[t].view(-1, 1, 1, 1)
@@ -121,6 +123,10 @@ def train_tiny_dit(
     )
 
 
+#: The tiny DiT's weights files (``python -m blockdance_lab.zoo.train dit`` makes them).
+FILES: ModelFiles[DiT] = ModelFiles("dit", "tiny DiT", TinyDiTConfig, DEFAULT_WEIGHTS)
+
+
 def save_tiny_dit(model: DiT, model_cfg: TinyDiTConfig, path: Path, meta: dict[str, Any]) -> None:
     """Write fp16 safetensors and a JSON sidecar with the config and training log."""
     save_weights(model, model_cfg, path, meta)
@@ -128,17 +134,13 @@ def save_tiny_dit(model: DiT, model_cfg: TinyDiTConfig, path: Path, meta: dict[s
 
 def load_tiny_dit(path: Path | str = DEFAULT_WEIGHTS, dtype: torch.dtype = torch.float32) -> DiT:
     """Build the tiny DiT from its weights and their sidecar, by default the shipped ones."""
-    return RECIPE.load(path, dtype)
+    return FILES.load(path, dtype)
 
 
 RECIPE: Recipe[DiT] = Recipe(
-    name="dit",
-    family="tiny DiT",
-    model_config=TinyDiTConfig,
-    train_config=TrainConfig,
-    batches=shape_batches,
-    train=train_tiny_dit,
-    weights=DEFAULT_WEIGHTS,
+    FILES,
+    TrainConfig,
+    train_tiny_dit,
     sampler=lazy("blockdance_lab.zoo.dit.workloads", "tiny_shapes_sampler"),
     probe=image_probe,
     model_flags={

@@ -28,7 +28,7 @@ from torch import nn
 from blockdance import lazy
 from blockdance_lab.data.captions import TinyTextEncoder
 from blockdance_lab.data.shapes import make_batch as make_shapes
-from blockdance_lab.training import Recipe, save_weights, train_with_ema
+from blockdance_lab.training import ModelFiles, Recipe, save_weights, train_with_ema
 from blockdance_lab.training import TrainConfig as BaseTrainConfig
 from blockdance_lab.zoo.workloads import image_probe, seed_captions
 
@@ -156,7 +156,7 @@ def caption_batches(model_cfg: TinySD3Config) -> MakeBatch:
 def train_tiny_sd3(
     model_cfg: TinySD3Config,
     cfg: TrainConfig,
-    make_batch: MakeBatch,
+    make_batch: MakeBatch | None = None,
     *,
     progress: bool = True,
     device: str | torch.device = "cpu",
@@ -168,7 +168,7 @@ def train_tiny_sd3(
         model_cfg: Architecture.
         cfg: Hyper-parameters.
         make_batch: ``make_batch(n, seed, start)`` returns images ``(n, 3, H, W)`` in [-1, 1]
-            and their n captions.
+            and their n captions; default: :func:`caption_batches`, the shipped model's data.
         progress: Show a progress bar with the loss.
         device: Where to train; random draws stay on the CPU generator.
         on_step: Called after each step with its index and the EMA model.
@@ -177,13 +177,15 @@ def train_tiny_sd3(
         The EMA model (eval mode, on the CPU) and a log: steps run, wall time, final loss.
     """
 
+    batch = caption_batches(model_cfg) if make_batch is None else make_batch
+
     def build() -> TinySD3:
         model = model_cfg.build()
         model.zero_init()
         return model
 
     def loss_fn(model: TinySD3, step: int, gen: torch.Generator) -> torch.Tensor:
-        x0, captions = make_batch(cfg.batch_size, cfg.seed, step * cfg.batch_size)  # (B,3,H,W)
+        x0, captions = batch(cfg.batch_size, cfg.seed, step * cfg.batch_size)  # (B, 3, H, W)
         b = x0.shape[0]
         drop = torch.rand(b, generator=gen) < cfg.caption_dropout
         captions = ["" if d else c for c, d in zip(captions, drop.tolist())]
@@ -205,6 +207,10 @@ def train_tiny_sd3(
     )
 
 
+#: The tiny SD3's weights files (``python -m blockdance_lab.zoo.train sd3`` makes them).
+FILES: ModelFiles[TinySD3] = ModelFiles("sd3", "tiny SD3", TinySD3Config, DEFAULT_WEIGHTS)
+
+
 def save_tiny_sd3(model: TinySD3, path: Path, meta: dict[str, Any]) -> None:
     """Write fp16 safetensors (transformer and text encoder) and a JSON sidecar."""
     save_weights(model, model.cfg, path, meta)
@@ -214,17 +220,13 @@ def load_tiny_sd3(
     path: Path | str = DEFAULT_WEIGHTS, dtype: torch.dtype = torch.float32
 ) -> TinySD3:
     """Build the tiny SD3 from its weights and their sidecar, by default the shipped ones."""
-    return RECIPE.load(path, dtype)
+    return FILES.load(path, dtype)
 
 
 RECIPE: Recipe[TinySD3] = Recipe(
-    name="sd3",
-    family="tiny SD3",
-    model_config=TinySD3Config,
-    train_config=TrainConfig,
-    batches=caption_batches,
-    train=train_tiny_sd3,
-    weights=DEFAULT_WEIGHTS,
+    FILES,
+    TrainConfig,
+    train_tiny_sd3,
     sampler=lazy("blockdance_lab.zoo.sd3.workloads", "tiny_sd3_sampler"),
     probe=image_probe,
     model_flags={"--layers": "num_layers"},

@@ -32,6 +32,7 @@ from blockdance_lab.data.shapes import (
     num_classes,
 )
 from blockdance_lab.training import (
+    ModelFiles,
     Recipe,
     linear_alphas_cumprod,
     min_snr_mean,
@@ -265,7 +266,7 @@ def _from_dit(model_cfg: TinySTDiTConfig, dit: nn.Module) -> dict[str, torch.Ten
 def train_tiny_stdit(
     model_cfg: TinySTDiTConfig,
     cfg: TrainConfig,
-    make_batch: MakeBatch,
+    make_batch: MakeBatch | None = None,
     *,
     progress: bool = True,
     device: str | torch.device = "cpu",
@@ -283,7 +284,8 @@ def train_tiny_stdit(
         model_cfg: Architecture of the video model.
         cfg: Hyper-parameters.
         make_batch: ``make_batch(n, seed, start, frames)`` returns clips
-            ``(n, frames, 3, H, W)`` in [-1, 1] and their captions.
+            ``(n, frames, 3, H, W)`` in [-1, 1] and their captions; default:
+            :func:`video_batches`, the shipped model's data.
         progress: Show a progress bar with the loss.
         device: Where to train; random draws stay on the CPU generator.
         on_step: Called after each video-stage step with its index and the EMA model, e.g.
@@ -293,6 +295,7 @@ def train_tiny_stdit(
         raise ValueError(f"init must be 'dit' or 'none', got {cfg.init!r}")
     if cfg.image_target not in ("dit", "noise"):
         raise ValueError(f"image_target must be 'dit' or 'noise', got {cfg.image_target!r}")
+    batch = video_batches(model_cfg) if make_batch is None else make_batch
     image_cfg = replace(model_cfg, frames=1)
     use_dit = "dit" in (cfg.init, cfg.image_target if cfg.image_steps > 0 else "")
     teacher = _tiny_dit() if use_dit else None
@@ -326,9 +329,7 @@ def train_tiny_stdit(
             teacher = teacher.to(device).eval().requires_grad_(False)
             loss = _distill_loss(teacher, stage, model_cfg.image_size, cfg.min_snr, device)
         else:
-            loss = _eps_loss(
-                make_batch, stage, model_cfg.frames, cfg.min_snr, device, single_frame=True
-            )
+            loss = _eps_loss(batch, stage, model_cfg.frames, cfg.min_snr, device, single_frame=True)
         image_model, logs["image"] = train_with_ema(
             build_image,
             loss,
@@ -346,7 +347,7 @@ def train_tiny_stdit(
 
     model, logs["video"] = train_with_ema(
         build_video,
-        _eps_loss(make_batch, cfg, model_cfg.frames, cfg.min_snr, device),
+        _eps_loss(batch, cfg, model_cfg.frames, cfg.min_snr, device),
         cfg,
         desc="video stage",
         progress=progress,
@@ -354,6 +355,10 @@ def train_tiny_stdit(
         on_step=on_step,
     )
     return model, logs
+
+
+#: The tiny STDiT's weights files (``python -m blockdance_lab.zoo.train stdit`` makes them).
+FILES: ModelFiles[TinySTDiT] = ModelFiles("stdit", "tiny STDiT", TinySTDiTConfig, DEFAULT_WEIGHTS)
 
 
 def save_tiny_stdit(model: TinySTDiT, path: Path, meta: dict[str, Any]) -> None:
@@ -365,17 +370,13 @@ def load_tiny_stdit(
     path: Path | str = DEFAULT_WEIGHTS, dtype: torch.dtype = torch.float32
 ) -> TinySTDiT:
     """Build the tiny STDiT from its weights and their sidecar, by default the shipped ones."""
-    return RECIPE.load(path, dtype)
+    return FILES.load(path, dtype)
 
 
 RECIPE: Recipe[TinySTDiT] = Recipe(
-    name="stdit",
-    family="tiny STDiT",
-    model_config=TinySTDiTConfig,
-    train_config=TrainConfig,
-    batches=video_batches,
-    train=train_tiny_stdit,
-    weights=DEFAULT_WEIGHTS,
+    FILES,
+    TrainConfig,
+    train_tiny_stdit,
     sampler=lazy("blockdance_lab.zoo.stdit.workloads", "tiny_stdit_sampler"),
     probe=video_probe,
     model_flags={"--depth": "depth", "--frames": "frames"},
