@@ -13,8 +13,8 @@ from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from blockdance import Registry
 from blockdance._attach import PolicyLike
-from blockdance._manager import Registry
 from blockdance.errors import InvalidInputError
 from blockdance_lab.external import is_external, parse_external
 
