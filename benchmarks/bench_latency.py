@@ -24,13 +24,13 @@ import copy
 import json
 import statistics
 import sys
-import time
 from pathlib import Path
 from typing import Any
 
 import torch
 
 import blockdance
+from blockdance_lab.compare import timed
 from blockdance_lab.workload import GenerateRequest
 from blockdance_lab.zoo.dit.sampling import make_scheduler
 from blockdance_lab.zoo.dit.workloads import DiTSampler
@@ -93,24 +93,13 @@ def main(argv: list[str] | None = None) -> int:
         + (f", blocks compiled (fullgraph={args.fullgraph})" if args.compile else "")
     )
 
-    def sync() -> None:
-        if device.type == "cuda":
-            torch.cuda.synchronize()
-
-    def timed(sampler: DiTSampler, policy: Any) -> tuple[float, float]:
+    def timed_run(sampler: DiTSampler, policy: Any) -> tuple[float, float]:
         """One generation; returns (seconds, saved block fraction)."""
-        handle = None if policy is None else blockdance.attach(sampler, policy)
-        try:
-            sync()
-            start = time.perf_counter()
-            with torch.inference_mode():
-                sampler(request)
-            sync()
-            elapsed = time.perf_counter() - start
-        finally:
-            if handle is not None:
-                handle.remove()
-        return elapsed, (handle.stats.saved_fraction if handle is not None else 0.0)
+        if policy is None:
+            return timed(lambda: sampler(request), device)[1], 0.0
+        with blockdance.attach(sampler, policy) as handle:
+            seconds = timed(lambda: sampler(request), device)[1]
+        return seconds, handle.stats.saved_fraction
 
     policies: dict[str, Any] = {"unhooked": None, "none": "none"}
     policies.update({f"blockdance N={n}": {"kind": "blockdance", "N": n} for n in args.n})
@@ -121,11 +110,11 @@ def main(argv: list[str] | None = None) -> int:
     }
     for label in ("unhooked", "compiled unhooked"):  # warm-up; the plain compile
         if label in configs:
-            timed(*configs[label])
+            timed_run(*configs[label])
     plain = compile_counts()
     for label, config in configs.items():  # then each policy once, compiled or not
         if label not in ("unhooked", "compiled unhooked"):
-            timed(*config)
+            timed_run(*config)
     after_warmup = compile_counts()
     times: dict[str, list[float]] = {k: [] for k in configs}
     ideal: dict[str, float] = {}
@@ -136,7 +125,7 @@ def main(argv: list[str] | None = None) -> int:
         shift = r % len(labels)
         for label in labels[shift:] + labels[:shift]:
             sampler, policy = configs[label]
-            seconds, saved = timed(sampler, policy)
+            seconds, saved = timed_run(sampler, policy)
             times[label].append(seconds)
             ideal[label] = saved
         print(

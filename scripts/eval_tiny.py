@@ -17,49 +17,18 @@ from __future__ import annotations
 import argparse
 import json
 import time
-from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
 import torch
 
-from blockdance_lab.data.shapes import COLORS, DIRECTIONS, SHAPES
+from blockdance_lab.data.shapes import COLORS, SHAPES
 from blockdance_lab.evaluation.metrics import class_accuracy, frechet_distance
 from blockdance_lab.evaluation.motion import motion_direction
-from blockdance_lab.evaluation.shapes_probe import shapes_probe, video_shapes_probe
 from blockdance_lab.report import temporal_consistency
-from blockdance_lab.workload import GenerateRequest, QualityProbe
-
-
-def build_sampler(model: str, weights: Path | None, device: str) -> Callable[[float], Any]:
-    """``sampler(guidance_scale)`` for the tiny ``model`` ("dit", "sd3" or "stdit")."""
-    if model == "stdit":
-        from blockdance_lab.zoo.stdit.workloads import STDiTSampler, ddim_linear
-        from blockdance_stdit import tiny as tiny_stdit
-
-        st = tiny_stdit.load_tiny_stdit(weights or tiny_stdit.DEFAULT_WEIGHTS).to(device)
-        return lambda g: STDiTSampler(st, ddim_linear(), guidance_scale=g)
-    if model == "dit":
-        from blockdance_dit import tiny
-        from blockdance_lab.zoo.dit.sampling import make_scheduler
-        from blockdance_lab.zoo.dit.workloads import DiTSampler
-
-        dit = tiny.load_tiny_dit(weights or tiny.DEFAULT_WEIGHTS).to(device)
-        return lambda g: DiTSampler(dit, make_scheduler("ddim"), guidance_scale=g)
-    from diffusers.schedulers.scheduling_flow_match_euler_discrete import (
-        FlowMatchEulerDiscreteScheduler,
-    )
-
-    from blockdance_lab.zoo.sd3.workloads import SD3Sampler
-    from blockdance_mmdit import tiny as tiny_sd3
-
-    sd3 = tiny_sd3.load_tiny_sd3(weights or tiny_sd3.DEFAULT_WEIGHTS).to(device)
-    return lambda g: SD3Sampler(sd3, FlowMatchEulerDiscreteScheduler(), guidance_scale=g)
-
-
-def seed_directions(seeds: tuple[int, ...]) -> torch.Tensor:
-    """The direction each seed's caption asks for (see ``zoo.stdit.tiny.seed_captions``)."""
-    return torch.tensor([(s // 80) % len(DIRECTIONS) for s in seeds])
+from blockdance_lab.workload import GenerateRequest
+from blockdance_lab.zoo.train import RECIPES, recipe
+from blockdance_lab.zoo.workloads import seed_directions
 
 
 def save_grid(rows: list[torch.Tensor], path: Path) -> None:
@@ -78,7 +47,7 @@ def save_grid(rows: list[torch.Tensor], path: Path) -> None:
 
 def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--model", choices=("dit", "sd3", "stdit"), default="dit")
+    p.add_argument("--model", choices=tuple(RECIPES), default="dit")
     p.add_argument("--weights", type=Path, default=None, help="default: the shipped weights")
     p.add_argument("--samples", type=int, default=256)
     p.add_argument("--steps", type=int, default=50)
@@ -91,16 +60,13 @@ def main(argv: list[str] | None = None) -> None:
     args = p.parse_args(argv)
     torch.set_num_threads(args.threads)
 
-    sampler_at = build_sampler(args.model, args.weights, args.device)
+    model = recipe(args.model)
+    weights = model.files.load(args.weights).to(args.device)
     out = args.out or Path(f"outputs/eval_tiny_{args.model}.json")
-
-    def seed_labels(seeds: Sequence[int]) -> torch.Tensor:
-        return torch.tensor([s % 16 for s in seeds])
-
-    video = args.model == "stdit"
-    probe: QualityProbe = video_shapes_probe(seed_labels) if video else shapes_probe(seed_labels)
+    probe = model.probe()
     seeds = tuple(range(args.samples))
     reference = probe.reference(2048)
+    video = reference.dim() == 5
     real, real2 = probe.features(reference[:1024]), probe.features(reference[1024:])
     results: dict[str, Any] = {"fd_real_vs_real": frechet_distance(real2, real), "runs": []}
     print(f"FD-probe real vs real (1024 vs 1024): {results['fd_real_vs_real']:.2f}")
@@ -109,7 +75,7 @@ def main(argv: list[str] | None = None) -> None:
         print(f"temporal consistency of real videos: {results['real_temporal']:.4f}")
     grids: list[torch.Tensor] = []
     for scale in args.guidance:
-        sampler = sampler_at(scale)
+        sampler = model.sampler(weights, guidance_scale=scale)
         start = time.perf_counter()
         with torch.inference_mode():
             request = GenerateRequest(seeds, args.steps, progress=not args.no_progress)

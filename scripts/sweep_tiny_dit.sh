@@ -14,9 +14,9 @@ MAX_MIN=${MAX_MIN:-5}
 SAMPLES=${SAMPLES:-128}
 EVAL_STEPS=${EVAL_STEPS:-50}
 mkdir -p "$OUT"
-run() {  # name, then train_tiny_dit.py flags
+run() {  # name, then the flags of python -m blockdance_lab.zoo.train dit
   local name=$1; shift
-  (python scripts/train_tiny_dit.py --device "$DEVICE" --threads 1 --no-progress \
+  (python -m blockdance_lab.zoo.train dit --device "$DEVICE" --threads 1 --no-progress \
       --max-minutes "$MAX_MIN" --out "$OUT/$name.safetensors" "$@" >"$OUT/$name.train.log" 2>&1 &&
    python scripts/eval_tiny.py --model dit --device "$DEVICE" --threads 1 --no-progress --samples "$SAMPLES" \
       --steps "$EVAL_STEPS" --guidance ${GUIDANCE:-2 3 4 6} --weights "$OUT/$name.safetensors" --grid "$OUT/$name.png" \

@@ -21,9 +21,9 @@ evaluate() {  # weights file (no suffix), then where the log goes
     --samples "$SAMPLES" --steps "$EVAL_STEPS" --guidance $GUIDANCE --weights "$1.safetensors" \
     --grid "$1.png" --out "$1.eval.json" >"$1.eval.log" 2>&1
 }
-run() {  # name, then train_tiny_stdit.py flags
+run() {  # name, then the flags of python -m blockdance_lab.zoo.train stdit
   local name=$1; shift
-  (if python scripts/train_tiny_stdit.py --device "$DEVICE" --threads 1 --no-progress \
+  (if python -m blockdance_lab.zoo.train stdit --device "$DEVICE" --threads 1 --no-progress \
       --image-minutes "$MAX_MIN" --max-minutes "$MAX_MIN" --out "$OUT/$name.safetensors" "$@" \
       >"$OUT/$name.train.log" 2>&1; then
      for w in "$OUT/$name".video*.safetensors "$OUT/$name.safetensors"; do
@@ -42,7 +42,6 @@ case ${SET:-1} in
   run vlr4e-3   --lr 4e-3 --warmup 300
   run vb16      --steps 1000 --batch-size 16 --lr 3e-3
   run image     --image-steps 2200 --steps 700
-  run hybrid    --teacher-max-t 400
   ;;
 2)  # smoke test on the CPU: every code path, seconds each
   run smoke     --image-steps 2 --image-batch-size 4 --steps 3 --batch-size 2 --snapshot-steps 2

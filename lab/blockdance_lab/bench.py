@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import csv
 import json
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -33,7 +33,7 @@ from blockdance._attach import PolicyLike
 from blockdance._manager import Registry, default_registry
 from blockdance_lab._distributed import DistContext, gather_runs, shard
 from blockdance_lab.compare import PolicyRun, compare_policies
-from blockdance_lab.external import is_external, parse_external
+from blockdance_lab.policy_entries import check_policies, labelled
 from blockdance_lab.report import add_consistency_metrics, add_quality_metrics, load_pyplot
 from blockdance_lab.workload import DEFAULT_WORKLOAD, get_workload
 
@@ -74,24 +74,12 @@ class BenchSpec(BaseModel):
 
     def labelled(self) -> list[tuple[str, PolicyLike]]:
         """``(label, policy)`` pairs, baseline first; labels are unique."""
-        pairs: list[tuple[str, PolicyLike]] = [(BASELINE_LABEL, "none")]
-        for entry in self.policies:
-            if isinstance(entry, str):
-                label = Path(entry).stem if entry.endswith(".json") else entry
-                pairs.append((label, entry))
-            else:
-                options = {k: v for k, v in entry.items() if k != "label"}
-                pairs.append((str(entry.get("label") or _auto_label(options)), options))
+        pairs = [(BASELINE_LABEL, "none"), *labelled(self.policies)]
         labels = [label for label, _ in pairs]
         duplicates = sorted({label for label in labels if labels.count(label) > 1})
         if duplicates:
             raise ValueError(f"duplicate policy labels {duplicates}; give entries a 'label'")
         return pairs
-
-
-def _auto_label(options: Mapping[str, Any]) -> str:
-    rest = ", ".join(f"{k}={v}" for k, v in options.items() if k != "kind")
-    return f"{options['kind']} {rest}".strip()
 
 
 def load_bench_spec(path: str | Path, **overrides: Any) -> BenchSpec:
@@ -143,11 +131,7 @@ def run_bench(
     ctx = ctx or DistContext()
     workload = get_workload(spec.workload, registry)
     pairs = spec.labelled()
-    for _, policy in pairs[1:]:  # fail on a bad config before any generation runs
-        if is_external(policy):
-            parse_external(policy)  # type: ignore[arg-type]
-        else:
-            registry.make_policy(policy)
+    check_policies(registry, pairs[1:])  # fail on a bad config before any generation runs
     seeds = list(range(spec.seeds))
     if len(seeds) < ctx.world_size:
         raise ValueError(f"{len(seeds)} seeds cannot be shared by {ctx.world_size} ranks")

@@ -18,9 +18,8 @@ import torch
 from blockdance._attach import PolicyLike
 from blockdance._manager import Registry, default_registry
 from blockdance.cli import owner_label, print_sections
-from blockdance.errors import InvalidInputError
 from blockdance_lab.compare import compare_policies
-from blockdance_lab.external import is_external, parse_external
+from blockdance_lab.policy_entries import check_policies, labelled, parse_policy_arg
 from blockdance_lab.report import (
     add_consistency_metrics,
     add_quality_metrics,
@@ -34,39 +33,12 @@ from blockdance_lab.workload import DEFAULT_WORKLOAD, Workload, get_workload, wo
 __all__ = ["DEFAULT_WORKLOAD", "add_commands"]
 
 
-def _policy_arg(spec: str) -> str | dict[str, Any]:
-    """A ``--policy`` value: a JSON object when it starts with ``{``, else a name or a path."""
-    if not spec.lstrip().startswith("{"):
-        return spec
-    try:
-        data: dict[str, Any] = json.loads(spec)  # starts with "{": an object if it parses
-    except json.JSONDecodeError as e:
-        raise InvalidInputError(
-            f"--policy {spec!r} is not valid JSON ({e.msg} at column {e.colno}); write an "
-            'object such as \'{"kind": "blockdance", "N": 2}\', a kind name or a .json file'
-        ) from None
-    return data
-
-
 def _policy_list(args: argparse.Namespace) -> list[tuple[str, PolicyLike]]:
+    """The demo's rows: the baseline, BlockDance at each ``--n``, then each ``--policy``."""
     policies: list[tuple[str, PolicyLike]] = [("baseline", "none")]
     policies += [(f"blockdance N={n}", {"kind": "blockdance", "N": n}) for n in args.n]
-    for spec in args.policy or []:
-        data = _policy_arg(spec)
-        if isinstance(data, dict):
-            policies.append((str(data.get("kind")), data))
-        else:
-            policies.append((Path(spec).stem if spec.endswith(".json") else spec, spec))
-    return policies
-
-
-def _check_policies(registry: Registry, policies: Sequence[tuple[str, PolicyLike]]) -> None:
-    """Build each policy once, so a bad name, option or file fails before anything runs."""
-    for _, policy in policies:
-        if is_external(policy):
-            parse_external(policy)  # type: ignore[arg-type]
-        else:
-            registry.make_policy(policy)
+    extra = [parse_policy_arg(spec) for spec in args.policy or []]
+    return policies + labelled(extra, with_options=False)
 
 
 def _demo_workloads(registry: Registry, names: Sequence[str] | None) -> list[Workload]:
@@ -80,7 +52,7 @@ def _demo_workloads(registry: Registry, names: Sequence[str] | None) -> list[Wor
 def cmd_demo(args: argparse.Namespace) -> int:
     registry = default_registry()
     workloads = _demo_workloads(registry, args.workload)
-    _check_policies(registry, _policy_list(args))
+    check_policies(registry, _policy_list(args))
     torch.set_num_threads(args.threads) if args.threads else None
     load, cores = os.getloadavg()[0], os.cpu_count() or 1
     if load > cores - 0.5:
@@ -121,11 +93,11 @@ def _demo_one(args: argparse.Namespace, registry: Registry, workload: Workload, 
     written: list[Path | None] = [out / "demo.json"]
     (out / "demo.json").write_text(json.dumps(rows, indent=1))
     written.append(save_reuse_maps(runs, out / "reuse_map.png"))
-    if workload.images:
+    if workload.pixels:
         written.append(save_sample_grid(runs, out / "samples.png"))
-        if runs[0].samples.dim() == 5:  # videos: play them side by side
-            gif = save_video_gif(runs, out / "samples.gif")
-            written += [gif, gif.with_name(f"{gif.stem}_strip.png")]
+    if workload.videos:  # play them side by side
+        gif = save_video_gif(runs, out / "samples.gif")
+        written += [gif, gif.with_name(f"{gif.stem}_strip.png")]
     print("\nwrote " + ", ".join(str(p) for p in written if p is not None))
 
 
@@ -140,7 +112,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
         "repeats": args.repeats,
     }
     if args.policy:
-        overrides["policies"] = [_policy_arg(p) for p in args.policy]
+        overrides["policies"] = [parse_policy_arg(p) for p in args.policy]
     if args.config is not None:
         spec = load_bench_spec(args.config, **overrides)
     elif args.policy:

@@ -2,19 +2,19 @@
 
 from __future__ import annotations
 
-import functools
 import statistics
 import time
-from collections.abc import Sequence
-from contextlib import ExitStack
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
 import torch
+from torch import nn
 
-from blockdance._attach import PolicyLike, attach
-from blockdance._manager import Registry, default_registry
-from blockdance._runtime import Runtime
+from blockdance import Handle, Registry, attach, default_registry
+from blockdance._attach import PolicyLike
+from blockdance.architecture import timestep_value
 from blockdance.stats import GenerationStats
 from blockdance_lab.external import (
     ExternalCache,
@@ -23,6 +23,10 @@ from blockdance_lab.external import (
     parse_external,
 )
 from blockdance_lab.workload import GenerateRequest, Workload
+
+__all__ = ["PolicyRun", "compare_policies", "timed"]
+
+T = TypeVar("T")
 
 
 @dataclass
@@ -55,6 +59,21 @@ class PolicyRun:
 def _sync(device: torch.device | None) -> None:
     if device is not None and device.type == "cuda":
         torch.cuda.synchronize(device)
+
+
+def timed(run: Callable[[], T], device: torch.device | None) -> tuple[T, float]:
+    """``run()`` under inference mode, and its wall time in seconds.
+
+    Args:
+        run: One generation.
+        device: Where it runs; on a GPU the clock starts and stops with the device idle.
+    """
+    _sync(device)
+    start = time.perf_counter()
+    with torch.inference_mode():
+        out = run()
+    _sync(device)
+    return out, time.perf_counter() - start
 
 
 def _device_of(target: Any) -> torch.device | None:
@@ -115,14 +134,10 @@ def compare_policies(
                     attach(target, own, registry=registry, num_steps=request.num_steps)
                 )
                 if external is not None:
-                    timestep = functools.partial(_timestep, h.runtime)
-                    stack.enter_context(apply_external_cache(external, h.runtime.model, timestep))
-                _sync(device)
-                start = time.perf_counter()
-                with torch.inference_mode():
-                    samples = workload.generate(target, request)
-                _sync(device)
-                elapsed = time.perf_counter() - start
+                    model = _denoiser(target)
+                    timestep = stack.enter_context(_current_timestep(h, model))
+                    stack.enter_context(apply_external_cache(external, model, timestep))
+                samples, elapsed = timed(lambda: workload.generate(target, request), device)
             if label in runs:
                 runs[label].latencies.append(elapsed)
             else:
@@ -132,9 +147,31 @@ def compare_policies(
     return list(runs.values())
 
 
-def _timestep(runtime: Runtime) -> float:
-    """The timestep of the model call in progress (diffusers' PAB asks for it)."""
-    t = runtime.ctx.timestep if runtime.ctx is not None else None
-    if t is None:
-        raise RuntimeError("the model call carries no timestep for the diffusers cache")
-    return float(t)
+def _denoiser(target: Any) -> nn.Module:
+    """The model ``attach`` hooks in ``target``: the module itself, or a pipeline's
+    ``.transformer`` (the diffusers caches apply only to diffusers transformers)."""
+    model = target if isinstance(target, nn.Module) else getattr(target, "transformer", None)
+    if not isinstance(model, nn.Module):
+        raise TypeError(f"{type(target).__name__} has no diffusers transformer to cache")
+    return model
+
+
+@contextmanager
+def _current_timestep(handle: Handle, model: nn.Module) -> Iterator[Callable[[], float]]:
+    """The timestep of ``model``'s call in progress, read as the attached policy reads it
+    (diffusers' PAB asks for it)."""
+    current: list[float | None] = [None]
+
+    def before(module: nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
+        current[0] = timestep_value(handle.architecture.timestep(module, args, kwargs))
+
+    def timestep() -> float:
+        if current[0] is None:
+            raise RuntimeError("the model call carries no timestep for the diffusers cache")
+        return current[0]
+
+    hook = model.register_forward_pre_hook(before, with_kwargs=True)
+    try:
+        yield timestep
+    finally:
+        hook.remove()

@@ -1,30 +1,34 @@
-"""The training loop the small shipped models share: AdamW, warm-up and cosine decay, EMA.
+"""What the small shipped models share to be trained: the loop (AdamW, warm-up and cosine
+decay, EMA), its command-line flags, their weights files, and :class:`Recipe`.
 
 Each model brings only its loss (:data:`StepLoss`): how it renders a batch and noises it. The
 loop draws nothing itself; every random draw of a step comes from the generator it hands to
-the loss, seeded from the config, so a run is reproducible on any device.
+the loss, seeded from the config, so a run is reproducible on any device. A model's
+:class:`Recipe` declares the rest (configs, data, how to train, load and sample it), and
+``python -m blockdance_lab.zoo.train`` runs it.
 """
 
 from __future__ import annotations
 
 import argparse
-import json
 import math
 import time
 from collections import deque
 from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, Generic, TypeVar
 
 import torch
-from safetensors.torch import save_file
 from torch import nn
 from tqdm import tqdm
 
-from blockdance.errors import WeightsFileError
+from blockdance_lab.weights import read_model, write_weights
+from blockdance_lab.workload import QualityProbe
 
 __all__ = [
+    "ModelFiles",
+    "Recipe",
     "StepLoss",
     "TrainConfig",
     "add_train_arguments",
@@ -192,11 +196,7 @@ def save_weights(model: nn.Module, config: Any, path: Path, meta: Mapping[str, A
         path: The ``.safetensors`` file; the sidecar is ``path.with_suffix(".json")``.
         meta: Training hyper-parameters, log and command, saved beside the config.
     """
-    path.parent.mkdir(parents=True, exist_ok=True)
-    state = {k: v.detach().to(torch.float16).contiguous() for k, v in model.state_dict().items()}
-    save_file(state, str(path))
-    sidecar = {"config": asdict(config), **meta}
-    path.with_suffix(".json").write_text(json.dumps(sidecar, indent=1))
+    write_weights(model, path, {"config": asdict(config), **meta})
 
 
 def load_weights(
@@ -222,21 +222,71 @@ def load_weights(
             ``"config"`` is missing or does not build the model.
         CheckpointMismatchError: The weights do not fit the sidecar's config.
     """
-    from blockdance.checkpoint import load_checked, read_weights
-
     remedy = (
         f"retrain with {script}, or for the shipped weights restore them from the repository "
         "or reinstall the package"
     )
-    tensors, meta = read_weights(path, family=family, remedy=remedy)
-    try:
-        model = build(meta["config"])
-    except TypeError as e:
-        raise WeightsFileError(
-            f"the 'config' in {Path(path).with_suffix('.json')} does not describe a {family} "
-            f"({e}); {remedy}"
-        ) from e
-    state = {k: v.float() for k, v in tensors.items()}
-    load_checked(model, state, strict=True, hint=lambda _m, _f: f"retrain with {script}",
-                 family=family)  # fmt: skip
-    return model.to(dtype).eval()
+    return read_model(path, build, family=family, remedy=remedy, dtype=dtype)
+
+
+@dataclass(frozen=True)
+class ModelFiles(Generic[M]):
+    """A small model's weights files: what builds the model from them and what makes them.
+
+    Args:
+        name: The recipe that trains it (``python -m blockdance_lab.zoo.train NAME``).
+        family: What it is, for help and messages, e.g. ``"tiny DiT"``.
+        config: The architecture dataclass; its defaults are the shipped model's and its
+            ``build()`` makes the model.
+        shipped: The shipped weights (a ``.safetensors`` file beside its JSON sidecar).
+    """
+
+    name: str
+    family: str
+    config: type[Any]
+    shipped: Path
+
+    @property
+    def command(self) -> str:
+        """The command that trains it, and its script in a checkout."""
+        name = self.name
+        return f"`python -m blockdance_lab.zoo.train {name}` (scripts/train_tiny_{name}.py)"
+
+    def load(self, path: Path | str | None = None, dtype: torch.dtype = torch.float32) -> M:
+        """The model from :func:`save_weights` files (eval mode), by default the shipped ones."""
+        return load_weights(
+            self.shipped if path is None else path,
+            lambda config: self.config(**config).build(),
+            family=self.family,
+            script=self.command,
+            dtype=dtype,
+        )
+
+
+@dataclass(frozen=True)
+class Recipe(Generic[M]):
+    """How the lab trains and measures one of its small models.
+
+    ``python -m blockdance_lab.zoo.train NAME`` (:mod:`blockdance_lab.zoo.train`) trains it
+    with one flag per hyper-parameter and per architecture option in ``model_flags``; with
+    none, it reproduces the shipped weights.
+
+    Args:
+        files: Its weights files, and the architecture they hold.
+        train_config: The hyper-parameter dataclass; its defaults are the shipped run's.
+        train: ``train(model_config, train_config, *, progress, device, on_step)`` trains on
+            the shipped model's data and returns the EMA model and the training log.
+        sampler: ``sampler(model, guidance_scale=...)``: what generates with the model.
+        probe: Makes the quality probe that judges its samples.
+        model_flags: Architecture fields settable on the command line, ``--flag`` -> field.
+        snapshot_stage: The training stage ``on_step`` follows (e.g. ``"video"``); when set,
+            ``--snapshot-steps`` also saves the EMA model after the given steps of it.
+    """
+
+    files: ModelFiles[M]
+    train_config: type[TrainConfig]
+    train: Callable[..., tuple[M, dict[str, Any]]]
+    sampler: Callable[..., Any]
+    probe: Callable[[], QualityProbe]
+    model_flags: Mapping[str, str] = field(default_factory=dict)
+    snapshot_stage: str | None = None

@@ -75,7 +75,9 @@ class Workload:
         scheduler: Name of the sampler, for reports.
         probe: Returns a :class:`QualityProbe` (loaded lazily), or None when the samples
             cannot be judged (random weights).
-        images: Whether samples are images in [-1, 1] (worth showing as pictures).
+        images: Whether samples are images ``(N, C, H, W)`` in [-1, 1] (shown as pictures).
+        videos: Whether samples are videos ``(N, F, C, H, W)`` in [-1, 1] (shown as pictures
+            and animations). Neither: latents or other tensors.
         demo_seeds: Samples ``blockdance demo`` draws by default; fewer for costly
             workloads (videos).
     """
@@ -88,7 +90,17 @@ class Workload:
     scheduler: str = ""
     probe: Callable[[], QualityProbe] | None = None
     images: bool = False
+    videos: bool = False
     demo_seeds: int = 64
+
+    def __post_init__(self) -> None:
+        if self.images and self.videos:
+            raise ValueError(f"workload {self.name!r}: samples are images or videos, not both")
+
+    @property
+    def pixels(self) -> bool:
+        """Whether samples are pixels in [-1, 1]: images or videos."""
+        return self.images or self.videos
 
 
 class UnknownWorkloadError(BlockDanceError, LookupError):

@@ -87,38 +87,6 @@ def test_image_stage_distils_the_shipped_dit():
         train_tiny_stdit(SMALL, small, batch, progress=False)
 
 
-def test_hybrid_image_stage_takes_the_teachers_eps_only_below_its_timestep():
-    from blockdance_lab.data.shapes import class_index
-    from blockdance_lab.training import TrainConfig as StageConfig
-    from blockdance_lab.zoo.stdit.tiny import _hybrid_loss
-
-    seen = []
-
-    def teacher(x, t, labels):  # a DiT: (B, 3, H, W), (B,), (B,) -> eps
-        seen.append(labels)
-        return torch.full_like(x, 3.0)
-
-    def batch(n, seed, start, frames):
-        videos, _, captions = make_video_batch(n, seed, 16, frames=frames, start=start)
-        return videos, captions
-
-    model = SMALL.build()
-    model.stdit.forward = lambda x, t, y: torch.zeros_like(x)  # predicts 0: loss = target²
-    stage = StageConfig(batch_size=64)
-    gen = torch.Generator().manual_seed(0)
-    all_teacher = _hybrid_loss(teacher, batch, stage, 4, 1000, 0.0, "cpu")(model, 0, gen)
-    gen = torch.Generator().manual_seed(0)
-    all_noise = _hybrid_loss(teacher, batch, stage, 4, 0, 0.0, "cpu")(model, 0, gen)
-    assert all_teacher == pytest.approx(9.0)
-    assert all_noise == pytest.approx(1.0, abs=0.1)
-    # the teacher is asked for each caption's class, or its null class where it is dropped
-    captions = batch(64, 0, 0, 4)[1]
-    wanted = torch.tensor([class_index(c.split()[2], c.split()[1]) for c in captions])
-    dropped = seen[0] == 16
-    assert 0 < dropped.sum() < 20
-    assert torch.equal(seen[0][~dropped], wanted[~dropped])
-
-
 def test_training_script_saves_snapshots_of_the_video_stage(tmp_path):
     import importlib.util
     from pathlib import Path
@@ -149,8 +117,6 @@ def test_training_from_a_dit_that_does_not_fit_says_so():
         train_tiny_stdit(SMALL, TrainConfig(init="dit"), batch, progress=False)
     with pytest.raises(ValueError, match="init must be 'dit' or 'none'"):
         train_tiny_stdit(SMALL, TrainConfig(init="pixart"), batch, progress=False)
-    with pytest.raises(ValueError, match=r"teacher_max_t must be a timestep in \[0, 1000\]"):
-        train_tiny_stdit(SMALL, TrainConfig(teacher_max_t=1200), batch, progress=False)
 
 
 def test_sampler_makes_videos_and_blockdance_skips_blocks():

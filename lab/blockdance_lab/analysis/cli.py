@@ -134,7 +134,7 @@ def _run_options(p: argparse.ArgumentParser, seeds: int) -> None:
         "--data-range",
         type=float,
         default=None,
-        help="SSIM data range of x̂₀ (default: 2 when the workload's samples are images, "
+        help="SSIM data range of x̂₀ (default: 2 when the workload's samples are pixels, "
         "else from the tensors)",
     )
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads")

@@ -454,8 +454,8 @@ def record_trace(
         scheduler: Scheduler for x̂₀; default: ``target.scheduler`` when present.
         x0: Measure x̂₀ SSIM (needs a supported scheduler and a readable timestep).
         x_input: Where x_t is in the model call (see :data:`XInput`).
-        data_range: SSIM data range of x̂₀; None: 2 for a workload whose samples are images
-            (``Workload.images``: in [-1, 1]), else from the compared tensors.
+        data_range: SSIM data range of x̂₀; None: 2 for a workload whose samples are pixels
+            (``Workload.pixels``: images or videos in [-1, 1]), else from the compared tensors.
         architecture: Registered architecture name; default: matched from the model.
         registry: Registry to use; default: the installed plugins.
         progress: Show the workload's progress bar over the steps.
@@ -469,8 +469,8 @@ def record_trace(
         target = workload.build() if target is None else target
         generate = generate or workload.generate
         num_steps = num_steps or workload.num_steps
-        if data_range is None and workload.images:
-            data_range = 2.0  # the workload's samples are images in [-1, 1]
+        if data_range is None and workload.pixels:
+            data_range = 2.0  # the workload's samples are pixels in [-1, 1]
         meta.update(workload=workload.name, sampler=workload.scheduler)
     else:
         target = workload_or_target

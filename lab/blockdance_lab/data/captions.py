@@ -88,6 +88,7 @@ class TinyTextEncoder(nn.Module):
         self.blocks = nn.Sequential(*[Block(dim, num_heads, mlp_ratio=2.0) for _ in range(depth)])
         self.norm = nn.LayerNorm(dim)
         self.pooled = nn.Linear(dim, dim)
+        self.tokenizer = ShapesTokenizer(max_length)
 
     def forward(self, ids: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Encode token ids ``(N, L)``.
@@ -98,3 +99,7 @@ class TinyTextEncoder(nn.Module):
         h = self.tokens(ids) + self.positions[: ids.shape[1]]  # (N, L, D)
         h = self.norm(self.blocks(h))
         return h, self.pooled(h.mean(dim=1))  # (N, L, D), (N, D)
+
+    def encode(self, captions: Sequence[str]) -> tuple[torch.Tensor, torch.Tensor]:
+        """Tokenize and encode captions: ``(N, L, dim)`` and ``(N, dim)`` as :meth:`forward`."""
+        return self(self.tokenizer(captions).to(self.positions.device))

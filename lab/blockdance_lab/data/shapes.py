@@ -18,7 +18,7 @@ Images are float32 tensors in ``[-1, 1]`` of shape ``(3, H, W)``; videos ``(T, 3
 from __future__ import annotations
 
 import math
-from typing import NamedTuple
+from typing import NamedTuple, TypeVar
 
 import numpy as np
 import torch
@@ -423,6 +423,8 @@ def _captions(p: _Params, direction: Tensor | None = None) -> list[str]:
 # Public generators and datasets
 # --------------------------------------------------------------------------------------
 
+_Item = TypeVar("_Item")
+
 
 def make_batch(
     n: int, seed: int = 0, image_size: int = 32, start: int = 0
@@ -467,12 +469,8 @@ def make_video_batch(
     return videos, labels, _captions(p, direction)
 
 
-class ShapesDataset(Dataset[ShapeSample]):
-    """A fixed-size, map-style dataset of shape images; item ``i`` depends only on (seed, i).
-
-    Indexing renders one image (a few ms of per-call overhead); for training loops prefer
-    ``batch(indices)`` or ``make_batch``, which render a whole batch in one vectorised pass.
-    """
+class _RenderedDataset(Dataset[_Item]):
+    """A fixed-size, map-style dataset whose item ``i`` is rendered from ``(seed, i)`` alone."""
 
     def __init__(self, size: int, seed: int = 0, image_size: int = 32) -> None:
         """Creates the dataset; nothing is rendered until items are read.
@@ -489,10 +487,24 @@ class ShapesDataset(Dataset[ShapeSample]):
     def __len__(self) -> int:
         return self.size
 
-    def __getitem__(self, index: int) -> ShapeSample:
+    def _position(self, index: int) -> int:
+        """``index`` (negative counts from the end) as a position in ``[0, size)``."""
         if not -self.size <= index < self.size:
-            raise IndexError(f"index {index} out of range for ShapesDataset of size {self.size}")
-        index %= self.size
+            raise IndexError(
+                f"index {index} out of range for {type(self).__name__} of size {self.size}"
+            )
+        return index % self.size
+
+
+class ShapesDataset(_RenderedDataset[ShapeSample]):
+    """Shape images; item ``i`` depends only on (seed, i).
+
+    Indexing renders one image (a few ms of per-call overhead); for training loops prefer
+    ``batch(indices)`` or ``make_batch``, which render a whole batch in one vectorised pass.
+    """
+
+    def __getitem__(self, index: int) -> ShapeSample:
+        index = self._position(index)
         images, p = _render_images(self.seed, torch.tensor([index]), self.image_size)
         shape, color = SHAPES[int(p.shape[0])], COLORS[int(p.color[0])]
         background = BACKGROUNDS[int(p.background[0])]
@@ -519,8 +531,8 @@ class ShapesDataset(Dataset[ShapeSample]):
         return images, p.shape * len(COLORS) + p.color, _captions(p)
 
 
-class ShapesVideoDataset(Dataset[VideoSample]):
-    """A map-style dataset of short clips of a moving shape; item ``i`` depends on (seed, i)."""
+class ShapesVideoDataset(_RenderedDataset[VideoSample]):
+    """Short clips of a moving shape; item ``i`` depends only on (seed, i)."""
 
     def __init__(
         self, size: int, seed: int = 0, image_size: int = 32, frames: int = _DEFAULT_FRAMES
@@ -533,20 +545,11 @@ class ShapesVideoDataset(Dataset[VideoSample]):
             image_size: Height and width of each frame in pixels.
             frames: Frames per clip.
         """
-        self.size = size
-        self.seed = seed
-        self.image_size = image_size
+        super().__init__(size, seed, image_size)
         self.frames = frames
 
-    def __len__(self) -> int:
-        return self.size
-
     def __getitem__(self, index: int) -> VideoSample:
-        if not -self.size <= index < self.size:
-            raise IndexError(
-                f"index {index} out of range for ShapesVideoDataset of size {self.size}"
-            )
-        index %= self.size
+        index = self._position(index)
         videos, centers, direction, p = _render_videos(
             self.seed, torch.tensor([index]), self.image_size, self.frames
         )

@@ -1,28 +1,7 @@
-"""Quality metrics and the shape-image probe used to score generated samples."""
+"""Judging generated samples: the quality metrics and the shipped probes.
 
-from __future__ import annotations
-
-from blockdance_lab.evaluation.metrics import class_accuracy, frechet_distance, psnr, ssim
-from blockdance_lab.evaluation.probe import (
-    DEFAULT_PROBE_PATH,
-    ProbeNet,
-    evaluate_probe,
-    load_probe,
-    probe_features,
-    save_probe,
-    train_probe,
-)
-
-__all__ = [
-    "DEFAULT_PROBE_PATH",
-    "ProbeNet",
-    "class_accuracy",
-    "evaluate_probe",
-    "frechet_distance",
-    "load_probe",
-    "probe_features",
-    "psnr",
-    "save_probe",
-    "ssim",
-    "train_probe",
-]
+:mod:`~blockdance_lab.evaluation.metrics` holds SSIM, PSNR, class accuracy and the Fréchet
+distance; :mod:`~blockdance_lab.evaluation.probe` the shape probe (train, save, load,
+features); :mod:`~blockdance_lab.evaluation.shapes_probe` the probes as the workloads'
+quality probes; :mod:`~blockdance_lab.evaluation.motion` the direction a video's shape moves.
+"""

@@ -9,21 +9,18 @@ config (``assets/probe_shapes32.safetensors`` / ``.json``).
 
 from __future__ import annotations
 
-import json
 import math
 from pathlib import Path
 from typing import Any
 
 import torch
 import torch.nn.functional as F
-from safetensors.torch import save_file
 from torch import Tensor, nn
 from tqdm.auto import tqdm
 
-from blockdance.checkpoint import read_weights
-from blockdance.errors import WeightsFileError
 from blockdance_lab.data.shapes import CLASS_NAMES, make_batch, make_video_batch, num_classes
 from blockdance_lab.evaluation.metrics import class_accuracy
+from blockdance_lab.weights import read_model, write_weights
 
 __all__ = [
     "DEFAULT_PROBE_PATH",
@@ -285,10 +282,6 @@ def evaluate_probe(
 # --------------------------------------------------------------------------------------
 
 
-def _config_path(path: Path) -> Path:
-    return path.with_suffix(".json")
-
-
 def save_probe(model: ProbeNet, path: str | Path, metadata: dict[str, Any] | None = None) -> Path:
     """Writes the probe as fp16 safetensors plus a JSON config beside it (``.json`` suffix).
 
@@ -300,11 +293,6 @@ def save_probe(model: ProbeNet, path: str | Path, metadata: dict[str, Any] | Non
     Returns:
         The path of the weights.
     """
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    state = model.state_dict()
-    tensors = {k: v.detach().to(torch.float16).cpu().contiguous() for k, v in state.items()}
-    save_file(tensors, str(path), metadata={"format": "pt", "arch": _ARCH})
     config = {
         "arch": _ARCH,
         "config": model.config,
@@ -313,8 +301,11 @@ def save_probe(model: ProbeNet, path: str | Path, metadata: dict[str, Any] | Non
         "dtype": "float16",
         "metadata": metadata or {},
     }
-    _config_path(path).write_text(json.dumps(config, indent=2) + "\n")
-    return path
+    return write_weights(model, path, config, metadata={"format": "pt", "arch": _ARCH}, indent=2)
+
+
+def _build(config: dict[str, Any]) -> ProbeNet:
+    return ProbeNet(**{**config, "widths": tuple(config["widths"])})
 
 
 def load_probe(
@@ -334,26 +325,13 @@ def load_probe(
         WeightsFileNotFoundError: No weights or no config (also a ``FileNotFoundError``).
         WeightsFileError: Truncated weights, or a config that is not JSON, is not a
             ``ProbeNet`` config, or lacks the ``"config"`` that builds it.
+        CheckpointMismatchError: The weights do not fit the config.
     """
-    path = Path(path) if path is not None else DEFAULT_PROBE_PATH
-    config_path = _config_path(path)
     remedy = (
         "train one with scripts/train_probe.py, or for the shipped probes restore them from "
         "the repository or reinstall the package"
     )
-    state, config = read_weights(path, family="probe", remedy=remedy)
-    if config.get("arch") != _ARCH:
-        raise WeightsFileError(
-            f"expected a {_ARCH} config in {config_path}, found arch {config.get('arch')!r}; "
-            f"{remedy}"
-        )
-    try:
-        cfg = dict(config["config"])
-        cfg["widths"] = tuple(cfg["widths"])
-        model = ProbeNet(**cfg)
-    except (KeyError, TypeError) as e:
-        raise WeightsFileError(
-            f"the 'config' in {config_path} does not describe a {_ARCH} ({e!r}); {remedy}"
-        ) from e
-    model.load_state_dict({k: v.float() for k, v in state.items()})
-    return model.to(device=device, dtype=dtype).eval()
+    path = DEFAULT_PROBE_PATH if path is None else path
+    return read_model(
+        path, _build, family="probe", remedy=remedy, arch=_ARCH, dtype=dtype, device=device
+    )

@@ -2,15 +2,15 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import torch
 
 from blockdance_dit.model import DiT, DiT_models
-from blockdance_lab.workload import GenerateRequest, QualityProbe
+from blockdance_lab.workload import GenerateRequest
 from blockdance_lab.zoo.dit.sampling import make_scheduler, sample_dit
+from blockdance_lab.zoo.workloads import image_probe
 
 
 @dataclass
@@ -64,27 +64,19 @@ def random_dit_s2() -> DiTSampler:
 TINY_GUIDANCE = 8.0
 
 
-def tiny_shapes_sampler() -> DiTSampler:
-    """The shipped tiny DiT with DDIM and classifier-free guidance."""
+def tiny_shapes_sampler(
+    model: DiT | None = None, guidance_scale: float = TINY_GUIDANCE
+) -> DiTSampler:
+    """The tiny DiT (default: the shipped one) with DDIM and classifier-free guidance."""
     from blockdance_lab.zoo.dit.tiny import load_tiny_dit
 
-    return DiTSampler(load_tiny_dit(), make_scheduler("ddim"), guidance_scale=TINY_GUIDANCE)
+    return DiTSampler(
+        load_tiny_dit() if model is None else model, make_scheduler("ddim"), guidance_scale
+    )
 
 
-def tiny_shapes_labels(seeds: Sequence[int]) -> torch.Tensor:
-    """The class each seed asks for (``DiTSampler`` uses ``seed % num_classes``)."""
-    return torch.tensor([s % 16 for s in seeds])
-
-
-def tiny_shapes_probe() -> QualityProbe:
-    from blockdance_lab.evaluation.shapes_probe import shapes_probe
-
-    return shapes_probe(labels=tiny_shapes_labels)
-
-
-def generate_images(target: DiTSampler, request: GenerateRequest) -> torch.Tensor:
-    """Pixel-space samples, clamped to [-1, 1]."""
-    return target(request).clamp(-1, 1)
+#: The shipped probe on the tiny DiT's images (class ``seed % 16``, as ``DiTSampler`` draws).
+tiny_shapes_probe = image_probe
 
 
 def generate_latents(target: DiTSampler, request: GenerateRequest) -> torch.Tensor:

@@ -9,12 +9,13 @@ It works in pixel space (no VAE): 32 px, patch 4, 64 image tokens and 10 caption
 Training follows SD3: ``x_t = (1 - s) x_0 + s e`` with ``s`` drawn logit-normal, the
 transformer predicts the velocity ``e - x_0`` at timestep ``1000 s``, and 10% of captions are
 dropped to the empty caption for classifier-free guidance. The modulation and output layers
-start at zero as in DiT, so every block starts as the identity.
+start at zero as in DiT, so every block starts as the identity. Its :data:`RECIPE` trains it
+(``python -m blockdance_lab.zoo.train sd3``).
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -24,19 +25,23 @@ import torch.nn.functional as F
 from diffusers.models.transformers.transformer_sd3 import SD3Transformer2DModel
 from torch import nn
 
-from blockdance_lab.data.captions import ShapesTokenizer, TinyTextEncoder
-from blockdance_lab.data.shapes import BACKGROUNDS, COLORS, SHAPES, caption_for, num_classes
+from blockdance import lazy
+from blockdance_lab.data.captions import TinyTextEncoder
+from blockdance_lab.data.shapes import make_batch as make_shapes
+from blockdance_lab.training import ModelFiles, Recipe, save_weights, train_with_ema
 from blockdance_lab.training import TrainConfig as BaseTrainConfig
-from blockdance_lab.training import load_weights, save_weights, train_with_ema
+from blockdance_lab.zoo.workloads import image_probe, seed_captions
 
 ASSETS = Path(__file__).parent / "assets"
 DEFAULT_WEIGHTS = ASSETS / "tiny_sd3_shapes32.safetensors"
 
 __all__ = [
     "DEFAULT_WEIGHTS",
+    "RECIPE",
     "TinySD3",
     "TinySD3Config",
     "TrainConfig",
+    "caption_batches",
     "load_tiny_sd3",
     "save_tiny_sd3",
     "seed_captions",
@@ -89,7 +94,6 @@ class TinySD3(nn.Module):
             qk_norm=cfg.qk_norm,
         )
         self.text_encoder = TinyTextEncoder(cfg.text_dim, cfg.max_length, cfg.text_depth)
-        self.tokenizer = ShapesTokenizer(cfg.max_length)
 
     def zero_init(self) -> None:
         """DiT's adaLN-Zero start: zero modulation and output layers (blocks are identities)."""
@@ -103,8 +107,7 @@ class TinySD3(nn.Module):
 
     def encode(self, captions: list[str]) -> tuple[torch.Tensor, torch.Tensor]:
         """``prompt_embeds`` ``(N, L, D)`` and ``pooled_prompt_embeds`` ``(N, D)``."""
-        ids = self.tokenizer(captions).to(self.text_encoder.positions.device)
-        return self.text_encoder(ids)
+        return self.text_encoder.encode(captions)
 
     def forward(self, x: torch.Tensor, sigma: torch.Tensor, captions: list[str]) -> torch.Tensor:
         """Velocity ``(N, C, H, W)`` at noise levels ``sigma`` ``(N,)`` in [0, 1]."""
@@ -117,20 +120,6 @@ class TinySD3(nn.Module):
             return_dict=False,
         )
         return out[0]
-
-
-def seed_captions(seeds: Sequence[int]) -> list[str]:
-    """The caption each seed asks for: class ``seed % 16`` on background ``(seed // 16) % 5``.
-
-    The class follows :data:`blockdance_lab.data.shapes.CLASS_NAMES` (shape-major), as the DiT
-    workload's labels do, so the same probe scores both.
-    """
-    out = []
-    for s in seeds:
-        k = s % num_classes
-        shape, color = SHAPES[k // len(COLORS)], COLORS[k % len(COLORS)]
-        out.append(caption_for(shape, color, BACKGROUNDS[(s // num_classes) % len(BACKGROUNDS)]))
-    return out
 
 
 @dataclass
@@ -150,13 +139,28 @@ class TrainConfig(BaseTrainConfig):
     logit_std: float = 1.0
 
 
+#: ``make_batch(n, seed, start)``: images ``(n, 3, H, W)`` in [-1, 1] and their n captions.
+MakeBatch = Callable[[int, int, int], tuple[torch.Tensor, list[str]]]
+
+
+def caption_batches(model_cfg: TinySD3Config) -> MakeBatch:
+    """The shipped model's data: captioned shape images at the model's size."""
+
+    def batch(n: int, seed: int, start: int) -> tuple[torch.Tensor, list[str]]:
+        images, _, captions = make_shapes(n, seed, model_cfg.sample_size, start)
+        return images, captions
+
+    return batch
+
+
 def train_tiny_sd3(
     model_cfg: TinySD3Config,
     cfg: TrainConfig,
-    make_batch: Callable[[int, int, int], tuple[torch.Tensor, list[str]]],
+    make_batch: MakeBatch | None = None,
     *,
     progress: bool = True,
     device: str | torch.device = "cpu",
+    on_step: Callable[[int, TinySD3], None] | None = None,
 ) -> tuple[TinySD3, dict[str, Any]]:
     """Train with rectified flow on freshly rendered batches; return the EMA model.
 
@@ -164,13 +168,16 @@ def train_tiny_sd3(
         model_cfg: Architecture.
         cfg: Hyper-parameters.
         make_batch: ``make_batch(n, seed, start)`` returns images ``(n, 3, H, W)`` in [-1, 1]
-            and their n captions.
+            and their n captions; default: :func:`caption_batches`, the shipped model's data.
         progress: Show a progress bar with the loss.
         device: Where to train; random draws stay on the CPU generator.
+        on_step: Called after each step with its index and the EMA model.
 
     Returns:
         The EMA model (eval mode, on the CPU) and a log: steps run, wall time, final loss.
     """
+
+    batch = caption_batches(model_cfg) if make_batch is None else make_batch
 
     def build() -> TinySD3:
         model = model_cfg.build()
@@ -178,7 +185,7 @@ def train_tiny_sd3(
         return model
 
     def loss_fn(model: TinySD3, step: int, gen: torch.Generator) -> torch.Tensor:
-        x0, captions = make_batch(cfg.batch_size, cfg.seed, step * cfg.batch_size)  # (B,3,H,W)
+        x0, captions = batch(cfg.batch_size, cfg.seed, step * cfg.batch_size)  # (B, 3, H, W)
         b = x0.shape[0]
         drop = torch.rand(b, generator=gen) < cfg.caption_dropout
         captions = ["" if d else c for c, d in zip(captions, drop.tolist())]
@@ -190,8 +197,18 @@ def train_tiny_sd3(
         return F.mse_loss(model(xt, sigma, captions), noise - x0)
 
     return train_with_ema(
-        build, loss_fn, cfg, desc="train tiny SD3", progress=progress, device=device
+        build,
+        loss_fn,
+        cfg,
+        desc="train tiny SD3",
+        progress=progress,
+        device=device,
+        on_step=on_step,
     )
+
+
+#: The tiny SD3's weights files (``python -m blockdance_lab.zoo.train sd3`` makes them).
+FILES: ModelFiles[TinySD3] = ModelFiles("sd3", "tiny SD3", TinySD3Config, DEFAULT_WEIGHTS)
 
 
 def save_tiny_sd3(model: TinySD3, path: Path, meta: dict[str, Any]) -> None:
@@ -202,16 +219,15 @@ def save_tiny_sd3(model: TinySD3, path: Path, meta: dict[str, Any]) -> None:
 def load_tiny_sd3(
     path: Path | str = DEFAULT_WEIGHTS, dtype: torch.dtype = torch.float32
 ) -> TinySD3:
-    """Build the tiny SD3 from shipped weights (eval mode).
+    """Build the tiny SD3 from its weights and their sidecar, by default the shipped ones."""
+    return FILES.load(path, dtype)
 
-    Args:
-        path: The ``.safetensors`` file; its ``.json`` sidecar holds the config.
-        dtype: Parameter dtype after loading.
-    """
-    return load_weights(
-        path,
-        lambda config: TinySD3Config(**config).build(),
-        family="tiny SD3",
-        script="scripts/train_tiny_sd3.py",
-        dtype=dtype,
-    )
+
+RECIPE: Recipe[TinySD3] = Recipe(
+    FILES,
+    TrainConfig,
+    train_tiny_sd3,
+    sampler=lazy("blockdance_lab.zoo.sd3.workloads", "tiny_sd3_sampler"),
+    probe=image_probe,
+    model_flags={"--layers": "num_layers"},
+)

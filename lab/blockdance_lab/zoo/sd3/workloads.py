@@ -12,8 +12,9 @@ from diffusers.schedulers.scheduling_flow_match_euler_discrete import (
 )
 from tqdm import tqdm
 
-from blockdance_lab.workload import GenerateRequest, QualityProbe
+from blockdance_lab.workload import GenerateRequest
 from blockdance_lab.zoo.sd3.tiny import TinySD3, load_tiny_sd3, seed_captions
+from blockdance_lab.zoo.workloads import generate_pixels, image_probe
 
 #: Guidance scale of the tiny SD3 (chosen on its probe accuracy, see its card).
 TINY_SD3_GUIDANCE = 6.0
@@ -67,22 +68,18 @@ class SD3Sampler:
         return x
 
 
-def tiny_sd3_sampler(guidance_scale: float = TINY_SD3_GUIDANCE) -> SD3Sampler:
-    """The shipped tiny SD3 with flow-matching Euler and classifier-free guidance."""
-    return SD3Sampler(load_tiny_sd3(), FlowMatchEulerDiscreteScheduler(), guidance_scale)
+def tiny_sd3_sampler(
+    model: TinySD3 | None = None, guidance_scale: float = TINY_SD3_GUIDANCE
+) -> SD3Sampler:
+    """The tiny SD3 (default: the shipped one) with flow-matching Euler and guidance."""
+    return SD3Sampler(
+        load_tiny_sd3() if model is None else model,
+        FlowMatchEulerDiscreteScheduler(),
+        guidance_scale,
+    )
 
 
-def tiny_sd3_labels(seeds: Sequence[int]) -> torch.Tensor:
-    """The class of each seed's caption (``seed % 16``, see :func:`seed_captions`)."""
-    return torch.tensor([s % 16 for s in seeds])
-
-
-def tiny_sd3_probe() -> QualityProbe:
-    from blockdance_lab.evaluation.shapes_probe import shapes_probe
-
-    return shapes_probe(labels=tiny_sd3_labels)
-
-
-def generate_images(target: SD3Sampler, request: GenerateRequest) -> torch.Tensor:
-    """Pixel-space samples, clamped to [-1, 1]."""
-    return target(request).clamp(-1, 1)
+#: The shipped probe on the tiny SD3's images (the class of each seed's caption).
+tiny_sd3_probe = image_probe
+#: Pixel-space samples, clamped to [-1, 1].
+generate_images = generate_pixels

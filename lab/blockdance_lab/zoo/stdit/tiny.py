@@ -10,7 +10,7 @@ Training follows Open-Sora's path from an image model to a video model: the STDi
 from the shipped tiny DiT (:mod:`blockdance_lab.zoo.stdit.from_dit`), distils it on single images,
 then learns on clips. The objective is Open-Sora v1's: ε-prediction on DiT's linear β
 schedule (here with min-SNR-5 weighting), captions dropped to the model's null caption with
-p = 0.1 for guidance.
+p = 0.1 for guidance. Its :data:`RECIPE` trains it (``python -m blockdance_lab.zoo.train stdit``).
 """
 
 from __future__ import annotations
@@ -24,25 +24,24 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from blockdance_lab.data.captions import ShapesTokenizer, TinyTextEncoder
+from blockdance import lazy
+from blockdance_lab.data.captions import TinyTextEncoder
+from blockdance_lab.data.shapes import make_batch as make_image_batch
 from blockdance_lab.data.shapes import (
-    BACKGROUNDS,
-    COLORS,
-    DIRECTIONS,
-    SHAPES,
-    caption_for,
-    class_index,
+    make_video_batch,
     num_classes,
 )
-from blockdance_lab.data.shapes import make_batch as make_image_batch
-from blockdance_lab.training import TrainConfig as BaseTrainConfig
 from blockdance_lab.training import (
+    ModelFiles,
+    Recipe,
     linear_alphas_cumprod,
-    load_weights,
     min_snr_mean,
     save_weights,
     train_with_ema,
 )
+from blockdance_lab.training import TrainConfig as BaseTrainConfig
+from blockdance_lab.zoo.workloads import seed_captions as caption_seeds
+from blockdance_lab.zoo.workloads import video_probe
 from blockdance_stdit.model import STDiT
 
 ASSETS = Path(__file__).parent / "assets"
@@ -50,6 +49,7 @@ DEFAULT_WEIGHTS = ASSETS / "tiny_stdit_shapes8x32.safetensors"
 
 __all__ = [
     "DEFAULT_WEIGHTS",
+    "RECIPE",
     "TinySTDiT",
     "TinySTDiTConfig",
     "TrainConfig",
@@ -57,6 +57,7 @@ __all__ = [
     "save_tiny_stdit",
     "seed_captions",
     "train_tiny_stdit",
+    "video_batches",
 ]
 
 
@@ -104,12 +105,10 @@ class TinySTDiT(nn.Module):
             model_max_length=cfg.max_length,
         )
         self.text_encoder = TinyTextEncoder(cfg.text_dim, cfg.max_length, cfg.text_depth)
-        self.tokenizer = ShapesTokenizer(cfg.max_length)
 
     def encode(self, captions: Sequence[str]) -> torch.Tensor:
         """Caption features ``(N, 1, L, text_dim)``, the STDiT's ``y``."""
-        ids = self.tokenizer(captions).to(self.text_encoder.positions.device)
-        embeds, _ = self.text_encoder(ids)  # (N, L, D)
+        embeds, _ = self.text_encoder.encode(captions)  # (N, L, D)
         return embeds[:, None]
 
     def forward(self, x: torch.Tensor, t: torch.Tensor, captions: Sequence[str]) -> torch.Tensor:
@@ -118,20 +117,9 @@ class TinySTDiT(nn.Module):
 
 
 def seed_captions(seeds: Sequence[int]) -> list[str]:
-    """The caption each seed asks for: class ``seed % 16`` on background
-    ``(seed // 16) % 5``, moving in direction ``(seed // 80) % 4``."""
-    out = []
-    for s in seeds:
-        k = s % num_classes
-        out.append(
-            caption_for(
-                SHAPES[k // len(COLORS)],
-                COLORS[k % len(COLORS)],
-                BACKGROUNDS[(s // num_classes) % len(BACKGROUNDS)],
-                DIRECTIONS[(s // (num_classes * len(BACKGROUNDS))) % len(DIRECTIONS)],
-            )
-        )
-    return out
+    """The caption each seed asks for, with its direction
+    (:func:`blockdance_lab.zoo.workloads.seed_captions`, ``moving=True``)."""
+    return caption_seeds(seeds, moving=True)
 
 
 @dataclass
@@ -150,11 +138,8 @@ class TrainConfig(BaseTrainConfig):
             stage's.
         image_target: What the image stage regresses: ``"dit"``, the shipped tiny DiT's
             class-conditional ε on the DiT's own captioned images (distillation);
-            ``"noise"``, the sampled noise on single video frames.
-        teacher_max_t: With ``image_target="dit"``: 0 distils on the DiT's images at every
-            timestep; above 0 the stage trains on single video frames instead, with the DiT's
-            ε as the target below this timestep and the sampled noise from it up (the
-            videos' shape sizes are decided at high noise, which the DiT would draw larger).
+            ``"noise"``, the sampled noise on single video frames; with ``init="none"`` it
+            trains an STDiT of any size, without the DiT.
     """
 
     steps: int = 2000
@@ -169,12 +154,21 @@ class TrainConfig(BaseTrainConfig):
     image_lr: float = 5e-3
     image_minutes: float = 18.0
     image_target: str = "dit"
-    teacher_max_t: int = 0
 
 
 #: ``make_batch(n, seed, start, frames)``: videos ``(n, frames, 3, H, W)`` in [-1, 1] and
 #: their captions.
 MakeBatch = Callable[[int, int, int, int], tuple[torch.Tensor, list[str]]]
+
+
+def video_batches(model_cfg: TinySTDiTConfig) -> MakeBatch:
+    """The shipped model's data: captioned clips of moving shapes at the model's size."""
+
+    def batch(n: int, seed: int, start: int, frames: int) -> tuple[torch.Tensor, list[str]]:
+        videos, _, captions = make_video_batch(n, seed, model_cfg.image_size, frames, start)
+        return videos, captions
+
+    return batch
 
 
 def _eps_loss(
@@ -210,83 +204,6 @@ def _eps_loss(
     return loss_fn
 
 
-#: ``frames(n, step, gen)``: clean single frames ``(n, 3, H, W)``, their class labels and
-#: captions.
-Frames = Callable[[int, int, torch.Generator], tuple[torch.Tensor, torch.Tensor, list[str]]]
-
-
-def _teacher_loss(
-    teacher: nn.Module,
-    frames: Frames,
-    cfg: BaseTrainConfig,
-    teacher_max_t: int,
-    min_snr: float,
-    device: Any,
-) -> Callable[[TinySTDiT, int, torch.Generator], torch.Tensor]:
-    """The image stage's loss: the DiT's ε as the target below ``teacher_max_t``, the
-    sampled noise from it up.
-
-    The teacher is asked for the caption's class, or for its null class where the caption
-    is dropped (to the STDiT's null caption), so guidance is learnt too.
-    """
-    abar = linear_alphas_cumprod()  # (T,)
-
-    def loss_fn(model: TinySTDiT, step: int, gen: torch.Generator) -> torch.Tensor:
-        n = cfg.batch_size
-        x0, labels, captions = frames(n, step, gen)  # (B, 3, H, W), (B,)
-        t = torch.randint(0, len(abar), (n,), generator=gen)
-        noise = torch.randn(x0.shape, generator=gen)
-        drop = torch.rand(n, generator=gen) < model.cfg.class_dropout_prob
-        a = abar[t].view(-1, 1, 1, 1)
-        x0, noise, a, t, drop, labels = (v.to(device) for v in (x0, noise, a, t, drop, labels))
-        xt = a.sqrt() * x0 + (1 - a).sqrt() * noise  # (B, 3, H, W)
-        with torch.no_grad():
-            guided = teacher(xt, t, torch.where(drop, num_classes, labels))  # (B, 3, H, W)
-        target = torch.where((t < teacher_max_t).view(-1, 1, 1, 1), guided, noise)
-        y = model.encode(captions)  # (B, 1, L, D)
-        y = torch.where(drop[:, None, None, None], model.stdit.y_embedder.null(n).to(y), y)
-        eps = model.stdit(xt[:, :, None], t, y)[:, :, 0]  # one frame: (B, 3, H, W)
-        per_sample = F.mse_loss(eps, target, reduction="none").mean((1, 2, 3))
-        return min_snr_mean(per_sample, a, min_snr)
-
-    return loss_fn
-
-
-def _hybrid_loss(
-    teacher: nn.Module,
-    make_batch: MakeBatch,
-    cfg: BaseTrainConfig,
-    frames: int,
-    teacher_max_t: int,
-    min_snr: float,
-    device: Any,
-) -> Callable[[TinySTDiT, int, torch.Generator], torch.Tensor]:
-    """The image stage on single video frames: the DiT's ε below ``teacher_max_t``, the
-    sampled noise from there up.
-
-    High noise decides where a shape goes and how large it is: there the frames' own noise
-    is the target, so the model learns the videos' smaller shapes. Lower noise refines the
-    shape: there the DiT's class-conditional ε replaces the noisy ε target.
-    """
-    to_class = {
-        caption_for(s, c, b, d): class_index(s, c)
-        for s in SHAPES
-        for c in COLORS
-        for b in BACKGROUNDS
-        for d in DIRECTIONS
-    }
-
-    def video_frames(
-        n: int, step: int, gen: torch.Generator
-    ) -> tuple[torch.Tensor, torch.Tensor, list[str]]:
-        videos, captions = make_batch(n, cfg.seed, step * n, frames)  # (B, F, 3, H, W)
-        pick = torch.randint(0, videos.shape[1], (n,), generator=gen)
-        labels = torch.tensor([to_class[c] for c in captions])
-        return videos[torch.arange(n), pick], labels, captions
-
-    return _teacher_loss(teacher, video_frames, cfg, teacher_max_t, min_snr, device)
-
-
 def _distill_loss(
     teacher: nn.Module, cfg: BaseTrainConfig, image_size: int, min_snr: float, device: Any
 ) -> Callable[[TinySTDiT, int, torch.Generator], torch.Tensor]:
@@ -295,15 +212,30 @@ def _distill_loss(
     Each step renders ``cfg.batch_size`` captioned images (``make_batch``), noises them, and
     regresses the teacher's prediction at every timestep. The teacher's ε says what the
     images of a class look like without the noise of the ε target, which the small CPU
-    budget could not average out.
+    budget could not average out. The teacher is asked for the caption's class, or for its
+    null class where the caption is dropped (to the STDiT's null caption), so guidance is
+    learnt too.
     """
+    abar = linear_alphas_cumprod()  # (T,)
 
-    def dit_images(
-        n: int, step: int, gen: torch.Generator
-    ) -> tuple[torch.Tensor, torch.Tensor, list[str]]:
-        return make_image_batch(n, cfg.seed, image_size, start=step * n)
+    def loss_fn(model: TinySTDiT, step: int, gen: torch.Generator) -> torch.Tensor:
+        n = cfg.batch_size
+        x0, labels, captions = make_image_batch(n, cfg.seed, image_size, start=step * n)
+        t = torch.randint(0, len(abar), (n,), generator=gen)
+        noise = torch.randn(x0.shape, generator=gen)
+        drop = torch.rand(n, generator=gen) < model.cfg.class_dropout_prob
+        a = abar[t].view(-1, 1, 1, 1)
+        x0, noise, a, t, drop, labels = (v.to(device) for v in (x0, noise, a, t, drop, labels))
+        xt = a.sqrt() * x0 + (1 - a).sqrt() * noise  # (B, 3, H, W)
+        with torch.no_grad():
+            target = teacher(xt, t, torch.where(drop, num_classes, labels))  # (B, 3, H, W)
+        y = model.encode(captions)  # (B, 1, L, D)
+        y = torch.where(drop[:, None, None, None], model.stdit.y_embedder.null(n).to(y), y)
+        eps = model.stdit(xt[:, :, None], t, y)[:, :, 0]  # one frame: (B, 3, H, W)
+        per_sample = F.mse_loss(eps, target, reduction="none").mean((1, 2, 3))
+        return min_snr_mean(per_sample, a, min_snr)
 
-    return _teacher_loss(teacher, dit_images, cfg, len(linear_alphas_cumprod()), min_snr, device)
+    return loss_fn
 
 
 def _load_across_frames(model: TinySTDiT, state: dict[str, torch.Tensor]) -> TinySTDiT:
@@ -334,11 +266,11 @@ def _from_dit(model_cfg: TinySTDiTConfig, dit: nn.Module) -> dict[str, torch.Ten
 def train_tiny_stdit(
     model_cfg: TinySTDiTConfig,
     cfg: TrainConfig,
-    make_batch: MakeBatch,
+    make_batch: MakeBatch | None = None,
     *,
     progress: bool = True,
     device: str | torch.device = "cpu",
-    on_video_step: Callable[[int, TinySTDiT], None] | None = None,
+    on_step: Callable[[int, TinySTDiT], None] | None = None,
 ) -> tuple[TinySTDiT, dict[str, Any]]:
     """Train with ε-prediction on freshly rendered clips; return the EMA model.
 
@@ -352,31 +284,29 @@ def train_tiny_stdit(
         model_cfg: Architecture of the video model.
         cfg: Hyper-parameters.
         make_batch: ``make_batch(n, seed, start, frames)`` returns clips
-            ``(n, frames, 3, H, W)`` in [-1, 1] and their captions.
+            ``(n, frames, 3, H, W)`` in [-1, 1] and their captions; default:
+            :func:`video_batches`, the shipped model's data.
         progress: Show a progress bar with the loss.
         device: Where to train; random draws stay on the CPU generator.
-        on_video_step: Called after each video-stage step with its index and the EMA
-            model, e.g. to save snapshots (:func:`blockdance_lab.training.train_with_ema`).
+        on_step: Called after each video-stage step with its index and the EMA model, e.g.
+            to save snapshots (:func:`blockdance_lab.training.train_with_ema`).
     """
     if cfg.init not in ("dit", "none"):
         raise ValueError(f"init must be 'dit' or 'none', got {cfg.init!r}")
     if cfg.image_target not in ("dit", "noise"):
         raise ValueError(f"image_target must be 'dit' or 'noise', got {cfg.image_target!r}")
-    if not 0 <= cfg.teacher_max_t <= 1000:
-        raise ValueError(f"teacher_max_t must be a timestep in [0, 1000], got {cfg.teacher_max_t}")
+    batch = video_batches(model_cfg) if make_batch is None else make_batch
     image_cfg = replace(model_cfg, frames=1)
     use_dit = "dit" in (cfg.init, cfg.image_target if cfg.image_steps > 0 else "")
     teacher = _tiny_dit() if use_dit else None
     state = _from_dit(image_cfg, teacher) if teacher is not None and cfg.init == "dit" else None
     logs: dict[str, Any] = {}
     if cfg.image_steps > 0:
-        stage = BaseTrainConfig(
+        stage = replace(
+            cfg,
             steps=cfg.image_steps,
             batch_size=cfg.image_batch_size,
             lr=cfg.image_lr,
-            warmup=cfg.warmup,
-            ema_decay=cfg.ema_decay,
-            seed=cfg.seed,
             max_minutes=cfg.image_minutes,
         )
         start = state
@@ -397,22 +327,9 @@ def train_tiny_stdit(
                     " distil at the DiT's size or use image_target='noise'"
                 )
             teacher = teacher.to(device).eval().requires_grad_(False)
-            if cfg.teacher_max_t > 0:
-                loss = _hybrid_loss(
-                    teacher,
-                    make_batch,
-                    stage,
-                    model_cfg.frames,
-                    cfg.teacher_max_t,
-                    cfg.min_snr,
-                    device,
-                )
-            else:
-                loss = _distill_loss(teacher, stage, model_cfg.image_size, cfg.min_snr, device)
+            loss = _distill_loss(teacher, stage, model_cfg.image_size, cfg.min_snr, device)
         else:
-            loss = _eps_loss(
-                make_batch, stage, model_cfg.frames, cfg.min_snr, device, single_frame=True
-            )
+            loss = _eps_loss(batch, stage, model_cfg.frames, cfg.min_snr, device, single_frame=True)
         image_model, logs["image"] = train_with_ema(
             build_image,
             loss,
@@ -430,14 +347,18 @@ def train_tiny_stdit(
 
     model, logs["video"] = train_with_ema(
         build_video,
-        _eps_loss(make_batch, cfg, model_cfg.frames, cfg.min_snr, device),
+        _eps_loss(batch, cfg, model_cfg.frames, cfg.min_snr, device),
         cfg,
         desc="video stage",
         progress=progress,
         device=device,
-        on_step=on_video_step,
+        on_step=on_step,
     )
     return model, logs
+
+
+#: The tiny STDiT's weights files (``python -m blockdance_lab.zoo.train stdit`` makes them).
+FILES: ModelFiles[TinySTDiT] = ModelFiles("stdit", "tiny STDiT", TinySTDiTConfig, DEFAULT_WEIGHTS)
 
 
 def save_tiny_stdit(model: TinySTDiT, path: Path, meta: dict[str, Any]) -> None:
@@ -448,16 +369,16 @@ def save_tiny_stdit(model: TinySTDiT, path: Path, meta: dict[str, Any]) -> None:
 def load_tiny_stdit(
     path: Path | str = DEFAULT_WEIGHTS, dtype: torch.dtype = torch.float32
 ) -> TinySTDiT:
-    """Build the tiny STDiT from shipped weights (eval mode).
+    """Build the tiny STDiT from its weights and their sidecar, by default the shipped ones."""
+    return FILES.load(path, dtype)
 
-    Args:
-        path: The ``.safetensors`` file; its ``.json`` sidecar holds the config.
-        dtype: Parameter dtype after loading.
-    """
-    return load_weights(
-        path,
-        lambda config: TinySTDiTConfig(**config).build(),
-        family="tiny STDiT",
-        script="scripts/train_tiny_stdit.py",
-        dtype=dtype,
-    )
+
+RECIPE: Recipe[TinySTDiT] = Recipe(
+    FILES,
+    TrainConfig,
+    train_tiny_stdit,
+    sampler=lazy("blockdance_lab.zoo.stdit.workloads", "tiny_stdit_sampler"),
+    probe=video_probe,
+    model_flags={"--depth": "depth", "--frames": "frames"},
+    snapshot_stage="video",
+)

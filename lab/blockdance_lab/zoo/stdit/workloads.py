@@ -9,8 +9,9 @@ import torch
 from diffusers.schedulers.scheduling_ddim import DDIMScheduler
 from tqdm import tqdm
 
-from blockdance_lab.workload import GenerateRequest, QualityProbe
+from blockdance_lab.workload import GenerateRequest
 from blockdance_lab.zoo.stdit.tiny import TinySTDiT, load_tiny_stdit, seed_captions
+from blockdance_lab.zoo.workloads import video_probe
 from blockdance_stdit.model import STDiT
 
 #: Guidance scale of the tiny STDiT (chosen on its probe accuracy, see its card).
@@ -69,22 +70,14 @@ class STDiTSampler:
         return x.permute(0, 2, 1, 3, 4)  # (N, T, 3, H, W)
 
 
-def tiny_stdit_sampler() -> STDiTSampler:
-    """The shipped tiny STDiT with DDIM and classifier-free guidance."""
-    return STDiTSampler(load_tiny_stdit(), ddim_linear())
+def tiny_stdit_sampler(
+    model: TinySTDiT | None = None, guidance_scale: float = TINY_STDIT_GUIDANCE
+) -> STDiTSampler:
+    """The tiny STDiT (default: the shipped one) with DDIM and classifier-free guidance."""
+    return STDiTSampler(
+        load_tiny_stdit() if model is None else model, ddim_linear(), guidance_scale
+    )
 
 
-def tiny_stdit_labels(seeds: Sequence[int]) -> torch.Tensor:
-    """The class of each seed's caption (``seed % 16``, see :func:`seed_captions`)."""
-    return torch.tensor([s % 16 for s in seeds])
-
-
-def tiny_stdit_probe() -> QualityProbe:
-    from blockdance_lab.evaluation.shapes_probe import video_shapes_probe
-
-    return video_shapes_probe(labels=tiny_stdit_labels)
-
-
-def generate_videos(target: STDiTSampler, request: GenerateRequest) -> torch.Tensor:
-    """Pixel-space videos ``(N, F, 3, H, W)``, clamped to [-1, 1]."""
-    return target(request).clamp(-1, 1)
+#: The shipped video-frame probe on the tiny STDiT's videos (the class of each caption).
+tiny_stdit_probe = video_probe
