@@ -16,7 +16,7 @@ from torch import nn
 
 import blockdance
 from blockdance import TensorIO
-from blockdance.testing import ArchitectureChecks, trajectory
+from blockdance.testing import trajectory
 from blockdance_mmdit.examples import flux_call, sd3_call
 from blockdance_mmdit.streams import JOINT, single_stream_io
 from tiny_diffusers import (
@@ -129,17 +129,7 @@ def test_single_stream_io_follows_the_block_signature():
     assert single_stream_io(tiny_flux().single_transformer_blocks[0]) is JOINT
 
 
-# -- the contract -------------------------------------------------------------------------------
-@pytest.mark.parametrize("arch", ["sd3", "flux"])
-def test_architecture_checks_on_the_spec_example(arch):
-    spec = blockdance.default_registry().architecture(arch)
-    assert spec.example is not None
-    example = spec.example()
-    ArchitectureChecks(build=example.build, call=example.call, num_steps=STEPS).run_all()
-    with blockdance.attach(example.build(), "none", num_steps=STEPS) as handle:
-        assert handle.architecture.name == arch
-
-
+# -- reuse (the contract itself runs in tests/test_architecture_contract.py) ------------------
 @pytest.mark.parametrize("n", [2, 3])
 @pytest.mark.parametrize(("build", "call", "arch"), MODELS)
 def test_blockdance_schedule_skips_real_compute(build, call, arch, n):

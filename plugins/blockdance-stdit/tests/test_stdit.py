@@ -14,7 +14,7 @@ from safetensors.torch import save_file
 
 import blockdance
 from blockdance.policies.blockdance import window_steps
-from blockdance.testing import ArchitectureChecks, trajectory
+from blockdance.testing import make_registry, trajectory
 from blockdance_stdit import plugin
 from blockdance_stdit.checkpoint import CheckpointMismatchError, load_official_state_dict
 from blockdance_stdit.examples import (
@@ -46,21 +46,8 @@ def _threads() -> Iterator[None]:
     torch.set_num_threads(threads)
 
 
-def stdit_registry() -> blockdance.Registry:
-    """A registry holding only this plugin, whatever else is installed."""
-    pm = blockdance.get_plugin_manager(autoload=False)
-    pm.register(plugin, name="stdit")
-    return blockdance.Registry(pm)
-
-
-REGISTRY = stdit_registry()
-
-
-def spec_example(name: str) -> blockdance.ArchitectureExample:
-    """The tiny model and call the plugin declares for architecture ``name``."""
-    spec = REGISTRY.architecture(name)
-    assert spec.example is not None
-    return spec.example()
+#: A registry holding only this plugin (and the built-in policies), whatever else is installed.
+REGISTRY = make_registry(("stdit", plugin))
 
 
 def counted(slots: list[blockdance.BlockSlot]) -> Counter[int]:
@@ -281,14 +268,6 @@ def test_load_non_strict_and_missing_file(tmp_path: Path) -> None:
 #################################################################################
 
 
-def test_stdit_architecture_contract() -> None:
-    """Identity under ``none`` (bit-identical), removal restores, BlockDance schedules."""
-    example = spec_example("stdit")
-    ArchitectureChecks(
-        build=example.build, call=example.call, num_steps=STEPS, registry=REGISTRY
-    ).run_all()
-
-
 def test_stdit_spec_defaults_follow_the_paper() -> None:
     spec = REGISTRY.match(tiny_stdit())
     assert spec.name == "stdit"
@@ -318,14 +297,6 @@ def test_stdit_blockdance_schedule_and_block_executions() -> None:
 #################################################################################
 #                                     Latte                                     #
 #################################################################################
-
-
-def test_latte_architecture_contract() -> None:
-    """Identity under ``none`` (bit-identical), removal restores, BlockDance schedules."""
-    example = spec_example("latte")
-    ArchitectureChecks(
-        build=example.build, call=example.call, num_steps=STEPS, registry=REGISTRY
-    ).run_all()
 
 
 def test_latte_slots_interleave_in_execution_order() -> None:
