@@ -15,7 +15,7 @@ import blockdance
 from blockdance.policies.blockdance import window_steps
 from blockdance.testing import make_registry, trajectory
 from blockdance_stdit import plugin
-from blockdance_stdit.checkpoint import CheckpointMismatchError, load_official_state_dict
+from blockdance_stdit.checkpoint import load_official_state_dict
 from blockdance_stdit.examples import (
     DEPTH,
     TINY,
@@ -26,6 +26,11 @@ from blockdance_stdit.examples import (
     tiny_stdit,
 )
 from blockdance_stdit.model import STDiT, STDiT_models, STDiTBlock
+from checkpoint_checks import (
+    check_non_strict_and_missing_file,
+    mismatch_message,
+    official_mismatch_message,
+)
 from pipeline_checks import (
     count_block_calls,
     generate,
@@ -35,21 +40,11 @@ from pipeline_checks import (
 )
 
 if TYPE_CHECKING:
-    from collections.abc import Iterator
     from pathlib import Path
 
 STEPS = 12
 # Window 25%-95% of 12 steps = steps 3..11; N=2 caches at 3, 5, 7, 9, 11 and reuses 4, 6, 8, 10.
 REUSE_STEPS = (4, 6, 8, 10)
-
-
-@pytest.fixture(autouse=True)
-def _threads() -> Iterator[None]:
-    # Tiny models: a second thread only adds contention on a busy machine.
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 #: A registry holding only this plugin (and the built-in policies), whatever else is installed.
@@ -215,44 +210,35 @@ def test_load_wrapped_checkpoint_and_derived_buffers() -> None:
 
 
 def test_load_mismatch_names_keys_and_shapes() -> None:
-    model = tiny_stdit()
-    sd = model.state_dict()
-    del sd["blocks.2.attn_temp.qkv.weight"]
-    sd["blocks.9.cross_attn.q_linear.weight"] = torch.zeros(32, 32)
-    sd["y_embedder.y_embedding"] = torch.zeros(120, 12)
-    with pytest.raises(CheckpointMismatchError) as info:
-        load_official_state_dict(model, sd)
-    message = str(info.value)
-    assert "missing keys (1)" in message and "blocks.2.attn_temp.qkv.weight" in message
-    assert "unexpected keys (1)" in message and "blocks.9.cross_attn.q_linear.weight" in message
+    message = mismatch_message(
+        load_official_state_dict,
+        tiny_stdit(),
+        drop="blocks.2.attn_temp.qkv.weight",
+        add=("blocks.9.cross_attn.q_linear.weight", torch.zeros(32, 32)),
+        reshape=("y_embedder.y_embedding", torch.zeros(120, 12)),
+    )
     assert "y_embedder.y_embedding: model (6, 12) vs checkpoint (120, 12)" in message
     assert "model_max_length=120" in message  # what the checkpoint fits
-    assert info.value.missing_keys == ["blocks.2.attn_temp.qkv.weight"]
-    assert isinstance(info.value, ValueError)
 
 
 def test_load_mismatch_suggests_official_model() -> None:
     with torch.device("meta"):
         official = STDiT_models["STDiT-XL/2"]().state_dict()
-    with pytest.raises(CheckpointMismatchError) as info:
-        load_official_state_dict(tiny_stdit(), official)
-    message = str(info.value)
+    message = official_mismatch_message(load_official_state_dict, tiny_stdit(), official)
     assert (
         'STDiT_models["STDiT-XL/2"](in_channels=4, pred_sigma=True, caption_channels=4096, '
         "model_max_length=120, input_size=...)" in message
     )
-    assert "... and" in message  # long listings are truncated
 
 
 def test_load_non_strict_and_missing_file(tmp_path: Path) -> None:
-    source, target = tiny_stdit(seed=0), tiny_stdit(seed=1)
-    sd = source.state_dict()
-    del sd["final_layer.linear.bias"]
-    load_official_state_dict(target, sd, strict=False)
-    key = "blocks.0.attn_temp.qkv.weight"
-    assert torch.equal(target.state_dict()[key], source.state_dict()[key])
-    with pytest.raises(FileNotFoundError, match=r"nope\.pth"):
-        load_official_state_dict(target, tmp_path / "nope.pth")
+    check_non_strict_and_missing_file(
+        load_official_state_dict,
+        source=tiny_stdit(seed=0),
+        target=tiny_stdit(seed=1),
+        kept="blocks.0.attn_temp.qkv.weight",
+        missing=tmp_path / "nope.pth",
+    )
 
 
 #################################################################################
