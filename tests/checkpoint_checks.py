@@ -55,13 +55,19 @@ def official_mismatch_message(load: Load, model: nn.Module, official: dict[str, 
 
 
 def check_non_strict_and_missing_file(
-    load: Load, source: nn.Module, target: nn.Module, kept: str, missing: Path
+    load: Load, build: Callable[..., nn.Module], missing: Path
 ) -> None:
-    """``strict=False`` loads a state dict without ``final_layer.linear.bias`` (``kept`` is
-    then the source's), and a missing file is named in the error."""
+    """``strict=False`` loads the state dict of ``build(seed=0)`` less
+    ``final_layer.linear.bias`` into ``build(seed=1)``: every other weight becomes the
+    source's, that one keeps the target's; and a missing file is named in the error."""
+    source, target = build(seed=0), build(seed=1)
+    before = target.state_dict()["final_layer.linear.bias"].clone()
     state = source.state_dict()
     del state["final_layer.linear.bias"]
     load(target, state, strict=False)
-    assert torch.equal(target.state_dict()[kept], source.state_dict()[kept])
+    loaded = target.state_dict()
+    for key, value in state.items():
+        assert torch.equal(loaded[key], value), key
+    assert torch.equal(loaded["final_layer.linear.bias"], before)
     with pytest.raises(FileNotFoundError, match=re.escape(missing.name)):
         load(target, missing)
