@@ -14,6 +14,7 @@ import torch
 import blockdance
 import blockdance_lab.plugin
 from blockdance.hookspecs import all_hookspec_names
+from blockdance.testing import make_registry
 from toymodel import ToyPlugin, run
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -43,9 +44,8 @@ def code_in(markdown: str) -> str:
 # -- (a) hooks ---------------------------------------------------------------------------
 def hook_names() -> set[str]:
     """Hooks the plugin manager knows, and the specs the hookspecs module defines."""
-    pm = blockdance.get_plugin_manager(autoload=False)
-    pm.register(blockdance_lab.plugin, name="lab")  # the lab adds its workload hook
-    from_pm = {name for name in vars(pm.hook) if name.startswith("blockdance_")}
+    registry = make_registry(("lab", blockdance_lab.plugin))  # the lab adds its workload hook
+    from_pm = {name for name in vars(registry.pm.hook) if name.startswith("blockdance_")}
     return from_pm | set(all_hookspec_names())
 
 
@@ -112,10 +112,9 @@ def load_every_k() -> ModuleType:
 
 @pytest.fixture
 def every_k_registry() -> blockdance.Registry:
-    pm = blockdance.get_plugin_manager(autoload=False)
-    pm.register(ToyPlugin(), name="toy-plugin")
-    pm.register(load_every_k().EveryKPlugin(), name="every-k-plugin")
-    return blockdance.Registry(pm)
+    return make_registry(
+        ("toy-plugin", ToyPlugin()), ("every-k-plugin", load_every_k().EveryKPlugin())
+    )
 
 
 def x0() -> torch.Tensor:

@@ -29,7 +29,7 @@ from blockdance import (
 )
 from blockdance.cli import main
 from blockdance.errors import UnknownModelError, UnknownPolicyError
-from blockdance.testing import ArchitectureChecks
+from blockdance.testing import ArchitectureChecks, make_registry
 from blockdance_lab.workload import UnknownWorkloadError, Workload, workloads
 from toymodel import TOY_SPEC, ToyBlock, ToyDenoiser, ToyPlugin, run
 
@@ -191,9 +191,7 @@ def test_plain_block_io_is_shared_not_bound():
 
 @pytest.fixture
 def two_list_registry() -> blockdance.Registry:
-    pm = blockdance.get_plugin_manager(autoload=False)
-    pm.register(two_list.TwoListPlugin(), name="two-list-plugin")
-    return blockdance.Registry(pm)
+    return make_registry(("two-list-plugin", two_list.TwoListPlugin()))
 
 
 def two_list_call(model: nn.Module, t: int) -> torch.Tensor:
@@ -352,10 +350,10 @@ def test_signature_io_bound_to_a_class_works_with_module_list_blocks():
         x = torch.randn(2, 4, 16, generator=torch.Generator().manual_seed(t))
         return model(x, torch.full((2,), t))
 
-    pm = blockdance.get_plugin_manager(autoload=False)
-    pm.register(BySignature(), name="toy-signature")
     checks = ArchitectureChecks(
-        build=lambda: ToyDenoiser().eval(), call=call, registry=blockdance.Registry(pm)
+        build=lambda: ToyDenoiser().eval(),
+        call=call,
+        registry=make_registry(("toy-signature", BySignature())),
     )
     checks.run_all()
     with pytest.raises(TypeError, match=r"ToyBlock\.forward has no argument 'hidden_states'"):
@@ -481,11 +479,8 @@ class OwnedPlugin:
 
 @pytest.fixture
 def owned_registry() -> blockdance.Registry:
-    pm = blockdance.get_plugin_manager(autoload=False)
-    pm.register(blockdance_lab.plugin, name="lab")  # the workload hook is the lab's
-    pm.register(OwnedPlugin(), name="owned")
-    pm.check_pending()
-    return blockdance.Registry(pm)
+    # the workload hook is the lab's
+    return make_registry(("lab", blockdance_lab.plugin), ("owned", OwnedPlugin()))
 
 
 def test_registry_names_the_owner_of_each_entry(owned_registry):
@@ -534,10 +529,7 @@ def test_list_functions_keep_their_return_types():
 # -- the policy tutorial's variant of a built-in policy ------------------------------------------
 @pytest.fixture
 def ramp_registry() -> blockdance.Registry:
-    pm = blockdance.get_plugin_manager(autoload=False)
-    pm.register(ToyPlugin(), name="toy-plugin")
-    pm.register(ramp.RampPlugin(), name="ramp-plugin")
-    return blockdance.Registry(pm)
+    return make_registry(("toy-plugin", ToyPlugin()), ("ramp-plugin", ramp.RampPlugin()))
 
 
 def toy_x() -> torch.Tensor:

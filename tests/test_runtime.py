@@ -9,7 +9,7 @@ import torch
 
 import blockdance
 from blockdance import Decision
-from toymodel import ToyDenoiser, count_computes, run, timesteps
+from toymodel import ToyDenoiser, count_computes, registry_of, run, run_by_hand, timesteps
 
 T = 20
 DEPTH = 8
@@ -59,23 +59,14 @@ def test_reuse_feeds_cached_boundary_state_into_deep_blocks(toy, registry):
         got = run(toy, x, T)
 
     cached = None
-    want = []
-    with torch.no_grad():
-        for step, t in enumerate(timesteps(T)):
-            tt = torch.full((x.shape[0],), t)
-            c = torch.sigmoid(toy.t_proj(tt.reshape(-1, 1).float() / 1000))[:, None, :]
-            if step in EXPECTED_REUSE_STEPS[2]:
-                h = cached
-            else:
-                h = x
-                for block in toy.blocks[: BOUNDARY + 1]:
-                    h = block(h, c)
-                cached = h
-            for block in toy.blocks[BOUNDARY + 1 :]:
-                h = block(h, c)
-            out = toy.head(h)
-            want.append(out)
-            x = x - 0.05 * out
+
+    def front(step, x, compute):
+        nonlocal cached
+        if step not in EXPECTED_REUSE_STEPS[2]:
+            cached = compute(x)
+        return cached
+
+    want = run_by_hand(toy, x, T, BOUNDARY, front)
     for step, (a, b) in enumerate(zip(got, want)):
         assert torch.allclose(a, b, atol=1e-6), f"step {step} differs"
     # a reuse step really differs from a full compute (the test can fail)
@@ -288,18 +279,10 @@ def test_testing_module_catches_a_wrong_timestep_reader(registry):
     from toymodel import TOY_SPEC
 
     broken = dataclasses.replace(TOY_SPEC, name="broken", timestep=lambda m, a, k: 0)
-
-    class BrokenPlugin:
-        @blockdance.hookimpl
-        def blockdance_register_architectures(self, register):
-            register(broken)
-
-    pm = blockdance.get_plugin_manager(autoload=False)
-    pm.register(BrokenPlugin())
     checks = ArchitectureChecks(
         build=lambda: ToyDenoiser().eval(),
         call=lambda m, t: m(torch.ones(1, 2, 16), torch.full((1,), t)),
-        registry=blockdance.Registry(pm),
+        registry=registry_of(broken),
         architecture="broken",
     )
     checks.check_identity_under_none()  # identity alone cannot see it
@@ -314,15 +297,8 @@ def test_unreadable_timestep_still_splits_generations_by_step_count(registry):
 
     blind = dataclasses.replace(TOY_SPEC, name="blind", timestep=lambda m, a, k: None)
 
-    class BlindPlugin:
-        @blockdance.hookimpl
-        def blockdance_register_architectures(self, register):
-            register(blind)
-
-    pm = blockdance.get_plugin_manager(autoload=False)
-    pm.register(BlindPlugin())
     model = ToyDenoiser()
-    reg = blockdance.Registry(pm)
+    reg = registry_of(blind)
     with blockdance.attach(model, "none", architecture="blind", registry=reg, num_steps=4) as h:
         run(model, x0(), 8)
         assert [g.steps_seen for g in h.history] == [4, 4]
@@ -382,24 +358,17 @@ def test_residual_reuse_adds_cached_change_to_current_input(toy, registry):
     x = x0()
     with blockdance.attach(toy, ResidualSchedule(blockdance.NoneConfig()), registry=registry):
         got = run(toy, x, 8)
-    want = []
     delta = None
-    with torch.no_grad():
-        for step, t in enumerate(timesteps(8)):
-            tt = torch.full((x.shape[0],), t)
-            c = torch.sigmoid(toy.t_proj(tt.reshape(-1, 1).float() / 1000))[:, None, :]
-            if step == 6:
-                h = x + delta
-            else:
-                h = x
-                for block in toy.blocks[: BOUNDARY + 1]:
-                    h = block(h, c)
-                delta = h - x
-            for block in toy.blocks[BOUNDARY + 1 :]:
-                h = block(h, c)
-            out = toy.head(h)
-            want.append(out)
-            x = x - 0.05 * out
+
+    def front(step, x, compute):
+        nonlocal delta
+        if step == 6:
+            return x + delta
+        h = compute(x)
+        delta = h - x
+        return h
+
+    want = run_by_hand(toy, x, 8, BOUNDARY, front)
     for step, (a, b) in enumerate(zip(got, want)):
         assert torch.allclose(a, b, atol=1e-6), f"step {step} differs"
 

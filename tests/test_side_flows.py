@@ -15,7 +15,7 @@ from torch import nn
 import blockdance
 from blockdance import ArchitectureSpec, BlockSlot, TensorIO, timestep_argument
 from blockdance.testing import ArchitectureChecks
-from toymodel import timesteps
+from toymodel import registry_of, run_by_hand, timesteps
 
 T = 20
 DEPTH = 8
@@ -103,18 +103,6 @@ UNDECLARED = dataclasses.replace(
 )
 
 
-def registry_with(*specs: ArchitectureSpec) -> blockdance.Registry:
-    class Plugin:
-        @blockdance.hookimpl
-        def blockdance_register_architectures(self, register):
-            for spec in specs:
-                register(spec)
-
-    pm = blockdance.get_plugin_manager(autoload=False)
-    pm.register(Plugin())
-    return blockdance.Registry(pm)
-
-
 def x0() -> torch.Tensor:
     return torch.randn(2, 4, 16, generator=torch.Generator().manual_seed(1))
 
@@ -159,7 +147,7 @@ def test_long_skips_get_the_cache_steps_outputs():
     torch.manual_seed(0)
     model = SkipDenoiser().eval()
     want = by_hand(model)
-    registry = registry_with(SKIP_SPEC)
+    registry = registry_of(SKIP_SPEC)
     with blockdance.attach(model, "blockdance", N=2, registry=registry, num_steps=T) as h:
         got = sample(model)
     for step, (a, b) in enumerate(zip(got, want)):
@@ -176,7 +164,7 @@ def test_undeclared_long_skips_pass_the_input_and_differ():
     torch.manual_seed(0)
     model = SkipDenoiser().eval()
     want = by_hand(model)
-    registry = registry_with(UNDECLARED)
+    registry = registry_of(UNDECLARED)
     with blockdance.attach(model, "blockdance", N=2, registry=registry, num_steps=T):
         got = sample(model)
     assert torch.equal(got[5], want[5])  # identical until the first reuse step
@@ -184,7 +172,7 @@ def test_undeclared_long_skips_pass_the_input_and_differ():
 
 
 def test_the_side_flow_check_catches_undeclared_skips_and_passes_declared_ones():
-    registry = registry_with(SKIP_SPEC, UNDECLARED)
+    registry = registry_of(SKIP_SPEC, UNDECLARED)
     ArchitectureChecks.for_architecture(SKIP_SPEC, registry).run_all()
     undeclared = ArchitectureChecks.for_architecture(UNDECLARED, registry)
     undeclared.check_identity_under_none()  # identity and the schedule cannot see it
@@ -198,7 +186,7 @@ def test_every_policy_serves_side_flows(kind):
     """Any policy's reuse equals the frozen-outputs reference, with no policy code for it."""
     torch.manual_seed(0)
     model = SkipDenoiser().eval()
-    registry = registry_with(SKIP_SPEC)
+    registry = registry_of(SKIP_SPEC)
     options = {"schedule": {"reuse": {1: "0-5"}}}.get(kind, {})
     policy = registry.make_policy(kind, **options)
     t0, t1 = timesteps(T)[9:11]
@@ -276,7 +264,7 @@ IN_PLACE_SPEC = ArchitectureSpec(
 def test_in_place_blocks_never_change_a_cached_state(kind, options):
     torch.manual_seed(0)
     model = InPlaceDenoiser().eval()
-    registry = registry_with(IN_PLACE_SPEC)
+    registry = registry_of(IN_PLACE_SPEC)
     with blockdance.attach(model, kind, registry=registry, num_steps=T, **options) as h:
         got = sample(model)
     reuse_steps = {s for s, _ in h.stats.reused_pairs()}
@@ -284,24 +272,18 @@ def test_in_place_blocks_never_change_a_cached_state(kind, options):
     # by hand: at a reuse step the reused run's output is the one its last block gave at
     # the last step that computed it (output reuse) or that step's change added (residual)
     runs = h.policy.residual_runs()
+    kept = None
+
+    def front(step, x, compute):  # the blocks write into what they get: hand them copies
+        nonlocal kept
+        if step in reuse_steps:
+            return x + kept if runs else kept.clone()
+        h_ = compute(x.clone())
+        kept = h_ - x if runs else h_.clone()
+        return h_
+
     last = max(b for _, b in h.stats.reused_pairs())
-    x, want, kept = x0(), [], None
-    with torch.no_grad():
-        for step, t in enumerate(timesteps(T)):
-            c = torch.sigmoid(model.t_proj(torch.full((2, 1), t / 1000)))[:, None, :]
-            h_ = x.clone()
-            if step in reuse_steps:
-                h_ = h_ + kept if runs else kept.clone()
-            else:
-                start = h_.clone()
-                for block in model.blocks[: last + 1]:
-                    h_ = block(h_, c)
-                kept = h_ - start if runs else h_.clone()
-            for block in model.blocks[last + 1 :]:
-                h_ = block(h_, c)
-            out = model.head(h_)
-            want.append(out)
-            x = x - 0.05 * out
+    want = run_by_hand(model, x0(), T, last, front)
     for step, (a, b) in enumerate(zip(got, want)):
         torch.testing.assert_close(a, b, msg=f"step {step}")
 
@@ -351,7 +333,7 @@ MERGE_SPEC = ArchitectureSpec(
 
 def test_a_residual_run_across_a_change_of_form_is_refused_when_the_generation_starts():
     model = MergeDenoiser().eval()
-    registry = registry_with(MERGE_SPEC)
+    registry = registry_of(MERGE_SPEC)
     with blockdance.attach(model, "fora", N=2, reuse="residual", registry=registry) as h:
         with pytest.raises(blockdance.ReuseError, match=r"blocks 0\.\.5.*'two-stream'.*'joined'"):
             with h.generation(num_steps=T):

@@ -10,6 +10,7 @@ import copy
 import io
 import math
 import threading
+from collections.abc import Iterator
 
 import numpy as np
 import pytest
@@ -23,7 +24,7 @@ from diffusers.hooks import HookRegistry, ModelHook
 from diffusers.pipelines.flux.pipeline_flux import calculate_shift
 
 import blockdance
-from tiny_diffusers import DEPTH, TXT, flux_pipe, run_sd3, sd3_pipe
+from tiny_diffusers import DEPTH, TXT, flux_pipe, prompt_embeds, run_flux, run_sd3, sd3_pipe
 from toymodel import ToyDenoiser, run, timesteps
 
 T = 20
@@ -46,35 +47,13 @@ def reused_steps(stats: blockdance.GenerationStats, branch: int = 0) -> set[int]
     return {step for step, _ in stats.reused_pairs(branch)}
 
 
-def sd3_embeds(dtype: torch.dtype = torch.float32) -> dict[str, torch.Tensor]:
-    g = torch.Generator().manual_seed(0)
-    embeds, negative = torch.randn(2, 1, TXT, 12, generator=g).to(dtype)
-    pooled, negative_pooled = torch.randn(2, 1, 8, generator=g).to(dtype)
-    return {
-        "prompt_embeds": embeds,
-        "pooled_prompt_embeds": pooled,
-        "negative_prompt_embeds": negative,
-        "negative_pooled_prompt_embeds": negative_pooled,
-    }
-
-
 # -- 1. img2img: the window is placed over the steps that run --------------------------
 @pytest.mark.parametrize(("strength", "executed"), [(0.5, 5), (0.3, 3)])
 def test_img2img_window_over_the_executed_steps(strength, executed):
     pipe = StableDiffusion3Img2ImgPipeline.from_pipe(sd3_pipe())
     image = torch.rand(1, 3, 8, 8, generator=torch.Generator().manual_seed(0))
     with blockdance.attach(pipe, "blockdance", N=2) as handle:
-        pipe(
-            image=image,
-            strength=strength,
-            **sd3_embeds(),
-            guidance_scale=4.0,
-            num_inference_steps=10,
-            height=8,
-            width=8,
-            output_type="latent",
-            generator=torch.Generator().manual_seed(1),
-        )
+        run_sd3(pipe, 10, image=image, strength=strength, output_type="latent")
     stats = handle.stats
     schedule = [float(t) for t in pipe.scheduler.timesteps]
     assert stats.num_steps == executed == stats.steps_seen
@@ -91,7 +70,7 @@ def test_img2img_from_a_shared_pipeline_follows_the_shared_scheduler():
     with blockdance.attach(pipe, "blockdance", N=2) as handle:
         i2i = StableDiffusion3Img2ImgPipeline.from_pipe(pipe)
         image = torch.rand(1, 3, 8, 8, generator=torch.Generator().manual_seed(0))
-        i2i(image=image, strength=0.5, **sd3_embeds(), num_inference_steps=10, height=8, width=8)
+        i2i(image=image, strength=0.5, **prompt_embeds(), num_inference_steps=10, height=8, width=8)
         assert handle.runtime.cache == {}  # the generation ended with its schedule
     assert handle.stats.step_source == "scheduler"
     assert handle.stats.num_steps == handle.stats.steps_seen == 5
@@ -111,22 +90,21 @@ def flux_bf16_at_2048():
     return pipe.to(torch.bfloat16)
 
 
+def flux_bf16_model_at_2048():
+    """The transformer and scheduler of :func:`flux_bf16_at_2048`, set to its 28 steps."""
+    pipe = flux_bf16_at_2048()
+    pipe.scheduler.set_timesteps(28)
+    return pipe.transformer, pipe.scheduler
+
+
 def test_bf16_flux_timesteps_collide_yet_every_step_is_seen():
     pipe = flux_bf16_at_2048()
     pipe.scheduler.set_timesteps(28)
     as_passed = {float(t.to(torch.bfloat16) / 1000) for t in pipe.scheduler.timesteps}
     assert len(as_passed) < 28  # the premise: FluxPipeline's bf16 timesteps merge steps
-    embeds = sd3_embeds(torch.bfloat16)
     with blockdance.attach(pipe, "blockdance", N=2) as handle:
-        pipe(
-            **embeds,
-            true_cfg_scale=2.0,  # two transformer calls per step
-            num_inference_steps=28,
-            height=8,
-            width=8,
-            output_type="latent",
-            generator=torch.Generator().manual_seed(1),
-        )
+        # true CFG: two transformer calls per step
+        run_flux(pipe, 28, dtype=torch.bfloat16, output_type="latent")
     stats = handle.stats
     assert stats.steps_seen == stats.num_steps == 28
     assert stats.branches == 2
@@ -137,9 +115,7 @@ def test_bf16_flux_timesteps_collide_yet_every_step_is_seen():
 
 
 def test_colliding_timesteps_without_a_scheduler_raise_instead_of_merging_steps():
-    pipe = flux_bf16_at_2048()
-    model, scheduler = pipe.transformer, pipe.scheduler
-    scheduler.set_timesteps(28)
+    model, scheduler = flux_bf16_model_at_2048()
     with blockdance.attach(model, "blockdance", N=2) as handle:
         with handle.generation(num_steps=28):
             with pytest.raises(blockdance.GenerationError, match="scheduler=scheduler"):
@@ -147,9 +123,7 @@ def test_colliding_timesteps_without_a_scheduler_raise_instead_of_merging_steps(
 
 
 def test_colliding_timesteps_with_end_step_marks_are_counted_exactly():
-    pipe = flux_bf16_at_2048()
-    model, scheduler = pipe.transformer, pipe.scheduler
-    scheduler.set_timesteps(28)
+    model, scheduler = flux_bf16_model_at_2048()
     with blockdance.attach(model, "blockdance", N=2) as handle:
         with handle.generation(num_steps=28):
             drive_flux(model, scheduler, end_step=handle.end_step)
@@ -187,9 +161,7 @@ def drive_flux(model, scheduler, end_step=None) -> None:
 
 
 def test_bare_model_with_its_scheduler_counts_bf16_steps_exactly():
-    pipe = flux_bf16_at_2048()
-    model, scheduler = pipe.transformer, pipe.scheduler
-    scheduler.set_timesteps(28)
+    model, scheduler = flux_bf16_model_at_2048()
     with blockdance.attach(model, "blockdance", N=2, scheduler=scheduler) as handle:
         scheduler.set_timesteps(28)
         drive_flux(model, scheduler)
@@ -238,7 +210,7 @@ def test_interrupted_pipeline_call_leaves_nothing_behind():
 
     with blockdance.attach(pipe, "blockdance", N=2) as handle:
         pipe(
-            **sd3_embeds(),
+            **prompt_embeds(),
             num_inference_steps=10,
             height=8,
             width=8,
@@ -496,12 +468,22 @@ class GraphCounter:
         return run_graph
 
 
-@pytest.mark.parametrize("how", ["blocks", "model", "model compiled before attach"])
-def test_compiled_blocks_run_compiled_at_every_computed_call(toy, registry, how):
+@pytest.fixture
+def eager_want(toy, registry) -> Iterator[list[torch.Tensor]]:
+    """The reference for a compiled toy: an eager copy's outputs under BlockDance N=2.
+
+    dynamo is reset before the test and after it, whatever its outcome.
+    """
     torch._dynamo.reset()
     eager = copy.deepcopy(toy)
     with blockdance.attach(eager, "blockdance", N=2, registry=registry, num_steps=T):
         want = run(eager, x0(), T)
+    yield want
+    torch._dynamo.reset()
+
+
+@pytest.mark.parametrize("how", ["blocks", "model", "model compiled before attach"])
+def test_compiled_blocks_run_compiled_at_every_computed_call(toy, registry, how, eager_want):
     backend = GraphCounter()
     target: torch.nn.Module = toy
     if how == "model compiled before attach":
@@ -515,13 +497,12 @@ def test_compiled_blocks_run_compiled_at_every_computed_call(toy, registry, how)
         elif how == "model":
             target = torch.compile(toy, backend=backend)
         got = run(target, x0(), T)
-    for a, b in zip(got, want):
+    for a, b in zip(got, eager_want):
         torch.testing.assert_close(a, b)
     assert h.stats.reused_blocks > 0
     # before: dynamo guarded on the runtime's step and recompiled until it fell back to eager
     assert backend.block_runs == h.stats.computed_blocks
     assert backend.graphs <= 3
-    torch._dynamo.reset()
 
 
 # -- 10. bad step counts -------------------------------------------------------------------
@@ -536,12 +517,10 @@ def test_bad_num_steps_are_refused_where_given(toy, registry, bad):
 
 
 @pytest.mark.parametrize("when", ["before attach", "after attach"])
-def test_blocks_compiled_with_fullgraph_skip_their_compiled_call_when_reused(toy, registry, when):
+def test_blocks_compiled_with_fullgraph_skip_their_compiled_call_when_reused(
+    toy, registry, when, eager_want
+):
     """diffusers' compile_repeated_blocks(fullgraph=True): every call must run compiled code."""
-    torch._dynamo.reset()
-    eager = copy.deepcopy(toy)
-    with blockdance.attach(eager, "blockdance", N=2, registry=registry, num_steps=T):
-        want = run(eager, x0(), T)
     backend = GraphCounter()
 
     def compile_blocks() -> None:
@@ -554,14 +533,13 @@ def test_blocks_compiled_with_fullgraph_skip_their_compiled_call_when_reused(toy
         if when == "after attach":
             compile_blocks()
         got = run(toy, x0(), T)  # before: "fullgraph=True found no compiled frames"
-    for a, b in zip(got, want):
+    for a, b in zip(got, eager_want):
         torch.testing.assert_close(a, b)
     assert backend.block_runs == h.stats.computed_blocks and h.stats.reused_blocks > 0
     assert backend.graphs == 1
     assert not any(
         hasattr(block._compiled_call_impl, "_blockdance_patch") for block in toy.blocks
     )  # removal put the compiled calls back
-    torch._dynamo.reset()
 
 
 # -- the pipeline's scheduler, as followed ---------------------------------------------------

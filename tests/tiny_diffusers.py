@@ -5,6 +5,8 @@ The transformers are the MMDiT plugin's examples (:mod:`blockdance_mmdit.example
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 import torch
 from diffusers import (
@@ -15,6 +17,7 @@ from diffusers import (
 )
 
 from blockdance_mmdit.examples import DEPTH, DIM, TXT, tiny_flux, tiny_sd3
+from pipeline_checks import generate, offline_pipeline, tiny_vae
 
 __all__ = [
     "DEPTH",
@@ -22,89 +25,79 @@ __all__ = [
     "STEPS",
     "TXT",
     "flux_pipe",
+    "prompt_embeds",
     "run_flux",
     "run_sd3",
     "sd3_pipe",
     "tiny_flux",
     "tiny_sd3",
-    "tiny_vae",
 ]
 
 STEPS = 10
+#: The pipelines' 8 x 8 images.
+SIZE = {"height": 8, "width": 8}
 
 
-def tiny_vae(latent_channels: int) -> AutoencoderKL:
-    torch.manual_seed(0)
-    return AutoencoderKL(
-        block_out_channels=(4,),
-        layers_per_block=1,
+def latent_vae(latent_channels: int) -> AutoencoderKL:
+    """A one-level VAE of 4 channels with SD3's latent shift and scale."""
+    return tiny_vae(
+        width=4,
+        groups=1,
         latent_channels=latent_channels,
-        norm_num_groups=1,
-        sample_size=8,
         use_quant_conv=False,
         use_post_quant_conv=False,
         shift_factor=0.0609,
         scaling_factor=1.5035,
-    ).eval()
-
-
-def sd3_pipe() -> StableDiffusion3Pipeline:
-    return StableDiffusion3Pipeline(
-        transformer=tiny_sd3(),
-        scheduler=FlowMatchEulerDiscreteScheduler(),
-        vae=tiny_vae(4),
-        text_encoder=None,
-        tokenizer=None,
-        text_encoder_2=None,
-        tokenizer_2=None,
-        text_encoder_3=None,
-        tokenizer_3=None,
     )
 
 
-def run_sd3(pipe: StableDiffusion3Pipeline, steps: int = STEPS) -> np.ndarray:
-    g = torch.Generator().manual_seed(0)
-    embeds, negative = torch.randn(2, 1, TXT, 12, generator=g)
-    pooled, negative_pooled = torch.randn(2, 1, 8, generator=g)
-    return pipe(
-        prompt_embeds=embeds,
-        pooled_prompt_embeds=pooled,
-        negative_prompt_embeds=negative,
-        negative_pooled_prompt_embeds=negative_pooled,
-        guidance_scale=4.0,
-        num_inference_steps=steps,
-        height=8,
-        width=8,
-        output_type="np",
-        generator=torch.Generator().manual_seed(1),
-    ).images
+def sd3_pipe() -> StableDiffusion3Pipeline:
+    encoders = [f"{part}{i}" for part in ("text_encoder", "tokenizer") for i in ("", "_2", "_3")]
+    return offline_pipeline(
+        StableDiffusion3Pipeline,
+        encoders,
+        transformer=tiny_sd3(),
+        scheduler=FlowMatchEulerDiscreteScheduler(),
+        vae=latent_vae(4),
+    )
 
 
 def flux_pipe() -> FluxPipeline:
-    return FluxPipeline(
+    encoders = [f"{part}{i}" for part in ("text_encoder", "tokenizer") for i in ("", "_2")]
+    return offline_pipeline(
+        FluxPipeline,
+        encoders,
         scheduler=FlowMatchEulerDiscreteScheduler(),
-        vae=tiny_vae(1),
-        text_encoder=None,
-        tokenizer=None,
-        text_encoder_2=None,
-        tokenizer_2=None,
+        vae=latent_vae(1),
         transformer=tiny_flux(),
     )
 
 
-def run_flux(pipe: FluxPipeline, steps: int = STEPS) -> np.ndarray:
+def prompt_embeds(dtype: torch.dtype = torch.float32) -> dict[str, torch.Tensor]:
+    """A caption's and a negative caption's embeddings, as SD3 and Flux pipelines take them."""
     g = torch.Generator().manual_seed(0)
-    embeds, negative = torch.randn(2, 1, TXT, 12, generator=g)
-    pooled, negative_pooled = torch.randn(2, 1, 8, generator=g)
-    return pipe(
-        prompt_embeds=embeds,
-        pooled_prompt_embeds=pooled,
-        negative_prompt_embeds=negative,  # true CFG: two transformer calls per step
-        negative_pooled_prompt_embeds=negative_pooled,
-        true_cfg_scale=2.0,
-        num_inference_steps=steps,
-        height=8,
-        width=8,
-        output_type="np",
-        generator=torch.Generator().manual_seed(1),
-    ).images
+    embeds, negative = torch.randn(2, 1, TXT, 12, generator=g).to(dtype)
+    pooled, negative_pooled = torch.randn(2, 1, 8, generator=g).to(dtype)
+    return {
+        "prompt_embeds": embeds,
+        "pooled_prompt_embeds": pooled,
+        "negative_prompt_embeds": negative,
+        "negative_pooled_prompt_embeds": negative_pooled,
+    }
+
+
+def run_sd3(
+    pipe: StableDiffusion3Pipeline,
+    steps: int = STEPS,
+    dtype: torch.dtype = torch.float32,
+    **options: Any,
+) -> np.ndarray:
+    """One 8 x 8 generation with batched guidance; ``options`` go to the pipeline."""
+    return generate(pipe, steps, **prompt_embeds(dtype), guidance_scale=4.0, **SIZE, **options)
+
+
+def run_flux(
+    pipe: FluxPipeline, steps: int = STEPS, dtype: torch.dtype = torch.float32, **options: Any
+) -> np.ndarray:
+    """One 8 x 8 generation with true CFG (a negative prompt): two transformer calls a step."""
+    return generate(pipe, steps, **prompt_embeds(dtype), true_cfg_scale=2.0, **SIZE, **options)

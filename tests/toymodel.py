@@ -10,6 +10,7 @@ from torch import nn
 
 import blockdance
 from blockdance import ArchitectureSpec, TensorIO, module_list_blocks, timestep_argument
+from blockdance.testing import make_registry
 
 
 class ToyBlock(nn.Module):
@@ -50,20 +51,35 @@ TOY_SPEC = ArchitectureSpec(
 )
 
 
-class ToyPlugin:
-    """Registers the toy architecture."""
+class SpecsPlugin:
+    """A plugin registering the architecture specs it is given."""
+
+    def __init__(self, *specs: ArchitectureSpec) -> None:
+        self.specs = specs
 
     @blockdance.hookimpl
     def blockdance_register_architectures(
         self, register: Callable[[ArchitectureSpec], None]
     ) -> None:
-        register(TOY_SPEC)
+        for spec in self.specs:
+            register(spec)
+
+
+class ToyPlugin(SpecsPlugin):
+    """Registers the toy architecture."""
+
+    def __init__(self) -> None:
+        super().__init__(TOY_SPEC)
 
 
 def toy_registry() -> blockdance.Registry:
-    pm = blockdance.get_plugin_manager(autoload=False)
-    pm.register(ToyPlugin(), name="toy-plugin")
-    return blockdance.Registry(pm)
+    """The built-in policies and the toy architecture, no installed plugin."""
+    return make_registry(("toy-plugin", ToyPlugin()))
+
+
+def registry_of(*specs: ArchitectureSpec) -> blockdance.Registry:
+    """The built-in policies and ``specs``, no installed plugin."""
+    return make_registry(SpecsPlugin(*specs))
 
 
 def timesteps(num_steps: int) -> list[int]:
@@ -91,6 +107,39 @@ def run(
             out = model(x, tt)
             outs.append(out)
             x = x - 0.05 * out if update is None else update(x, out)
+    return outs
+
+
+def run_by_hand(
+    model: nn.Module,
+    x: torch.Tensor,
+    num_steps: int,
+    boundary: int,
+    front: Callable[[int, torch.Tensor, Callable[[torch.Tensor], torch.Tensor]], torch.Tensor],
+) -> list[torch.Tensor]:
+    """:func:`run` of a toy-shaped model (``t_proj``, ``blocks``, ``head``) written out by hand.
+
+    No blockdance: the conditioning, the blocks after ``boundary`` and the head are computed
+    here as the model's forward does. What enters block ``boundary + 1`` at each step is
+    ``front(step, x, compute)``, where ``compute(h)`` runs blocks ``0..boundary`` on ``h``:
+    a test computes it, or gives what a policy should have kept.
+    """
+
+    def through(h: torch.Tensor, blocks: nn.Module, c: torch.Tensor) -> torch.Tensor:
+        for block in blocks:
+            h = block(h, c)
+        return h
+
+    front_blocks, rest = model.blocks[: boundary + 1], model.blocks[boundary + 1 :]
+    outs = []
+    with torch.no_grad():
+        for step, t in enumerate(timesteps(num_steps)):
+            tf = torch.full((x.shape[0], 1), float(t)) / 1000  # (N, 1)
+            c = torch.sigmoid(model.t_proj(tf))[:, None, :]  # (N, 1, D)
+            h = front(step, x, lambda h, c=c: through(h, front_blocks, c))
+            out = model.head(through(h, rest, c))
+            outs.append(out)
+            x = x - 0.05 * out
     return outs
 
 

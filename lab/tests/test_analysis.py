@@ -5,7 +5,6 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
-from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
@@ -18,7 +17,6 @@ from diffusers.schedulers.scheduling_flow_match_euler_discrete import (
 from torch import nn
 
 import blockdance
-from blockdance import ArchitectureSpec, TensorIO, module_list_blocks, timestep_argument
 from blockdance.cli import main
 from blockdance.policies.blockdance import window_steps
 from blockdance_lab.analysis import (
@@ -34,7 +32,7 @@ from blockdance_lab.analysis import (
 )
 from blockdance_lab.analysis.validate import validate
 from blockdance_lab.workload import GenerateRequest, Workload
-from toymodel import ToyDenoiser, ToyPlugin, timesteps
+from toymodel import TOY_SPEC, ToyDenoiser, registry_of, timesteps
 
 
 # -- a model whose block outputs are known -------------------------------------------------------
@@ -108,30 +106,18 @@ class KnownModel(nn.Module):
         return out
 
 
-KNOWN_SPEC = ArchitectureSpec(
+#: The toy's spec (one block list, ``x`` in and out, timestep ``t``) for the known model.
+KNOWN_SPEC = dataclasses.replace(
+    TOY_SPEC,
     name="known",
-    description="blocks with known outputs (tests/test_analysis.py)",
+    description="blocks with known outputs (lab/tests/test_analysis.py)",
     matches=lambda m: isinstance(m, KnownModel),
-    blocks=module_list_blocks("blocks", TensorIO(name="x")),
-    timestep=timestep_argument("t"),
-    window=(0.25, 0.95),
 )
-
-
-class KnownPlugin:
-    @blockdance.hookimpl
-    def blockdance_register_architectures(
-        self, register: Callable[[ArchitectureSpec], None]
-    ) -> None:
-        register(KNOWN_SPEC)
 
 
 @pytest.fixture
 def analysis_registry() -> blockdance.Registry:
-    pm = blockdance.get_plugin_manager(autoload=False)
-    pm.register(ToyPlugin(), name="toy-plugin")
-    pm.register(KnownPlugin(), name="known-plugin")
-    return blockdance.Registry(pm)
+    return registry_of(TOY_SPEC, KNOWN_SPEC)
 
 
 def run_known(model: nn.Module, ts: list[int], branches: int = 1) -> None:

@@ -23,14 +23,17 @@ from blockdance_lab.data.shapes import (
     make_video_batch,
     num_classes,
 )
-from blockdance_lab.evaluation.metrics import class_accuracy, frechet_distance, psnr, ssim
-from blockdance_lab.evaluation.probe import (
+from blockdance_lab.evaluation import (  # the package's public names
     DEFAULT_PROBE_PATH,
     ProbeNet,
+    class_accuracy,
     evaluate_probe,
+    frechet_distance,
     load_probe,
     probe_features,
+    psnr,
     save_probe,
+    ssim,
 )
 
 if TYPE_CHECKING:

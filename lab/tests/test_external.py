@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from typing import Any
+
 import pytest
 import torch
 from diffusers import FlowMatchEulerDiscreteScheduler
 from pydantic import ValidationError
 
 import blockdance
+from blockdance.testing import make_registry
 from blockdance_lab.bench import BenchSpec, result_rows, run_bench
 from blockdance_lab.compare import compare_policies
 from blockdance_lab.external import (
@@ -31,14 +35,19 @@ def tiny_sd3_pipe() -> SD3Sampler:
     return SD3Sampler(model, FlowMatchEulerDiscreteScheduler(), guidance_scale=3.0)
 
 
-WORKLOAD = Workload(
-    name="sd3-random-small",
-    description="tiny random SD3",
-    build=tiny_sd3_pipe,
-    generate=generate_images,
-    num_steps=10,
-    images=True,
-)
+def random_small(model: str, build: Callable[[], Any], generate: Any, **options: Any) -> Workload:
+    """A workload ``{model}-random-small`` of a tiny random pipeline: 10 steps, no probe."""
+    return Workload(
+        name=f"{model}-random-small",
+        description=f"tiny random {model}",
+        build=build,
+        generate=generate,
+        num_steps=10,
+        **options,
+    )
+
+
+WORKLOAD = random_small("sd3", tiny_sd3_pipe, generate_images, images=True)
 
 
 def generate_flux(pipe, request) -> torch.Tensor:
@@ -58,13 +67,7 @@ def generate_flux(pipe, request) -> torch.Tensor:
     return out.images * 2 - 1  # (N, 3, 8, 8) in [-1, 1]
 
 
-FLUX = Workload(
-    name="flux-random-small",
-    description="tiny random Flux pipeline",
-    build=flux_pipe,
-    generate=generate_flux,
-    num_steps=10,
-)
+FLUX = random_small("flux", flux_pipe, generate_flux)
 
 
 def _hooked(module: torch.nn.Module) -> list[str]:
@@ -171,9 +174,8 @@ def test_bench_runs_external_caches_beside_policies():
         def blockdance_register_workloads(self, register):
             register(FLUX)
 
-    pm = blockdance.get_plugin_manager()
-    pm.register(FluxWorkload(), name="flux-workload")
-    runs = run_bench(spec, registry=blockdance.Registry(pm), progress=False)
+    registry = make_registry(("flux-workload", FluxWorkload()), autoload=True)
+    runs = run_bench(spec, registry=registry, progress=False)
     assert runs is not None
     assert [r.label for r in runs] == [
         "baseline",

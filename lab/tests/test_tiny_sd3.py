@@ -1,9 +1,9 @@
-"""The shipped tiny SD3: its text encoder, its card, real training, and BlockDance on it."""
+"""The tiny SD3: its text encoder, its card, save/load, and BlockDance on both streams
+(test_workload_quality.py judges the shipped model's samples)."""
 
 from __future__ import annotations
 
 import json
-from functools import cache
 
 import pytest
 import torch
@@ -12,8 +12,7 @@ from diffusers import FlowMatchEulerDiscreteScheduler
 import blockdance
 from blockdance_lab.data.captions import VOCABULARY, ShapesTokenizer, TinyTextEncoder
 from blockdance_lab.data.shapes import CLASS_NAMES
-from blockdance_lab.evaluation.metrics import class_accuracy, frechet_distance, ssim
-from blockdance_lab.workload import GenerateRequest, QualityProbe
+from blockdance_lab.workload import GenerateRequest
 from blockdance_lab.zoo.sd3.tiny import (
     DEFAULT_WEIGHTS,
     TinySD3Config,
@@ -21,26 +20,14 @@ from blockdance_lab.zoo.sd3.tiny import (
     save_tiny_sd3,
     seed_captions,
 )
-from blockdance_lab.zoo.sd3.workloads import TINY_SD3_GUIDANCE, SD3Sampler, tiny_sd3_probe
+from blockdance_lab.zoo.sd3.workloads import TINY_SD3_GUIDANCE, SD3Sampler
 
 CARD = DEFAULT_WEIGHTS.parent / "TINY_SD3_CARD.md"
 SMALL = TinySD3Config(num_layers=2, attention_head_dim=8, num_attention_heads=2, text_dim=16)
 
 
-@cache
-def _probe() -> QualityProbe:
-    return tiny_sd3_probe()
-
-
-@cache
-def _shipped():
-    return load_tiny_sd3()
-
-
-def _sample(seeds, steps, policy=None, model=None):
-    sampler = SD3Sampler(
-        model or _shipped(), FlowMatchEulerDiscreteScheduler(), guidance_scale=TINY_SD3_GUIDANCE
-    )
+def _sample(model, seeds, steps, policy=None):
+    sampler = SD3Sampler(model, FlowMatchEulerDiscreteScheduler(), guidance_scale=TINY_SD3_GUIDANCE)
     request = GenerateRequest(tuple(seeds), steps)
     if policy is None:
         return sampler(request).clamp(-1, 1), None
@@ -113,18 +100,17 @@ def test_none_policy_is_bit_identical_and_blockdance_skips_both_streams():
     torch.manual_seed(0)
     model = SMALL.build().eval()
     seeds = [0, 1]
-    base, _ = _sample(seeds, 6, model=model)
-    same, stats = _sample(seeds, 6, {"kind": "none"}, model=model)
+    base, _ = _sample(model, seeds, 6)
+    same, stats = _sample(model, seeds, 6, {"kind": "none"})
     assert torch.equal(base, same)
-    fast, stats = _sample(
-        seeds, 6, {"kind": "blockdance", "N": 2, "boundary": 0, "window": (0.0, 1.0)}, model=model
-    )
+    every_step = {"kind": "blockdance", "N": 2, "boundary": 0, "window": (0.0, 1.0)}
+    fast, stats = _sample(model, seeds, 6, every_step)
     assert stats is not None and stats.saved_fraction > 0
     assert not torch.equal(base, fast)
 
 
 def test_shipped_weights_match_their_card():
-    model = _shipped()
+    model = load_tiny_sd3()
     meta = json.loads(DEFAULT_WEIGHTS.with_suffix(".json").read_text())
     assert len(model.transformer.transformer_blocks) == meta["config"]["num_layers"] >= 8
     assert (model.cfg.sample_size // model.cfg.patch_size) ** 2 >= 64
@@ -133,29 +119,3 @@ def test_shipped_weights_match_their_card():
     card = CARD.read_text()
     assert meta["command"] in card
     assert f"{meta['log']['steps_run']} steps" in card
-
-
-def test_trained_model_draws_the_captioned_class():
-    """An untrained model gives about 1/16; the shipped one is far above that."""
-    seeds = list(range(32))
-    images, _ = _sample(seeds, 20)
-    assert class_accuracy(_probe().logits(images), _probe().labels(seeds)) >= 0.5
-    config = json.loads(DEFAULT_WEIGHTS.with_suffix(".json").read_text())["config"]
-    torch.manual_seed(0)
-    untrained = TinySD3Config(**config).build().eval()
-    noise_images, _ = _sample(seeds[:16], 5, model=untrained)
-    assert class_accuracy(_probe().logits(noise_images), _probe().labels(seeds[:16])) <= 0.25
-
-
-@pytest.mark.slow
-def test_blockdance_n2_keeps_the_baseline():
-    """Issue-4 bars on 64 seeds, Euler-50: SSIM >= 0.93, FD-probe within 10% of the baseline."""
-    seeds = list(range(64))
-    base, _ = _sample(seeds, 50)
-    fast, stats = _sample(seeds, 50, {"kind": "blockdance", "N": 2})
-    assert stats is not None and stats.saved_fraction > 0.2
-    assert float(ssim(fast, base).mean()) >= 0.93
-    real = _probe().features(_probe().reference(1024))
-    fd_base = frechet_distance(_probe().features(base), real)
-    fd_fast = frechet_distance(_probe().features(fast), real)
-    assert fd_fast <= 1.10 * fd_base

@@ -8,7 +8,7 @@ import torch
 from blockdance_encoder import ENCODER
 
 import blockdance
-from blockdance.testing import ArchitectureChecks
+from blockdance.testing import ArchitectureChecks, make_registry
 
 # The spec's example: build() makes a tiny model, call(model, t) runs one step of it.
 EXAMPLE = ENCODER.example()
@@ -41,8 +41,6 @@ def test_none_is_identity():
 
 
 def test_plugin_registered_in_a_test_registry():
-    """No installation needed: register the module on a fresh plugin manager."""
-    pm = blockdance.get_plugin_manager(autoload=False)
-    pm.register(blockdance_encoder, name="encoder-under-test")
-    registry = blockdance.Registry(pm)
+    """No installation needed: a registry of the built-in policies and this module alone."""
+    registry = make_registry(("encoder-under-test", blockdance_encoder))
     ArchitectureChecks(build=build, call=call, registry=registry).check_blockdance_schedule(2)

@@ -10,12 +10,16 @@ import pytest
 import torch
 from safetensors.torch import save_file
 
-from blockdance_dit.checkpoint import CheckpointMismatchError, load_official_state_dict
+from blockdance_dit.checkpoint import load_official_state_dict
 from blockdance_dit.model import DiT, DiT_models, DiTBlock
 from blockdance_lab.zoo.dit.sampling import SCHEDULER_NAMES, make_scheduler, sample_dit
+from checkpoint_checks import (
+    check_non_strict_and_missing_file,
+    mismatch_message,
+    official_mismatch_message,
+)
 
 if TYPE_CHECKING:
-    from collections.abc import Iterator
     from pathlib import Path
 
 TINY: dict[str, Any] = {
@@ -29,16 +33,6 @@ TINY: dict[str, Any] = {
 }
 # (depth, hidden_size, num_heads) of the official sizes, facebookresearch/DiT models.py.
 OFFICIAL_SIZES = {"XL": (28, 1152, 16), "L": (24, 1024, 16), "B": (12, 768, 12), "S": (12, 384, 6)}
-
-
-@pytest.fixture(autouse=True)
-def _threads() -> Iterator[None]:
-    # Overrides tests/conftest.py's fixture of the same name for this module: these models are
-    # tiny, and a second thread only adds contention (about 50x slower on a busy 2-core box).
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 def tiny_dit(seed: int = 0, **overrides: Any) -> DiT:
@@ -186,44 +180,26 @@ def test_load_training_checkpoint_prefers_ema(tmp_path: Path) -> None:
 
 
 def test_load_mismatch_names_keys_and_shapes() -> None:
-    model = tiny_dit()
-    sd = model.state_dict()
-    del sd["blocks.2.mlp.fc1.weight"]
-    sd["blocks.9.attn.qkv.weight"] = torch.zeros(192, 64)
-    sd["pos_embed"] = torch.zeros(1, 64, 64)
-    with pytest.raises(CheckpointMismatchError) as info:
-        load_official_state_dict(model, sd)
-    message = str(info.value)
-    assert "missing keys (1)" in message and "blocks.2.mlp.fc1.weight" in message
-    assert "unexpected keys (1)" in message and "blocks.9.attn.qkv.weight" in message
+    message = mismatch_message(
+        load_official_state_dict,
+        tiny_dit(),
+        drop="blocks.2.mlp.fc1.weight",
+        add=("blocks.9.attn.qkv.weight", torch.zeros(192, 64)),
+        reshape=("pos_embed", torch.zeros(1, 64, 64)),
+    )
     assert "pos_embed: model (1, 16, 64) vs checkpoint (1, 64, 64)" in message
     assert "input_size=16" in message  # what the checkpoint fits
-    assert info.value.missing_keys == ["blocks.2.mlp.fc1.weight"]
-    assert isinstance(info.value, ValueError)
 
 
 def test_load_mismatch_suggests_official_model() -> None:
     with torch.device("meta"):
         official = DiT_models["DiT-XL/2"]().state_dict()
-    with pytest.raises(CheckpointMismatchError) as info:
-        load_official_state_dict(tiny_dit(), official)
-    message = str(info.value)
+    message = official_mismatch_message(load_official_state_dict, tiny_dit(), official)
     assert 'DiT_models["DiT-XL/2"](input_size=32, num_classes=1000, learn_sigma=True)' in message
-    assert "... and" in message  # long listings are truncated
 
 
-def test_load_non_strict_allows_missing_keys() -> None:
-    source, target = tiny_dit(seed=0), tiny_dit(seed=1)
-    sd = source.state_dict()
-    del sd["final_layer.linear.bias"]
-    load_official_state_dict(target, sd, strict=False)
-    key = "blocks.0.attn.qkv.weight"
-    assert torch.equal(target.state_dict()[key], source.state_dict()[key])
-
-
-def test_load_missing_file(tmp_path: Path) -> None:
-    with pytest.raises(FileNotFoundError, match=r"nope\.pt"):
-        load_official_state_dict(tiny_dit(), tmp_path / "nope.pt")
+def test_load_non_strict_and_missing_file(tmp_path: Path) -> None:
+    check_non_strict_and_missing_file(load_official_state_dict, tiny_dit, tmp_path / "nope.pt")
 
 
 #################################################################################

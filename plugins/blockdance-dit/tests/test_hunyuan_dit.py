@@ -6,22 +6,19 @@ gets its CLIP/BERT and T5 embeddings directly).
 
 from __future__ import annotations
 
-from collections import Counter
-from typing import Any
-
 import numpy as np
 import torch
-from diffusers import AutoencoderKL, DDPMScheduler, HunyuanDiTPipeline
+from diffusers import DDPMScheduler, HunyuanDiTPipeline
 from torch import nn
 
 import blockdance
-from blockdance.testing import ArchitectureChecks
 from blockdance_dit.examples import (
     HUNYUAN_DEPTH,
     HUNYUAN_TEXT,
     hunyuan_dit_call,
     tiny_hunyuan_dit,
 )
+from pipeline_checks import generate, none_then_blockdance, offline_pipeline, tiny_vae
 
 STEPS = 10
 BOUNDARY = 4  # round(21/28 * 6) - 1: blocks 0..4 structural, block 5 deep
@@ -29,28 +26,13 @@ BOUNDARY = 4  # round(21/28 * 6) - 1: blocks 0..4 structural, block 5 deep
 REUSE_STEPS = (4, 6, 8)
 
 
-def spec() -> blockdance.ArchitectureSpec:
-    return blockdance.default_registry().architecture("hunyuan-dit")
-
-
-def count_block_calls(model: nn.Module) -> Counter[int]:
-    """Wrap every block's forward (before attach) to count real executions by slot."""
-    counts: Counter[int] = Counter()
-    for slot in spec().blocks(model):
-        original = slot.module.forward
-
-        def counted(*args: Any, _i: int = slot.index, _f: Any = original, **kw: Any) -> Any:
-            counts[_i] += 1
-            return _f(*args, **kw)
-
-        slot.module.forward = counted
-    return counts
+#: The registered spec (tests/test_examples.py checks that the tiny model is matched to it).
+SPEC = blockdance.default_registry().architecture("hunyuan-dit")
 
 
 def test_side_flows_are_the_blocks_whose_output_feeds_a_long_skip():
     model = tiny_hunyuan_dit()
-    assert blockdance.default_registry().match(model).name == "hunyuan-dit"
-    slots = spec().blocks(model)
+    slots = SPEC.blocks(model)
     assert [s.name for s in slots] == [f"blocks.{i}" for i in range(HUNYUAN_DEPTH)]
     outputs: dict[int, torch.Tensor] = {}
     skips: list[torch.Tensor] = []  # what the forward passes as skip=, in call order
@@ -73,48 +55,23 @@ def test_side_flows_at_full_depth():
     for depth, kept in ((40, 19), (28, 13)):
         model = nn.Module()
         model.blocks = nn.ModuleList(nn.Identity() for _ in range(depth))
-        slots = spec().blocks(model)
+        slots = SPEC.blocks(model)
         assert [s.index for s in slots if s.side_flow] == list(range(kept))
-    assert spec().default_boundary(28) == 20
-    assert spec().window == (0.25, 0.95)
-
-
-def test_architecture_checks_on_the_spec_example():
-    """``none`` is bit-identical; BlockDance reuses its schedule and skipped blocks do not run."""
-    example = spec().example
-    assert example is not None
-    built = example()
-    ArchitectureChecks(build=built.build, call=built.call, num_steps=STEPS).run_all()
+    assert SPEC.default_boundary(28) == 20
+    assert SPEC.window == (0.25, 0.95)
 
 
 # -- the pipeline, offline ----------------------------------------------------------------------
-def tiny_vae() -> AutoencoderKL:
-    """Four levels: the VAE scale factor is 8, which the pipeline's RoPE grid assumes."""
-    torch.manual_seed(0)
-    return AutoencoderKL(
-        block_out_channels=(4, 4, 4, 4),
-        down_block_types=("DownEncoderBlock2D",) * 4,
-        up_block_types=("UpDecoderBlock2D",) * 4,
-        latent_channels=4,
-        norm_num_groups=2,
-        layers_per_block=1,
-        sample_size=64,
-    ).eval()
-
-
 def hunyuan_pipe() -> HunyuanDiTPipeline:
-    pipe = HunyuanDiTPipeline(
-        vae=tiny_vae(),
-        text_encoder=None,
-        tokenizer=None,
+    return offline_pipeline(
+        HunyuanDiTPipeline,
+        ("text_encoder", "tokenizer", "safety_checker", "feature_extractor"),
+        # four levels: the VAE scale factor is 8, which the pipeline's RoPE grid assumes
+        vae=tiny_vae(width=4, levels=4, groups=2, sample_size=64),
         transformer=tiny_hunyuan_dit(),
         scheduler=DDPMScheduler(),
-        safety_checker=None,
-        feature_extractor=None,
         requires_safety_checker=False,
     )
-    pipe.set_progress_bar_config(disable=True)
-    return pipe
 
 
 def run_hunyuan(pipe: HunyuanDiTPipeline) -> np.ndarray:
@@ -123,7 +80,9 @@ def run_hunyuan(pipe: HunyuanDiTPipeline) -> np.ndarray:
     g = torch.Generator().manual_seed(0)
     embeds = torch.randn(1, clip_len, 16, generator=g)  # (N, T_clip, C)
     embeds_2 = torch.randn(1, t5_len, 16, generator=g)  # (N, T_t5, C_t5)
-    return pipe(
+    return generate(
+        pipe,
+        STEPS,
         prompt_embeds=embeds,
         prompt_attention_mask=torch.ones(1, clip_len),
         prompt_embeds_2=embeds_2,
@@ -132,32 +91,21 @@ def run_hunyuan(pipe: HunyuanDiTPipeline) -> np.ndarray:
         negative_prompt_attention_mask=torch.ones(1, clip_len),
         negative_prompt_embeds_2=torch.zeros_like(embeds_2),
         negative_prompt_attention_mask_2=torch.ones(1, t5_len),
-        num_inference_steps=STEPS,
         guidance_scale=5.0,
         height=64,
         width=64,
         use_resolution_binning=False,
-        output_type="np",
-        generator=torch.Generator().manual_seed(1),
-    ).images
+    )
 
 
 def test_pipeline_none_identity_and_blockdance():
-    pipe = hunyuan_pipe()
-    ref = run_hunyuan(pipe)
-    assert ref.shape == (1, 64, 64, 3)
-    with blockdance.attach(pipe, "none") as handle:
-        assert handle.architecture.name == "hunyuan-dit"
-        assert np.array_equal(run_hunyuan(pipe), ref)
-    counts = count_block_calls(pipe.transformer)
-    with blockdance.attach(pipe, "blockdance", N=2) as handle:
-        fast = run_hunyuan(pipe)
-    stats = handle.stats
+    runs = none_then_blockdance(hunyuan_pipe(), run_hunyuan, "hunyuan-dit")
+    assert runs.ref.shape == (1, 64, 64, 3)
+    stats = runs.stats
     assert stats.num_steps == STEPS  # from the pipeline call
     assert stats.branches == 1  # batched guidance
     assert stats.reused_pairs() == {(s, b) for s in REUSE_STEPS for b in range(BOUNDARY + 1)}
     reused = len(REUSE_STEPS)
-    assert counts == {i: STEPS - reused if i <= BOUNDARY else STEPS for i in range(HUNYUAN_DEPTH)}
-    assert np.isfinite(fast).all() and not np.array_equal(fast, ref)
-    assert "forward" not in vars(pipe.transformer)
-    assert "set_timesteps" not in vars(pipe.scheduler)
+    assert runs.computed == {
+        i: STEPS - reused if i <= BOUNDARY else STEPS for i in range(HUNYUAN_DEPTH)
+    }

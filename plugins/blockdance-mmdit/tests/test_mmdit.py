@@ -3,22 +3,19 @@
 from __future__ import annotations
 
 import functools
-from collections import Counter
 from typing import Any
 
-import numpy as np
 import pytest
 import torch
-from diffusers import (
-    DiTTransformer2DModel,
-)
 from torch import nn
 
 import blockdance
 from blockdance import TensorIO
-from blockdance.testing import ArchitectureChecks, trajectory
+from blockdance.testing import trajectory
+from blockdance_dit.examples import tiny_diffusers_dit
 from blockdance_mmdit.examples import flux_call, sd3_call
 from blockdance_mmdit.streams import JOINT, single_stream_io
+from pipeline_checks import count_block_calls, none_then_blockdance
 from tiny_diffusers import (
     DEPTH,
     DIM,
@@ -43,20 +40,6 @@ MODELS = [
 ]
 
 
-def count_block_calls(model: nn.Module) -> Counter[int]:
-    """Wrap every block's forward (before attach) to count real executions by slot."""
-    counts: Counter[int] = Counter()
-    for slot in blockdance.default_registry().match(model).blocks(model):
-        original = slot.module.forward
-
-        def counted(*args: Any, _i: int = slot.index, _f: Any = original, **kw: Any) -> Any:
-            counts[_i] += 1
-            return _f(*args, **kw)
-
-        slot.module.forward = counted
-    return counts
-
-
 def expected_reuse(n: int) -> set[tuple[int, int]]:
     return {(s, b) for s in REUSE_STEPS[n] for b in range(BOUNDARY + 1)}
 
@@ -72,15 +55,8 @@ def test_models_match_their_architecture_only():
     registry = blockdance.default_registry()
     assert registry.match(tiny_sd3()).name == "sd3"
     assert registry.match(tiny_flux()).name == "flux"
-    dit = DiTTransformer2DModel(
-        num_attention_heads=2,
-        attention_head_dim=8,
-        in_channels=4,
-        num_layers=2,
-        sample_size=8,
-        norm_num_groups=8,
-    )
-    assert registry.match(dit).name not in {"sd3", "flux"}
+    dit = tiny_diffusers_dit()  # the DiT plugin's example
+    assert registry.match(dit).name == "diffusers-dit"
     with pytest.raises(blockdance.UnknownArchitectureError, match="no registered architecture"):
         registry.match(nn.Linear(2, 2))
     for arch in ("sd3", "flux"):  # forcing an MMDiT spec onto a DiT says what is wrong
@@ -129,24 +105,14 @@ def test_single_stream_io_follows_the_block_signature():
     assert single_stream_io(tiny_flux().single_transformer_blocks[0]) is JOINT
 
 
-# -- the contract -------------------------------------------------------------------------------
-@pytest.mark.parametrize("arch", ["sd3", "flux"])
-def test_architecture_checks_on_the_spec_example(arch):
-    spec = blockdance.default_registry().architecture(arch)
-    assert spec.example is not None
-    example = spec.example()
-    ArchitectureChecks(build=example.build, call=example.call, num_steps=STEPS).run_all()
-    with blockdance.attach(example.build(), "none", num_steps=STEPS) as handle:
-        assert handle.architecture.name == arch
-
-
+# -- reuse (the contract itself runs in tests/test_architecture_contract.py) ------------------
 @pytest.mark.parametrize("n", [2, 3])
 @pytest.mark.parametrize(("build", "call", "arch"), MODELS)
 def test_blockdance_schedule_skips_real_compute(build, call, arch, n):
     model = build()
     with torch.no_grad():
         ref = [call(model, t, branches=2) for t in trajectory(STEPS)]
-    counts = count_block_calls(model)
+    counts = count_block_calls(blockdance.default_registry().architecture(arch).blocks(model))
     with blockdance.attach(model, "blockdance", N=n, num_steps=STEPS) as handle, torch.no_grad():
         got = [call(model, t, branches=2) for t in trajectory(STEPS)]
     stats = handle.stats
@@ -232,40 +198,25 @@ def _state_bytes(batch: int, image_tokens: int) -> int:
 
 def test_sd3_pipeline_none_identity_and_blockdance():
     pipe = sd3_pipe()
-    ref = run_sd3(pipe)
-    with blockdance.attach(pipe, "none") as handle:
-        assert handle.architecture.name == "sd3"
-        assert np.array_equal(run_sd3(pipe), ref)
-    counts = count_block_calls(pipe.transformer)
-    with blockdance.attach(pipe, "blockdance", N=2) as handle:
-        fast = run_sd3(pipe)
-        stats, computed = handle.stats, dict(counts)
+
+    def second_generation(handle: blockdance.Handle) -> None:
         run_sd3(pipe, steps=6)  # a new generation: step count from this call
         assert handle.stats.num_steps == 6
+
+    runs = none_then_blockdance(pipe, run_sd3, "sd3", then=second_generation)
+    stats = runs.stats
     assert stats.num_steps == STEPS  # from the pipeline call
     assert stats.branches == 1  # batched CFG: uncond and cond rows travel in one state
     assert stats.reused_pairs() == expected_reuse(2)
     assert stats.peak_cache_bytes == _state_bytes(batch=2, image_tokens=64)
-    assert computed == {i: STEPS - 3 if i <= BOUNDARY else STEPS for i in range(DEPTH)}
-    assert not np.array_equal(fast, ref)
-    assert "forward" not in vars(pipe.transformer)
-    assert "set_timesteps" not in vars(pipe.scheduler)
+    assert runs.computed == {i: STEPS - 3 if i <= BOUNDARY else STEPS for i in range(DEPTH)}
 
 
 def test_flux_pipeline_true_cfg_branches_stay_apart():
-    pipe = flux_pipe()
-    ref = run_flux(pipe)
-    with blockdance.attach(pipe, "none") as handle:
-        assert handle.architecture.name == "flux"
-        assert np.array_equal(run_flux(pipe), ref)
-    counts = count_block_calls(pipe.transformer)
-    with blockdance.attach(pipe, "blockdance", N=2) as handle:
-        fast = run_flux(pipe)
-    stats = handle.stats
+    runs = none_then_blockdance(flux_pipe(), run_flux, "flux")
+    stats = runs.stats
     assert stats.num_steps == STEPS
     assert stats.branches == 2  # cond and uncond calls, each with its own cache
     assert stats.reused_pairs(0) == stats.reused_pairs(1) == expected_reuse(2)
     assert stats.peak_cache_bytes == 2 * _state_bytes(batch=1, image_tokens=16)
-    assert counts == {i: 2 * (STEPS - 3 if i <= BOUNDARY else STEPS) for i in range(DEPTH)}
-    assert not np.array_equal(fast, ref)
-    assert "forward" not in vars(pipe.transformer)
+    assert runs.computed == {i: 2 * (STEPS - 3 if i <= BOUNDARY else STEPS) for i in range(DEPTH)}

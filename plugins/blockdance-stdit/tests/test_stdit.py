@@ -3,20 +3,19 @@
 from __future__ import annotations
 
 import importlib.metadata
-from collections import Counter
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pytest
 import torch
-from diffusers import AutoencoderKL, DDIMScheduler, LattePipeline
+from diffusers import DDIMScheduler, LattePipeline
 from safetensors.torch import save_file
 
 import blockdance
 from blockdance.policies.blockdance import window_steps
-from blockdance.testing import ArchitectureChecks, trajectory
+from blockdance.testing import make_registry, trajectory
 from blockdance_stdit import plugin
-from blockdance_stdit.checkpoint import CheckpointMismatchError, load_official_state_dict
+from blockdance_stdit.checkpoint import load_official_state_dict
 from blockdance_stdit.examples import (
     DEPTH,
     TINY,
@@ -27,9 +26,20 @@ from blockdance_stdit.examples import (
     tiny_stdit,
 )
 from blockdance_stdit.model import STDiT, STDiT_models, STDiTBlock
+from checkpoint_checks import (
+    check_non_strict_and_missing_file,
+    mismatch_message,
+    official_mismatch_message,
+)
+from pipeline_checks import (
+    count_block_calls,
+    generate,
+    none_then_blockdance,
+    offline_pipeline,
+    tiny_vae,
+)
 
 if TYPE_CHECKING:
-    from collections.abc import Iterator
     from pathlib import Path
 
 STEPS = 12
@@ -37,44 +47,8 @@ STEPS = 12
 REUSE_STEPS = (4, 6, 8, 10)
 
 
-@pytest.fixture(autouse=True)
-def _threads() -> Iterator[None]:
-    # Tiny models: a second thread only adds contention on a busy machine.
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
-def stdit_registry() -> blockdance.Registry:
-    """A registry holding only this plugin, whatever else is installed."""
-    pm = blockdance.get_plugin_manager(autoload=False)
-    pm.register(plugin, name="stdit")
-    return blockdance.Registry(pm)
-
-
-REGISTRY = stdit_registry()
-
-
-def spec_example(name: str) -> blockdance.ArchitectureExample:
-    """The tiny model and call the plugin declares for architecture ``name``."""
-    spec = REGISTRY.architecture(name)
-    assert spec.example is not None
-    return spec.example()
-
-
-def counted(slots: list[blockdance.BlockSlot]) -> Counter[int]:
-    """Wrap each slot's forward (before attach) to count real executions."""
-    counts: Counter[int] = Counter()
-    for slot in slots:
-        original = slot.module.forward
-
-        def forward(*args: Any, _i: int = slot.index, _f: Any = original, **kw: Any) -> Any:
-            counts[_i] += 1
-            return _f(*args, **kw)
-
-        slot.module.forward = forward
-    return counts
+#: A registry holding only this plugin (and the built-in policies), whatever else is installed.
+REGISTRY = make_registry(("stdit", plugin))
 
 
 #################################################################################
@@ -236,57 +210,34 @@ def test_load_wrapped_checkpoint_and_derived_buffers() -> None:
 
 
 def test_load_mismatch_names_keys_and_shapes() -> None:
-    model = tiny_stdit()
-    sd = model.state_dict()
-    del sd["blocks.2.attn_temp.qkv.weight"]
-    sd["blocks.9.cross_attn.q_linear.weight"] = torch.zeros(32, 32)
-    sd["y_embedder.y_embedding"] = torch.zeros(120, 12)
-    with pytest.raises(CheckpointMismatchError) as info:
-        load_official_state_dict(model, sd)
-    message = str(info.value)
-    assert "missing keys (1)" in message and "blocks.2.attn_temp.qkv.weight" in message
-    assert "unexpected keys (1)" in message and "blocks.9.cross_attn.q_linear.weight" in message
+    message = mismatch_message(
+        load_official_state_dict,
+        tiny_stdit(),
+        drop="blocks.2.attn_temp.qkv.weight",
+        add=("blocks.9.cross_attn.q_linear.weight", torch.zeros(32, 32)),
+        reshape=("y_embedder.y_embedding", torch.zeros(120, 12)),
+    )
     assert "y_embedder.y_embedding: model (6, 12) vs checkpoint (120, 12)" in message
     assert "model_max_length=120" in message  # what the checkpoint fits
-    assert info.value.missing_keys == ["blocks.2.attn_temp.qkv.weight"]
-    assert isinstance(info.value, ValueError)
 
 
 def test_load_mismatch_suggests_official_model() -> None:
     with torch.device("meta"):
         official = STDiT_models["STDiT-XL/2"]().state_dict()
-    with pytest.raises(CheckpointMismatchError) as info:
-        load_official_state_dict(tiny_stdit(), official)
-    message = str(info.value)
+    message = official_mismatch_message(load_official_state_dict, tiny_stdit(), official)
     assert (
         'STDiT_models["STDiT-XL/2"](in_channels=4, pred_sigma=True, caption_channels=4096, '
         "model_max_length=120, input_size=...)" in message
     )
-    assert "... and" in message  # long listings are truncated
 
 
 def test_load_non_strict_and_missing_file(tmp_path: Path) -> None:
-    source, target = tiny_stdit(seed=0), tiny_stdit(seed=1)
-    sd = source.state_dict()
-    del sd["final_layer.linear.bias"]
-    load_official_state_dict(target, sd, strict=False)
-    key = "blocks.0.attn_temp.qkv.weight"
-    assert torch.equal(target.state_dict()[key], source.state_dict()[key])
-    with pytest.raises(FileNotFoundError, match=r"nope\.pth"):
-        load_official_state_dict(target, tmp_path / "nope.pth")
+    check_non_strict_and_missing_file(load_official_state_dict, tiny_stdit, tmp_path / "nope.pth")
 
 
 #################################################################################
 #                              BlockDance on STDiT                              #
 #################################################################################
-
-
-def test_stdit_architecture_contract() -> None:
-    """Identity under ``none`` (bit-identical), removal restores, BlockDance schedules."""
-    example = spec_example("stdit")
-    ArchitectureChecks(
-        build=example.build, call=example.call, num_steps=STEPS, registry=REGISTRY
-    ).run_all()
 
 
 def test_stdit_spec_defaults_follow_the_paper() -> None:
@@ -301,7 +252,7 @@ def test_stdit_spec_defaults_follow_the_paper() -> None:
 
 def test_stdit_blockdance_schedule_and_block_executions() -> None:
     model = tiny_stdit()
-    counts = counted(list(REGISTRY.match(model).blocks(model)))
+    counts = count_block_calls(REGISTRY.match(model).blocks(model))
     with torch.no_grad():
         ref = [stdit_call(model, t) for t in trajectory(STEPS)]
         counts.clear()
@@ -317,14 +268,6 @@ def test_stdit_blockdance_schedule_and_block_executions() -> None:
 #################################################################################
 #                                     Latte                                     #
 #################################################################################
-
-
-def test_latte_architecture_contract() -> None:
-    """Identity under ``none`` (bit-identical), removal restores, BlockDance schedules."""
-    example = spec_example("latte")
-    ArchitectureChecks(
-        build=example.build, call=example.call, num_steps=STEPS, registry=REGISTRY
-    ).run_all()
 
 
 def test_latte_slots_interleave_in_execution_order() -> None:
@@ -352,7 +295,7 @@ def test_latte_slots_interleave_in_execution_order() -> None:
 
 def test_latte_blockdance_schedule_counts_real_executions() -> None:
     model = tiny_latte()
-    counts = counted(list(REGISTRY.match(model).blocks(model)))
+    counts = count_block_calls(REGISTRY.match(model).blocks(model))
     with torch.no_grad():
         with blockdance.attach(model, "blockdance", N=2, num_steps=STEPS, registry=REGISTRY) as h:
             for t in trajectory(STEPS):
@@ -390,7 +333,7 @@ def test_latte_reuse_substitutes_the_boundary_state(boundary: int) -> None:
 
 def test_latte_without_temporal_attention_needs_a_spatial_boundary() -> None:
     model = tiny_latte()
-    counts = counted(list(REGISTRY.match(model).blocks(model)))
+    counts = count_block_calls(REGISTRY.match(model).blocks(model))
     options = {"N": 2, "num_steps": STEPS, "registry": REGISTRY}
     with torch.no_grad(), blockdance.attach(model, "blockdance", **options):
         with pytest.raises(blockdance.ReuseError, match="without a reuse boundary"):
@@ -408,64 +351,40 @@ def test_latte_without_temporal_attention_needs_a_spatial_boundary() -> None:
     assert h.stats.step_table().splitlines()[REUSE_STEPS[0]].endswith("R-R-R-C-")
 
 
-def tiny_vae() -> AutoencoderKL:
-    torch.manual_seed(0)
-    return AutoencoderKL(
-        block_out_channels=(8,),
-        down_block_types=("DownEncoderBlock2D",),
-        up_block_types=("UpDecoderBlock2D",),
-        latent_channels=4,
-        norm_num_groups=8,
-        layers_per_block=1,
-        sample_size=8,
-    ).eval()
-
-
 def latte_pipe() -> LattePipeline:
     # No tokenizer or text encoder: the test passes T5-like embeddings directly.
-    pipe = LattePipeline(
-        tokenizer=None,
-        text_encoder=None,
+    return offline_pipeline(
+        LattePipeline,
+        ("tokenizer", "text_encoder"),
         vae=tiny_vae(),
         transformer=tiny_latte(),
         scheduler=DDIMScheduler(),
     )
-    pipe.set_progress_bar_config(disable=True)
-    return pipe
 
 
 def run_latte(pipe: LattePipeline, steps: int = 10) -> np.ndarray:
     embeds = torch.randn(1, 5, 12, generator=torch.Generator().manual_seed(0))
-    return pipe(
+    return generate(
+        pipe,
+        steps,
         prompt_embeds=embeds,
         negative_prompt=None,
         negative_prompt_embeds=torch.zeros_like(embeds),
-        num_inference_steps=steps,
         guidance_scale=4.0,
         video_length=3,
         height=8,  # the tiny VAE does not downsample: 8 x 8 latents
         width=8,
-        output_type="np",
-        generator=torch.Generator().manual_seed(1),
-    ).frames
+    )
 
 
 def test_latte_pipeline_offline() -> None:
-    pipe = latte_pipe()
-    ref = run_latte(pipe)
-    assert ref.shape == (1, 3, 8, 8, 3)  # (batch, frames, height, width, RGB)
-    with blockdance.attach(pipe, "none", registry=REGISTRY):
-        assert np.array_equal(run_latte(pipe), ref)
-    with blockdance.attach(pipe, "blockdance", N=2, registry=REGISTRY) as handle:
-        assert handle.architecture.name == "latte"
-        fast = run_latte(pipe)
+    runs = none_then_blockdance(latte_pipe(), run_latte, "latte", registry=REGISTRY)
+    assert runs.ref.shape == (1, 3, 8, 8, 3)  # (batch, frames, height, width, RGB)
     # 10 steps: window 25%-95% = steps 3..9; N=2 reuses 4, 6, 8; batched guidance: 1 branch
-    assert handle.stats.num_steps == 10
-    assert handle.stats.branches == 1
-    assert handle.stats.reused_pairs() == {(s, b) for s in (4, 6, 8) for b in range(6)}
-    assert not np.array_equal(fast, ref) and np.isfinite(fast).all()
-    assert "forward" not in vars(pipe.transformer)
-    assert "set_timesteps" not in vars(pipe.scheduler)
+    assert runs.stats.num_steps == 10
+    assert runs.stats.branches == 1
+    assert runs.stats.reused_pairs() == {(s, b) for s in (4, 6, 8) for b in range(6)}
+    assert runs.computed == {i: 10 - 3 if i <= 5 else 10 for i in range(2 * DEPTH)}
 
 
 #################################################################################
