@@ -23,17 +23,14 @@ from blockdance_lab.data.shapes import (
     make_video_batch,
     num_classes,
 )
-from blockdance_lab.evaluation import (  # the package's public names
+from blockdance_lab.evaluation.metrics import class_accuracy, frechet_distance, psnr, ssim
+from blockdance_lab.evaluation.probe import (
     DEFAULT_PROBE_PATH,
     ProbeNet,
-    class_accuracy,
     evaluate_probe,
-    frechet_distance,
     load_probe,
     probe_features,
-    psnr,
     save_probe,
-    ssim,
 )
 
 if TYPE_CHECKING:

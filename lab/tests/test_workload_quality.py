@@ -23,7 +23,7 @@ from diffusers import FlowMatchEulerDiscreteScheduler
 
 import blockdance
 from blockdance_lab import QualityProbe, Workload, workloads
-from blockdance_lab.evaluation import class_accuracy, frechet_distance, ssim
+from blockdance_lab.evaluation.metrics import class_accuracy, frechet_distance, ssim
 from blockdance_lab.workload import GenerateRequest
 from blockdance_lab.zoo.dit import tiny as tiny_dit
 from blockdance_lab.zoo.dit.sampling import make_scheduler
