@@ -16,21 +16,7 @@ import numpy as np
 import torch
 
 import blockdance
-
-
-def count_block_calls(slots: Iterable[blockdance.BlockSlot]) -> Counter[int]:
-    """Counts of real executions by slot index, from each slot's forward wrapped before
-    ``attach`` (a reused block is not executed, so it is not counted)."""
-    counts: Counter[int] = Counter()
-    for slot in slots:
-        original = slot.module.forward
-
-        def counted(*args: Any, _i: int = slot.index, _f: Any = original, **kw: Any) -> Any:
-            counts[_i] += 1
-            return _f(*args, **kw)
-
-        slot.module.forward = counted
-    return counts
+from blockdance.testing import count_block_calls
 
 
 def tiny_vae(

@@ -26,7 +26,7 @@ from __future__ import annotations
 import contextlib
 import inspect
 from collections import Counter
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from fractions import Fraction
 from typing import Any, TypeVar
@@ -36,7 +36,7 @@ from torch import nn
 
 from blockdance._attach import attach
 from blockdance._manager import Registry, default_registry, get_plugin_manager
-from blockdance.architecture import ArchitectureSpec
+from blockdance.architecture import ArchitectureSpec, BlockSlot
 from blockdance.errors import AlreadyAttachedError
 
 M = TypeVar("M", bound=nn.Module)
@@ -119,6 +119,31 @@ def blockdance_reuse_steps(window: tuple[float, float], num_steps: int, n: int) 
     return [step for position, step in enumerate(inside) if position % n]
 
 
+def count_block_calls(slots: Iterable[BlockSlot]) -> Counter[int]:
+    """Count the real executions of each block, by slot index.
+
+    Wraps each slot's ``forward`` before ``attach`` (call it first): the runtime then wraps
+    the counter, so a block it reuses is not executed and not counted. An independent
+    witness that a REUSE skips compute, beside the runtime's own statistics.
+
+    Args:
+        slots: The model's block slots (``spec.blocks(model)``).
+
+    Returns:
+        A counter that fills as the model runs.
+    """
+    counts: Counter[int] = Counter()
+    for slot in slots:
+        original = slot.module.forward
+
+        def counted(*args: Any, _i: int = slot.index, _f: Any = original, **kw: Any) -> Any:
+            counts[_i] += 1
+            return _f(*args, **kw)
+
+        slot.module.forward = counted
+    return counts
+
+
 @dataclass
 class ArchitectureChecks:
     """The contract every architecture plugin must keep, run on a small instance.
@@ -191,15 +216,7 @@ class ArchitectureChecks:
         """
         model = self.build()
         slots = self._slots(model)
-        counts: Counter[int] = Counter()
-        for slot in slots:
-            original = slot.module.forward
-
-            def counted(*args: Any, _i: int = slot.index, _f: Any = original, **kw: Any) -> Any:
-                counts[_i] += 1
-                return _f(*args, **kw)
-
-            slot.module.forward = counted
+        counts = count_block_calls(slots)
         with self._attach(model, "blockdance", N=n) as handle:
             spec = handle.architecture
             self._run(model)
