@@ -29,8 +29,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from blockdance._attach import PolicyLike
-from blockdance._manager import Registry, default_registry
+from blockdance import PolicyLike, Registry, default_registry
 from blockdance_lab._distributed import DistContext, gather_runs, shard
 from blockdance_lab.compare import PolicyRun, compare_policies
 from blockdance_lab.policy_entries import check_policies, labelled

@@ -15,8 +15,7 @@ from typing import Any
 
 import torch
 
-from blockdance._attach import PolicyLike
-from blockdance._manager import Registry, default_registry
+from blockdance import PolicyLike, Registry, default_registry
 from blockdance.cli import owner_label, print_sections
 from blockdance_lab.compare import compare_policies
 from blockdance_lab.policy_entries import check_policies, labelled, parse_policy_arg

@@ -12,8 +12,7 @@ from typing import Any, TypeVar
 import torch
 from torch import nn
 
-from blockdance import Handle, Registry, attach, default_registry
-from blockdance._attach import PolicyLike
+from blockdance import Handle, PolicyLike, Registry, attach, default_registry
 from blockdance.architecture import timestep_value
 from blockdance.stats import GenerationStats
 from blockdance_lab.external import (

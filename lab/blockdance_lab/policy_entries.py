@@ -13,8 +13,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from blockdance import Registry
-from blockdance._attach import PolicyLike
+from blockdance import PolicyLike, Registry
 from blockdance.errors import InvalidInputError
 from blockdance_lab.external import is_external, parse_external
 

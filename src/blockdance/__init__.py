@@ -17,7 +17,7 @@ from typing import Any
 
 from torch import nn
 
-from blockdance._attach import Handle, attach
+from blockdance._attach import Handle, PolicyLike, attach
 from blockdance._lazy import lazy
 from blockdance._manager import (
     PluginLoadWarning,
@@ -111,6 +111,7 @@ __all__ = [
     "PolicyConfig",
     "PolicyFileError",
     "PolicyFileNotFoundError",
+    "PolicyLike",
     "Registrations",
     "Registry",
     "ReuseError",

@@ -18,6 +18,8 @@ from blockdance.observer import Observer
 from blockdance.policy import Policy, PolicyConfig
 from blockdance.stats import GenerationStats
 
+#: What :func:`attach` and the registry accept as a policy: an instance, a config, a
+#: ``{"kind": ...}`` mapping, a registered kind name or a path to a JSON policy file.
 PolicyLike = Policy | PolicyConfig | Mapping[str, Any] | str | Path
 
 

@@ -10,7 +10,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from blockdance._manager import default_registry
+from blockdance import default_registry
 from blockdance.policies.blockdance import window_steps
 from blockdance_lab.analysis.calibrate import SSIM_THRESHOLD, WINDOW_END, calibrate, settle_step
 from blockdance_lab.analysis.plots import save_heatmap, save_surface, save_x0_curve

@@ -23,8 +23,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from blockdance._attach import attach
-from blockdance._manager import Registry
+from blockdance import Registry, attach
 from blockdance.observer import Observer
 from blockdance.policy import GenerationInfo, StepContext
 from blockdance_lab.analysis.x0 import predicted_x0

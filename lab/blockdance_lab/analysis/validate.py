@@ -15,8 +15,7 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Sequence
 
-from blockdance._attach import PolicyLike
-from blockdance._manager import Registry
+from blockdance import PolicyLike, Registry
 from blockdance_lab.analysis.calibrate import Calibration, Candidate
 from blockdance_lab.compare import compare_policies
 from blockdance_lab.report import add_consistency_metrics
