@@ -79,7 +79,7 @@ def gather_runs(
     """
     if ctx.world_size == 1:
         return runs
-    payload = [(r.label, r.latencies, r.stats, r.samples) for r in runs]
+    payload = [(r.label, r.latencies, r.stats, r.samples, r.error) for r in runs]
     group = dist.new_group(backend="gloo")  # objects travel over gloo whatever the backend
     if not isinstance(group, dist.ProcessGroup):  # new_group's sentinel for non-members
         raise RuntimeError("this rank is not in the gloo group it just created")
@@ -93,6 +93,12 @@ def gather_runs(
     merged = []
     for j, run in enumerate(runs):
         parts = [gathered[r][j] for r in range(ctx.world_size)]  # type: ignore[index]
+        errors = [f"rank {r}: {p[4]}" for r, p in enumerate(parts) if p[4] is not None]
+        if errors:  # failed on some rank: the row has no complete result
+            merged.append(
+                replace(run, latencies=[], samples=torch.empty(0), error="; ".join(errors))
+            )
+            continue
         samples = torch.cat([p[3] for p in parts])  # (N, ...) in shard order
         shard_order = [s for sh in shards for s in sh]
         index = torch.tensor([order[s] for s in shard_order])

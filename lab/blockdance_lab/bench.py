@@ -4,8 +4,10 @@ A bench file (JSON or YAML) names the workload, the seeds and the policies::
 
     workload: dit-tiny-shapes
     seeds: 64
+    seed_offset: 0     # seeds seed_offset .. seed_offset+seeds-1 (held-out seeds: e.g. 1000)
     steps: 50
     repeats: 1
+    reference: blockdance N=2   # the row paired differences are taken against
     policies:
       - {kind: blockdance, N: 2}
       - {kind: fora, N: 2, label: "FORA N=2"}
@@ -14,7 +16,9 @@ A bench file (JSON or YAML) names the workload, the seeds and the policies::
 
 Kinds starting with ``diffusers:`` are diffusers' own caches, run as external baselines on
 the same pipeline and seeds (:mod:`blockdance_lab.external`). The baseline (policy ``none``)
-always runs first and is the reference for SSIM, PSNR and latency reduction. Under
+always runs first and is the reference for SSIM, PSNR and latency reduction. Every metric
+with one value per seed is reported as a mean with a bootstrap interval over the seeds and
+as a paired difference to a reference row (:mod:`blockdance_lab.statistics`). Under
 ``torchrun`` the seeds are sharded over the ranks and rank 0 reports on all of them (see
 :mod:`blockdance_lab._distributed`).
 """
@@ -22,23 +26,57 @@ always runs first and is the reference for SSIM, PSNR and latency reduction. Und
 from __future__ import annotations
 
 import csv
+import importlib.metadata
 import json
+import shlex
+import sys
 from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
+import torch
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from blockdance import PolicyLike, Registry, default_registry
+from blockdance.errors import InvalidInputError
 from blockdance_lab._distributed import DistContext, gather_runs, shard
-from blockdance_lab.compare import PolicyRun, compare_policies
+from blockdance_lab.compare import PolicyRun, attached, compare_policies
+from blockdance_lab.external import is_external, parse_external
 from blockdance_lab.policy_entries import check_policies, labelled
-from blockdance_lab.report import add_consistency_metrics, add_quality_metrics, load_pyplot
-from blockdance_lab.workload import DEFAULT_WORKLOAD, get_workload
+from blockdance_lab.report import (
+    add_consistency_metrics,
+    add_quality_metrics,
+    load_pyplot,
+    save_reuse_maps,
+)
+from blockdance_lab.statistics import (
+    BOOTSTRAP_SEED,
+    RESAMPLES,
+    bootstrap_mean,
+    paired_difference,
+)
+from blockdance_lab.workload import DEFAULT_WORKLOAD, Workload, get_workload
 
-__all__ = ["BenchSpec", "load_bench_spec", "pareto_front", "result_rows", "run_bench"]
+__all__ = [
+    "BenchResult",
+    "BenchSpec",
+    "check_begin",
+    "format_bench_table",
+    "load_bench_spec",
+    "pareto_figure",
+    "pareto_front",
+    "result_rows",
+    "run_bench",
+    "write_results",
+]
 
 BASELINE_LABEL = "baseline"
+
+#: Per-seed metrics -> the name of their summary in the rows (``correct`` averages to the
+#: accuracy).
+PER_SEED_SUMMARY = {"ssim": "ssim", "psnr": "psnr", "correct": "accuracy", "class_logit": "logit"}
 
 
 class BenchSpec(BaseModel):
@@ -46,9 +84,13 @@ class BenchSpec(BaseModel):
 
     Args:
         workload: Registered workload name.
-        seeds: Number of samples (seeds ``0 .. seeds-1``).
+        seeds: Number of samples.
+        seed_offset: First seed: the bench runs seeds ``seed_offset .. seed_offset+seeds-1``
+            (an offset gives held-out seeds, e.g. to check a calibration).
         steps: Denoising steps (default: the workload's).
         repeats: Timed repeats per policy, interleaved; latency is their median.
+        reference: Label of the row paired differences are taken against (default: the
+            first row after the baseline).
         policies: Each a kind name, a JSON file, or a mapping with ``kind``, its options
             and an optional ``label``; ``diffusers:...`` kinds are external caches.
     """
@@ -57,8 +99,10 @@ class BenchSpec(BaseModel):
 
     workload: str = DEFAULT_WORKLOAD
     seeds: int = Field(64, ge=1)
+    seed_offset: int = Field(0, ge=0)
     steps: int | None = Field(None, ge=1)
     repeats: int = Field(1, ge=1)
+    reference: str | None = None
     policies: tuple[str | dict[str, Any], ...] = Field(min_length=1)
 
     @field_validator("policies")
@@ -80,13 +124,38 @@ class BenchSpec(BaseModel):
             raise ValueError(f"duplicate policy labels {duplicates}; give entries a 'label'")
         return pairs
 
+    def seed_list(self) -> list[int]:
+        """The seeds, in the order results are reported."""
+        return list(range(self.seed_offset, self.seed_offset + self.seeds))
+
+    def reference_label(self) -> str:
+        """The row paired differences are taken against.
+
+        Raises:
+            ValueError: ``reference`` names no row.
+        """
+        labels = [label for label, _ in self.labelled()]
+        if self.reference is None:
+            return labels[1]
+        if self.reference not in labels:
+            raise ValueError(f"reference {self.reference!r} is not a row; the rows are {labels}")
+        return self.reference
+
+
+def _is_path(entry: str) -> bool:
+    return entry.endswith(".json") or "/" in entry or "\\" in entry
+
 
 def load_bench_spec(path: str | Path, **overrides: Any) -> BenchSpec:
     """Read a bench file (``.json``, ``.yaml`` or ``.yml``).
 
+    A policy entry that is a file path (it ends in ``.json`` or holds a separator) is read
+    relative to the bench file's folder, not the working directory.
+
     Args:
         path: The file.
-        **overrides: Fields that replace the file's (None values are ignored).
+        **overrides: Fields that replace the file's (None values are ignored); policies
+            given here are taken as they are (relative to the working directory).
     """
     path = Path(path)
     text = path.read_text()
@@ -104,8 +173,92 @@ def load_bench_spec(path: str | Path, **overrides: Any) -> BenchSpec:
         raise ValueError(f"{path}: a bench file is .json, .yaml or .yml")
     if not isinstance(data, dict):
         raise ValueError(f"{path}: expected a mapping with 'policies', got {type(data).__name__}")
+    if isinstance(data.get("policies"), list):
+        data["policies"] = [
+            str(path.parent / p) if isinstance(p, str) and _is_path(p) else p
+            for p in data["policies"]
+        ]
     data.update({k: v for k, v in overrides.items() if v is not None})
     return BenchSpec.model_validate(data)
+
+
+@dataclass
+class BenchResult:
+    """What :func:`run_bench` measured.
+
+    Args:
+        runs: One run per row, baseline first; failed rows carry their error.
+        meta: What ran: workload, seeds, steps, scheduler, repeats, each row's validated
+            configuration, package versions, date and command line.
+        reference: Label of the row paired differences are taken against.
+    """
+
+    runs: list[PolicyRun]
+    meta: dict[str, Any]
+    reference: str
+
+
+def check_begin(
+    workload: Workload,
+    target: Any,
+    pairs: Sequence[tuple[str, PolicyLike]],
+    num_steps: int,
+    registry: Registry,
+) -> None:
+    """Attach each row's policy to ``target`` and begin and end a generation without running
+    the model, so a policy that cannot start on this model fails before any generation.
+    External (diffusers) caches are applied to the model and removed again.
+
+    Raises:
+        InvalidInputError: A row cannot begin; the message names the row and the cause.
+    """
+    for label, policy in pairs:
+        try:
+            with attached(target, policy, registry, num_steps) as h, h.generation(num_steps):
+                pass
+        except Exception as err:
+            message = " ".join(str(err).split())
+            raise InvalidInputError(
+                f"policy {label!r} cannot begin a generation on workload {workload.name!r} "
+                f"({num_steps} steps); nothing has run: {type(err).__name__}: {message}"
+            ) from err
+
+
+def _config_of(policy: PolicyLike, registry: Registry) -> dict[str, Any]:
+    """A row's validated configuration, as JSON-ready data."""
+    if is_external(policy):
+        return parse_external(policy).model_dump(mode="json")  # type: ignore[arg-type]
+    return registry.make_policy(policy).config.model_dump(mode="json")
+
+
+def _version(package: str) -> str | None:
+    try:
+        return importlib.metadata.version(package)
+    except importlib.metadata.PackageNotFoundError:
+        return None
+
+
+def bench_metadata(
+    spec: BenchSpec, workload: Workload, registry: Registry, ctx: DistContext
+) -> dict[str, Any]:
+    """What a bench ran, for ``bench.json``."""
+    return {
+        "workload": workload.name,
+        "description": workload.description,
+        "seeds": spec.seed_list(),
+        "seed_offset": spec.seed_offset,
+        "steps": spec.steps or workload.num_steps,
+        "scheduler": workload.scheduler,
+        "repeats": spec.repeats,
+        "reference": spec.reference_label(),
+        "configs": {label: _config_of(p, registry) for label, p in spec.labelled()},
+        "bootstrap": {"level": 0.95, "resamples": RESAMPLES, "seed": BOOTSTRAP_SEED},
+        "versions": {p: _version(p) for p in ("blockdance", "torch", "diffusers")},
+        "torch_threads": torch.get_num_threads(),
+        "ranks": ctx.world_size,
+        "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "command": shlex.join(sys.argv),
+    }
 
 
 def run_bench(
@@ -114,8 +267,12 @@ def run_bench(
     registry: Registry | None = None,
     progress: bool = True,
     ctx: DistContext | None = None,
-) -> list[PolicyRun] | None:
+) -> BenchResult | None:
     """Run every policy of ``spec`` on its workload and compute the metrics.
+
+    Every configuration is validated, then attached to the workload's model and its
+    generation begun (:func:`check_begin`), before the first generation. A row that fails
+    later is recorded as failed and the other rows still run.
 
     Args:
         spec: What to run.
@@ -130,48 +287,83 @@ def run_bench(
     ctx = ctx or DistContext()
     workload = get_workload(spec.workload, registry)
     pairs = spec.labelled()
+    reference = spec.reference_label()
     check_policies(registry, pairs[1:])  # fail on a bad config before any generation runs
-    seeds = list(range(spec.seeds))
+    seeds = spec.seed_list()
     if len(seeds) < ctx.world_size:
         raise ValueError(f"{len(seeds)} seeds cannot be shared by {ctx.world_size} ranks")
+    steps = spec.steps or workload.num_steps
+    target = workload.build()
+    check_begin(workload, target, pairs, steps, registry)
+    meta = bench_metadata(spec, workload, registry, ctx)
     local = compare_policies(
         workload,
         pairs,
         seeds=shard(seeds, ctx),
-        num_steps=spec.steps,
+        num_steps=steps,
         repeats=spec.repeats,
         progress=progress and ctx.is_main,
         registry=registry,
+        target=target,
+        keep_going=True,
     )
     runs = gather_runs(local, seeds, ctx)
     if runs is None:
         return None
     add_consistency_metrics(runs)
     add_quality_metrics(runs, workload, seeds)
-    return runs
+    return BenchResult(runs, meta, reference)
 
 
-def result_rows(runs: Sequence[PolicyRun]) -> list[dict[str, Any]]:
-    """One flat record per run: latency, reductions, cache bytes and quality metrics."""
+def _summaries(run: PolicyRun, ref: PolicyRun | None) -> dict[str, float | None]:
+    """Bootstrap interval of each per-seed metric, and the paired difference to ``ref``."""
+    out: dict[str, float | None] = {}
+    for key, name in PER_SEED_SUMMARY.items():
+        values = run.per_seed.get(key)
+        if values is None:
+            continue
+        est = bootstrap_mean(values)
+        out[name] = est.mean
+        out[f"{name}_ci_low"], out[f"{name}_ci_high"] = est.low, est.high
+        ref_values = ref.per_seed.get(key) if ref is not None else None
+        if ref_values is None:
+            out[f"{name}_diff"] = out[f"{name}_diff_ci_low"] = out[f"{name}_diff_ci_high"] = None
+            continue
+        diff = paired_difference(values, ref_values)
+        out[f"{name}_diff"] = diff.mean
+        out[f"{name}_diff_ci_low"], out[f"{name}_diff_ci_high"] = diff.low, diff.high
+    return out
+
+
+def result_rows(runs: Sequence[PolicyRun], reference: str | None = None) -> list[dict[str, Any]]:
+    """One flat record per run: status, latency, reductions, cache bytes, quality metrics
+    with their bootstrap intervals and paired differences to ``reference`` (default: the
+    second run), and the per-seed values (``per_seed``) and repeat latencies."""
+    reference = reference or (runs[1].label if len(runs) > 1 else runs[0].label)
+    ref = next((r for r in runs if r.label == reference and r.error is None), None)
     rows = []
     for run in runs:
         m = dict(run.metrics)
-        ideal = m.get("ideal", 0.0)
-        rows.append(
-            {
-                "policy": run.label,
-                "latency_s": run.latency,
-                "reduction": m.get("reduction"),
-                "ideal": ideal,
-                "of_ideal": m["reduction"] / ideal if ideal > 0 else None,
-                "cache_bytes": None if run.external else run.stats.peak_cache_bytes,
-                "ssim": m.get("ssim"),
-                "psnr": m.get("psnr"),
-                "fd_probe": m.get("fd_probe"),
-                "accuracy": m.get("accuracy"),
-                "latencies_s": list(run.latencies),
-            }
-        )
+        ideal = m.get("ideal")
+        reduction = m.get("reduction")
+        row: dict[str, Any] = {
+            "policy": run.label,
+            "status": "failed" if run.error else "ok",
+            "error": run.error,
+            "latency_s": run.latency if run.latencies else None,
+            "reduction": reduction,
+            "ideal": ideal,
+            "of_ideal": reduction / ideal if ideal and reduction is not None else None,
+            "cache_bytes": None if run.external or run.error else run.stats.peak_cache_bytes,
+            "ssim": m.get("ssim"),
+            "psnr": m.get("psnr"),
+            "fd_probe": m.get("fd_probe"),
+            "accuracy": m.get("accuracy"),
+        }
+        row.update(_summaries(run, ref))
+        row["latencies_s"] = list(run.latencies)
+        row["per_seed"] = dict(run.per_seed)
+        rows.append(row)
     return rows
 
 
@@ -189,42 +381,207 @@ def pareto_front(points: Sequence[tuple[float, float]]) -> list[int]:
     return front
 
 
-def write_results(runs: Sequence[PolicyRun], out: Path, title: str = "") -> list[Path]:
-    """Write ``bench.json``, ``bench.csv`` and ``pareto.png`` (when matplotlib is there)."""
+def _cell(row: dict[str, Any], key: str, fmt: str, interval: bool = True) -> str:
+    value = row.get(key)
+    if value is None:
+        return "-"
+    text = fmt.format(value)
+    low, high = row.get(f"{key}_ci_low"), row.get(f"{key}_ci_high")
+    if interval and low is not None and high is not None:
+        text += f" [{fmt.format(low)}, {fmt.format(high)}]"
+    return text
+
+
+def _diff_cell(row: dict[str, Any], name: str, fmt: str, reference: str) -> str:
+    if row["policy"] == reference:
+        return "(reference)"
+    value, low, high = (row.get(f"{name}_diff{s}") for s in ("", "_ci_low", "_ci_high"))
+    if value is None or low is None or high is None:
+        return "-"
+    mark = " ~" if low <= 0.0 <= high else "  "
+    return f"{fmt.format(value)} [{fmt.format(low)}, {fmt.format(high)}]{mark}"
+
+
+def format_bench_table(rows: Sequence[dict[str, Any]], meta: dict[str, Any]) -> str:
+    """The bench's table: means with 95% intervals, paired differences to the reference
+    (``~`` where the interval crosses zero), and a footer saying what the numbers rest on."""
+    reference = meta["reference"]
+    seeds = meta["seeds"]
+    probe = any(r.get("fd_probe") is not None for r in rows)
+    cols: list[tuple[str, Any]] = [
+        ("reduction", lambda r: _cell(r, "reduction", "{:.1%}")),
+        ("ideal", lambda r: _cell(r, "ideal", "{:.1%}")),
+        ("SSIM [95% CI]", lambda r: _cell(r, "ssim", "{:.4f}")),
+        ("ΔSSIM [95% CI]", lambda r: _diff_cell(r, "ssim", "{:+.4f}", reference)),
+        ("PSNR dB", lambda r: _cell(r, "psnr", "{:.2f}", interval=False)),
+        ("ΔPSNR [95% CI]", lambda r: _diff_cell(r, "psnr", "{:+.2f}", reference)),
+    ]
+    if probe:
+        cols += [
+            ("FD-probe", lambda r: _cell(r, "fd_probe", "{:.2f}")),
+            ("accuracy [95% CI]", lambda r: _cell(r, "accuracy", "{:.3f}")),
+            ("Δacc [95% CI]", lambda r: _diff_cell(r, "accuracy", "{:+.3f}", reference)),
+        ]
+    cols.append(
+        (
+            "cache MiB",
+            lambda r: "-" if r["cache_bytes"] is None else f"{r['cache_bytes'] / 2**20:.2f}",
+        )
+    )
+    width = max(18, *(len(r["policy"]) + 2 for r in rows))
+    cells = [[fn(r) for _, fn in cols] for r in rows]
+    widths = [
+        max(len(h), *(len(c[i]) for c, r in zip(cells, rows) if r["status"] == "ok")) + 2
+        for i, (h, _) in enumerate(cols)
+    ]
+    header = f"{'policy':<{width}}" + "".join(f"{h:>{w}}" for (h, _), w in zip(cols, widths))
+    lines = [header, "-" * len(header)]
+    for row, cell in zip(rows, cells):
+        if row["status"] != "ok":
+            lines.append(f"{row['policy']:<{width}}  FAILED: {row['error']}")
+            continue
+        lines.append(
+            f"{row['policy']:<{width}}" + "".join(f"{c:>{w}}" for c, w in zip(cell, widths))
+        )
+    n = len(seeds)
+    lines += [
+        "",
+        f"{n} seeds ({seeds[0]}..{seeds[-1]}), {meta['steps']} {meta['scheduler']} steps, "
+        f"{meta['repeats']} repeat(s). Means with 95% percentile-bootstrap intervals over the "
+        f"seeds ({meta['bootstrap']['resamples']} resamples, fixed seed).",
+        f"Δ: paired difference to {reference!r}, seed by seed (row - reference). "
+        "~ : its 95% interval crosses zero, so on these seeds the row cannot be told apart "
+        "from the reference.",
+        "ideal: share of block calls skipped (exact). reduction: measured wall time against "
+        "the baseline; on a busy or shared machine it is noisy, so compare rows by ideal.",
+    ]
+    if probe:
+        lines.append(
+            f"FD-probe is one number for the whole set of {n} seeds, with no interval; at a "
+            "few dozen seeds it cannot separate rows. accuracy's interval is a bootstrap over "
+            "the seeds' correct/incorrect; it is wide at this many seeds."
+        )
+    return "\n".join(lines)
+
+
+def write_results(result: BenchResult, out: Path, title: str = "") -> list[Path]:
+    """Write ``bench.json`` (metadata and rows with per-seed values), ``bench.csv`` (one
+    line per row), ``bench_seeds.csv`` (one line per row and seed), and, when matplotlib is
+    there, ``pareto.png`` and ``reuse_maps.png``."""
     out.mkdir(parents=True, exist_ok=True)
-    rows = result_rows(runs)
-    written = [out / "bench.json", out / "bench.csv"]
-    (out / "bench.json").write_text(json.dumps(rows, indent=1))
+    rows = result_rows(result.runs, result.reference)
+    (out / "bench.json").write_text(json.dumps({"meta": result.meta, "rows": rows}, indent=1))
     with (out / "bench.csv").open("w", newline="") as f:
-        fields = [k for k in rows[0] if k != "latencies_s"]
+        fields = [k for k in rows[0] if k not in ("latencies_s", "per_seed")]
         writer = csv.DictWriter(f, fieldnames=fields, extrasaction="ignore")
         writer.writeheader()
         writer.writerows(rows)
+    keys = list(dict.fromkeys(k for r in rows for k in r["per_seed"]))
+    with (out / "bench_seeds.csv").open("w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=["policy", "seed", *keys])
+        writer.writeheader()
+        for row in rows:
+            for i, seed in enumerate(result.meta["seeds"] if row["per_seed"] else []):
+                values = {k: row["per_seed"][k][i] for k in keys if k in row["per_seed"]}
+                writer.writerow({"policy": row["policy"], "seed": seed, **values})
+    written = [out / "bench.json", out / "bench.csv", out / "bench_seeds.csv"]
     plot = save_pareto_plot(rows, out / "pareto.png", title)
-    return written + ([plot] if plot else [])
+    maps = [r for r in result.runs if r.error is None and not r.external]
+    reuse = save_reuse_maps(maps, out / "reuse_maps.png") if plot else None
+    return written + [p for p in (plot, reuse) if p is not None]
+
+
+def _intersects(a: Any, b: Any) -> bool:
+    """Whether two display boxes share area (touching edges do not count)."""
+    return a.x0 < b.x1 and b.x0 < a.x1 and a.y0 < b.y1 and b.y0 < a.y1
+
+
+def place_labels(
+    ax: Any, points: Sequence[tuple[float, float]], labels: Sequence[str], fontsize: float = 7
+) -> list[Any]:
+    """Annotate each point with its label, moving a label up or down (a leader line joins
+    it to its point) until its box overlaps no label already placed.
+
+    Call it after the axes' limits and the figure's layout are final: it measures the
+    labels with the figure's renderer.
+    """
+    renderer = ax.figure.canvas.get_renderer()
+    step = fontsize + 2  # points
+    placed: list[Any] = []
+    annotations = []
+    for i in sorted(range(len(points)), key=lambda i: -points[i][1]):
+        ann = ax.annotate(
+            labels[i],
+            points[i],
+            xytext=(4, 2),
+            textcoords="offset points",
+            fontsize=fontsize,
+            arrowprops={"arrowstyle": "-", "lw": 0.4, "color": "0.6", "shrinkA": 0, "shrinkB": 3},
+        )
+        for k in range(1, 200):
+            box = ann.get_window_extent(renderer)
+            if not any(_intersects(box, other) for other in placed):
+                break
+            offset = (k + 1) // 2 * step * (1 if k % 2 else -1)  # up, down, further up, ...
+            ann.xyann = (4, 2 + offset)
+        placed.append(ann.get_window_extent(renderer))
+        annotations.append(ann)
+    return annotations
+
+
+def pareto_figure(rows: Sequence[dict[str, Any]], title: str = "") -> tuple[Any, list[list[Any]]]:
+    """The Pareto figure: SSIM against the ideal saving (left, exact) and against the
+    measured latency reduction (right, noisy), with 95% intervals on SSIM.
+
+    Returns:
+        The figure, and each panel's label annotations.
+    """
+    plt = load_pyplot()
+    ok = [r for r in rows if r["status"] == "ok" and r.get("ssim") is not None]
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4.6), sharey=True)
+    panels = [
+        ("ideal", "ideal saving (share of block calls skipped; exact)"),
+        ("reduction", "measured latency reduction (1 - t / t_baseline; noisy)"),
+    ]
+    plotted = []
+    for ax, (key, xlabel) in zip(axes, panels):
+        shown = [r for r in ok if r.get(key) is not None]
+        points = [(float(r[key]), float(r["ssim"])) for r in shown]
+        front = set(pareto_front(points))
+        for i, (row, (x, y)) in enumerate(zip(shown, points)):
+            low, high = row.get("ssim_ci_low"), row.get("ssim_ci_high")
+            err = [[y - low], [high - y]] if low is not None and high is not None else None
+            color = "tab:green" if i in front else "tab:gray"
+            ax.errorbar(x, y, yerr=err, fmt="o", ms=5, color=color, capsize=2, zorder=3)
+        if front:
+            ordered = sorted((points[i] for i in front), key=lambda p: p[0])
+            ax.plot(*zip(*ordered), color="tab:green", lw=1, alpha=0.6, label="Pareto front")
+            ax.legend(fontsize=8, loc="lower left")
+        missing = [r["policy"] for r in ok if r.get(key) is None]
+        if missing:
+            xlabel += f"\nnot shown (no {key}): {', '.join(missing)}"
+        ax.set_xlabel(xlabel, fontsize=8)
+        ax.xaxis.set_major_formatter(plt.FuncFormatter(lambda v, _: f"{v:.0%}"))
+        ax.grid(alpha=0.3)
+        ax.margins(x=0.25, y=0.15)
+        plotted.append((ax, points, [r["policy"] for r in shown]))
+    axes[0].set_ylabel("SSIM to the baseline (95% CI over seeds)")
+    fig.suptitle(title or "policies: saving against consistency", fontsize=10)
+    fig.tight_layout()
+    annotations = []
+    for ax, points, labels in plotted:
+        ax.set_xlim(ax.get_xlim())  # freeze the limits the labels are measured against
+        ax.set_ylim(ax.get_ylim())
+        annotations.append(place_labels(ax, points, labels))
+    return fig, annotations
 
 
 def save_pareto_plot(rows: Sequence[dict[str, Any]], path: Path, title: str = "") -> Path | None:
-    """Latency reduction against SSIM to the baseline, one point per configuration."""
+    """Write :func:`pareto_figure` to ``path``; None when matplotlib is not installed."""
     plt = load_pyplot()
     if plt is None:
         return None
-    points = [(float(r["reduction"]), float(r["ssim"])) for r in rows]
-    front = set(pareto_front(points))
-    fig, ax = plt.subplots(figsize=(6.4, 4.4))
-    for i, (row, (x, y)) in enumerate(zip(rows, points, strict=True)):
-        on_front = i in front
-        ax.scatter(x, y, s=36, color="tab:green" if on_front else "tab:gray", zorder=3)
-        ax.annotate(row["policy"], (x, y), fontsize=7, xytext=(4, 3), textcoords="offset points")
-    ordered = sorted((points[i] for i in front), key=lambda p: p[0])
-    ax.plot(*zip(*ordered, strict=True), color="tab:green", lw=1, alpha=0.6, label="Pareto front")
-    ax.set_xlabel("latency reduction (1 - t / t_baseline)")
-    ax.set_ylabel("SSIM to the baseline")
-    ax.xaxis.set_major_formatter(plt.FuncFormatter(lambda v, _: f"{v:.0%}"))
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=8, loc="lower left")
-    ax.set_title(title or "policies: speed against consistency", fontsize=10)
-    fig.tight_layout()
+    fig, _ = pareto_figure(rows, title)
     fig.savefig(path, dpi=120)
     plt.close(fig)
     return path

@@ -102,13 +102,22 @@ def _demo_one(args: argparse.Namespace, registry: Registry, workload: Workload, 
 
 def cmd_bench(args: argparse.Namespace) -> int:
     from blockdance_lab._distributed import init_from_env
-    from blockdance_lab.bench import BenchSpec, load_bench_spec, run_bench, write_results
+    from blockdance_lab.bench import (
+        BenchSpec,
+        format_bench_table,
+        load_bench_spec,
+        result_rows,
+        run_bench,
+        write_results,
+    )
 
     overrides = {
         "workload": args.workload,
         "seeds": args.seeds,
+        "seed_offset": args.seed_offset,
         "steps": args.steps,
         "repeats": args.repeats,
+        "reference": args.reference,
     }
     if args.policy:
         overrides["policies"] = [parse_policy_arg(p) for p in args.policy]
@@ -125,18 +134,21 @@ def cmd_bench(args: argparse.Namespace) -> int:
     if ctx.is_main:
         workload = get_workload(spec.workload, registry)
         print(f"workload {workload.name}: {workload.description}")
+        first = spec.seed_offset
         print(
-            f"{spec.seeds} seeds, {spec.steps or workload.num_steps} {workload.scheduler} steps, "
+            f"{spec.seeds} seeds ({first}..{first + spec.seeds - 1}), "
+            f"{spec.steps or workload.num_steps} {workload.scheduler} steps, "
             f"{spec.repeats} repeat(s), {len(spec.policies)} policies + baseline"
             + (f", {ctx.world_size} ranks" if ctx.world_size > 1 else "")
             + "\n"
         )
-    runs = run_bench(spec, registry=registry, progress=not args.quiet, ctx=ctx)
-    if runs is None:
+    result = run_bench(spec, registry=registry, progress=not args.quiet, ctx=ctx)
+    if result is None:
         return 0
     print()
-    print(format_table(runs))
-    written = write_results(runs, Path(args.out), title=f"{spec.workload}, {spec.seeds} seeds")
+    print(format_bench_table(result_rows(result.runs, result.reference), result.meta))
+    title = f"{spec.workload}, {spec.seeds} seeds"
+    written = write_results(result, Path(args.out), title=title)
     print("\nwrote " + ", ".join(str(p) for p in written))
     return 0
 
@@ -196,8 +208,25 @@ def add_commands(sub: Any) -> None:
         "--workload", default=None, help=f"registered workload (default {DEFAULT_WORKLOAD})"
     )
     p.add_argument("--seeds", type=int, default=None, help="number of samples (default 64)")
+    p.add_argument(
+        "--seed-offset",
+        type=int,
+        default=None,
+        help="first seed: runs seeds K..K+n-1, e.g. held-out seeds (default 0)",
+    )
     p.add_argument("--steps", type=int, default=None, help="denoising steps")
-    p.add_argument("--repeats", type=int, default=None, help="timed repeats (default 1)")
+    p.add_argument(
+        "--repeats",
+        type=int,
+        default=None,
+        help="timed repeats, interleaved with the order rotating each repeat (default 1)",
+    )
+    p.add_argument(
+        "--reference",
+        default=None,
+        help="label of the row paired differences are taken against "
+        "(default: the first row after the baseline)",
+    )
     p.add_argument(
         "--policy",
         action="append",

@@ -23,7 +23,7 @@ from blockdance_lab.external import (
 )
 from blockdance_lab.workload import GenerateRequest, Workload
 
-__all__ = ["PolicyRun", "compare_policies", "timed"]
+__all__ = ["PolicyRun", "attached", "compare_policies", "failed_run", "run_order", "timed"]
 
 T = TypeVar("T")
 
@@ -40,6 +40,9 @@ class PolicyRun:
         metrics: Numbers computed afterwards (SSIM, reduction, ...).
         external: The row ran a diffusers cache (:mod:`blockdance_lab.external`) under the
             ``none`` policy, so ``stats`` records no reuse decisions.
+        per_seed: Metrics with one value per seed, in seed order (SSIM, PSNR, ...).
+        error: Why the row failed (``"TypeName: message"``), or None; a failed row has no
+            samples and no metrics.
     """
 
     label: str
@@ -48,6 +51,8 @@ class PolicyRun:
     samples: torch.Tensor
     metrics: dict[str, float] = field(default_factory=dict)
     external: bool = False
+    per_seed: dict[str, list[float]] = field(default_factory=dict)
+    error: str | None = None
 
     @property
     def latency(self) -> float:
@@ -94,8 +99,9 @@ def compare_policies(
     progress: bool = False,
     registry: Registry | None = None,
     target: Any = None,
+    keep_going: bool = False,
 ) -> list[PolicyRun]:
-    """Generate the same seeds under each policy; repeats are interleaved.
+    """Generate the same seeds under each policy; repeats are interleaved (:func:`run_order`).
 
     Args:
         workload: What to run.
@@ -110,6 +116,11 @@ def compare_policies(
         progress: Show a progress bar per generation.
         registry: Registry to resolve policies and architectures.
         target: A model or pipeline already built by ``workload.build()``.
+        keep_going: A row other than the first that raises is recorded as failed
+            (:attr:`PolicyRun.error`) and the other rows still run; otherwise it raises.
+
+    Returns:
+        One run per row, in the order of ``policies``.
     """
     registry = registry or default_registry()
     target = workload.build() if target is None else target
@@ -124,26 +135,74 @@ def compare_policies(
         ):
             workload.generate(target, GenerateRequest(request.seeds, request.num_steps))
     runs: dict[str, PolicyRun] = {}
-    for _ in range(repeats):
-        for label, policy in policies:
-            external = parse_external(policy) if is_external(policy) else None  # type: ignore[arg-type]
-            own: PolicyLike = "none" if external is not None else policy  # type: ignore[assignment]
-            with ExitStack() as stack:
-                h = stack.enter_context(
-                    attach(target, own, registry=registry, num_steps=request.num_steps)
+    for order in run_order(len(policies), repeats):
+        for index in order:
+            label, policy = policies[index]
+            if label in runs and runs[label].error is not None:
+                continue  # failed in an earlier repeat
+            try:
+                samples, elapsed, stats, external = _generate_once(
+                    workload, target, policy, request, registry, device
                 )
-                if external is not None:
-                    model = _denoiser(target)
-                    timestep = stack.enter_context(_current_timestep(h, model))
-                    stack.enter_context(apply_external_cache(external, model, timestep))
-                samples, elapsed = timed(lambda: workload.generate(target, request), device)
+            except Exception as err:
+                if not keep_going or index == 0:  # without the reference nothing compares
+                    raise
+                runs[label] = failed_run(label, err)
+                continue
             if label in runs:
                 runs[label].latencies.append(elapsed)
             else:
-                runs[label] = PolicyRun(
-                    label, [elapsed], h.stats, samples.detach().cpu(), external=bool(external)
-                )
-    return list(runs.values())
+                runs[label] = PolicyRun(label, [elapsed], stats, samples, external=external)
+    return [runs[label] for label, _ in policies]
+
+
+def run_order(count: int, repeats: int) -> list[list[int]]:
+    """The order the rows run in, one list per repeat.
+
+    Repeat ``r`` starts at row ``r mod count`` and wraps around, so over ``count`` repeats
+    every row runs once in each position and slow drift of the machine falls on every row
+    alike. With one repeat each row runs once, in the order given.
+    """
+    return [[(r + i) % count for i in range(count)] for r in range(repeats)]
+
+
+def failed_run(label: str, err: BaseException) -> PolicyRun:
+    """A row that raised: its error as one line, no samples, no latency."""
+    message = " ".join(str(err).split()) or "(no message)"
+    stats = GenerationStats(num_steps=None, num_blocks=0)
+    return PolicyRun(label, [], stats, torch.empty(0), error=f"{type(err).__name__}: {message}")
+
+
+@contextmanager
+def attached(
+    target: Any, policy: PolicyLike | ExternalCache, registry: Registry, num_steps: int
+) -> Iterator[Handle]:
+    """``policy`` attached to ``target`` for one row; a diffusers cache is applied to the
+    model under blockdance's ``none`` policy, and removed on exit."""
+    external = parse_external(policy) if is_external(policy) else None  # type: ignore[arg-type]
+    own: PolicyLike = "none" if external is not None else policy  # type: ignore[assignment]
+    with ExitStack() as stack:
+        h = stack.enter_context(attach(target, own, registry=registry, num_steps=num_steps))
+        if external is not None:
+            model = _denoiser(target)
+            timestep = stack.enter_context(_current_timestep(h, model))
+            stack.enter_context(apply_external_cache(external, model, timestep))
+        yield h
+
+
+def _generate_once(
+    workload: Workload,
+    target: Any,
+    policy: PolicyLike | ExternalCache,
+    request: GenerateRequest,
+    registry: Registry,
+    device: torch.device | None,
+) -> tuple[torch.Tensor, float, GenerationStats, bool]:
+    """One timed generation under ``policy``: samples (on the CPU), seconds, statistics,
+    and whether it ran a diffusers cache."""
+    with attached(target, policy, registry, request.num_steps) as h:
+        samples, elapsed = timed(lambda: workload.generate(target, request), device)
+    return samples.detach().cpu(), elapsed, h.stats, is_external(policy)
 
 
 def _denoiser(target: Any) -> nn.Module:

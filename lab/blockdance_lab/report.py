@@ -18,15 +18,26 @@ def _frames(x: torch.Tensor) -> torch.Tensor:
     return x.flatten(0, 1) if x.dim() == 5 else x
 
 
+def _per_seed(values: torch.Tensor, seeds: int) -> list[float]:
+    """Per-frame values ``(N*F,)`` (or per-image ``(N,)``) -> one mean per seed."""
+    return [float(v) for v in values.float().reshape(seeds, -1).mean(dim=1)]
+
+
 def add_consistency_metrics(runs: Sequence[PolicyRun]) -> None:
-    """SSIM and PSNR of each run's samples against the first run's (same seeds)."""
+    """SSIM and PSNR of each run's samples against the first run's (same seeds), per seed
+    (``run.per_seed``) and their means (``run.metrics``); failed runs are left out."""
     base = _frames(runs[0].samples).float()
+    seeds = runs[0].samples.shape[0]
     data_range = float(base.max() - base.min()) or 1.0
     t_base = runs[0].latency
     for run in runs:
+        if run.error is not None:
+            continue
         x = _frames(run.samples).float()
-        run.metrics["ssim"] = float(ssim(x, base, data_range=data_range).mean())
-        run.metrics["psnr"] = float(psnr(x, base, data_range=data_range, max_db=100.0).mean())
+        run.per_seed["ssim"] = _per_seed(ssim(x, base, data_range=data_range), seeds)
+        run.per_seed["psnr"] = _per_seed(psnr(x, base, data_range=data_range, max_db=100.0), seeds)
+        for key in ("ssim", "psnr"):
+            run.metrics[key] = sum(run.per_seed[key]) / seeds
         if run.samples.dim() == 5 and run.samples.shape[1] > 1:
             run.metrics["temporal"] = temporal_consistency(run.samples, data_range)
         run.metrics["reduction"] = 1.0 - run.latency / t_base
@@ -48,16 +59,25 @@ def temporal_consistency(videos: torch.Tensor, data_range: float = 2.0) -> float
 def add_quality_metrics(
     runs: Sequence[PolicyRun], workload: Workload, seeds: Sequence[int], reference_size: int = 1024
 ) -> None:
-    """FD-probe against real samples and class accuracy, when the workload has a probe."""
+    """FD-probe against real samples and class accuracy, when the workload has a probe.
+
+    Per seed (``run.per_seed``): ``correct`` (1 when the probe's class is the asked one) and
+    ``class_logit`` (the probe's logit of the asked class). FD-probe is one number per set."""
     if workload.probe is None:
         return
     probe = workload.probe()
     real = probe.features(probe.reference(max(reference_size, len(seeds))))
-    labels = probe.labels(seeds)
+    labels = probe.labels(seeds).long()
     for run in runs:
+        if run.error is not None:
+            continue
         x = run.samples.clamp(-1, 1)
+        logits = probe.logits(x).float()
         run.metrics["fd_probe"] = frechet_distance(probe.features(x), real)
-        run.metrics["accuracy"] = class_accuracy(probe.logits(x), labels)
+        run.metrics["accuracy"] = class_accuracy(logits, labels)
+        asked = labels.to(logits.device)
+        run.per_seed["correct"] = (logits.argmax(dim=-1) == asked).float().tolist()
+        run.per_seed["class_logit"] = logits.gather(1, asked[:, None])[:, 0].tolist()
 
 
 COLUMNS = [

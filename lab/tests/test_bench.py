@@ -73,7 +73,7 @@ def test_cli_bench_writes_table_csv_json_and_pareto(tmp_path, capsys):
     table = capsys.readouterr().out
     for label in ("baseline", "blockdance N=2", "fora N=2"):
         assert label in table
-    rows = json.loads((out / "bench.json").read_text())
+    rows = json.loads((out / "bench.json").read_text())["rows"]
     assert [r["policy"] for r in rows] == ["baseline", "blockdance N=2", "fora N=2"]
     assert rows[0]["ssim"] == pytest.approx(1.0) and rows[0]["ideal"] == 0
     assert 0 < rows[1]["ideal"] < rows[2]["ideal"]  # FORA N=2 skips every block on odd steps
@@ -81,13 +81,14 @@ def test_cli_bench_writes_table_csv_json_and_pareto(tmp_path, capsys):
     with (out / "bench.csv").open() as f:
         assert [r["policy"] for r in csv.DictReader(f)] == [r["policy"] for r in rows]
     assert (out / "pareto.png").stat().st_size > 0
+    assert (out / "reuse_maps.png").stat().st_size > 0
 
 
 def test_cli_bench_flags_without_file(tmp_path, capsys):
     out = tmp_path / "out"
     args = ["bench", "--workload", "dit-s2", "--seeds", "2", "--steps", "4", "--quiet"]
     assert main([*args, "--policy", '{"kind": "deepcache"}', "--out", str(out)]) == 0
-    assert [r["policy"] for r in json.loads((out / "bench.json").read_text())] == [
+    assert [r["policy"] for r in json.loads((out / "bench.json").read_text())["rows"]] == [
         "baseline",
         "deepcache",
     ]
@@ -106,8 +107,8 @@ def test_torchrun_two_ranks_match_one_process(tmp_path):
     subprocess.run([*launcher, *common, "--out", str(tmp_path / "two")], env=env, check=True)
     single = [sys.executable, "-m", "blockdance.cli", "bench", *common, "--out"]
     subprocess.run([*single, str(tmp_path / "one")], env=env, check=True)
-    two = json.loads((tmp_path / "two" / "bench.json").read_text())
-    one = json.loads((tmp_path / "one" / "bench.json").read_text())
+    two = json.loads((tmp_path / "two" / "bench.json").read_text())["rows"]
+    one = json.loads((tmp_path / "one" / "bench.json").read_text())["rows"]
     assert [r["policy"] for r in two] == [r["policy"] for r in one]
     for a, b in zip(two, one, strict=True):
         assert a["ideal"] == b["ideal"] and a["cache_bytes"] == b["cache_bytes"]
