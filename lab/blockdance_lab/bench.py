@@ -505,8 +505,11 @@ def place_labels(
     Call it after the axes' limits and the figure's layout are final: it measures the
     labels with the figure's renderer.
     """
+    from matplotlib.text import Text
+
     renderer = ax.figure.canvas.get_renderer()
     step = fontsize + 2  # points
+    text_box = Text.get_window_extent  # the label's text only, not its leader line
     placed: list[Any] = []
     annotations = []
     for i in sorted(range(len(points)), key=lambda i: -points[i][1]):
@@ -519,12 +522,12 @@ def place_labels(
             arrowprops={"arrowstyle": "-", "lw": 0.4, "color": "0.6", "shrinkA": 0, "shrinkB": 3},
         )
         for k in range(1, 200):
-            box = ann.get_window_extent(renderer)
+            box = text_box(ann, renderer)
             if not any(_intersects(box, other) for other in placed):
                 break
             offset = (k + 1) // 2 * step * (1 if k % 2 else -1)  # up, down, further up, ...
             ann.xyann = (4, 2 + offset)
-        placed.append(ann.get_window_extent(renderer))
+        placed.append(text_box(ann, renderer))
         annotations.append(ann)
     return annotations
 

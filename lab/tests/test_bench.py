@@ -120,3 +120,45 @@ def test_bench_doc_example_is_a_valid_spec():
     example = Path(__file__).parents[2] / "benchmarks" / "policies_tiny_dit.yaml"
     spec = load_bench_spec(example)
     assert len(spec.policies) >= 8
+
+
+def test_policy_files_in_a_bench_file_resolve_relative_to_it(tmp_path, monkeypatch):
+    sub = tmp_path / "benches"
+    sub.mkdir()
+    (sub / "mine.json").write_text(json.dumps({"kind": "blockdance", "N": 3}))
+    (sub / "b.yaml").write_text("workload: dit-s2\npolicies:\n  - mine.json\n  - deepcache\n")
+    monkeypatch.chdir(tmp_path)  # the working directory holds no mine.json
+    spec = load_bench_spec(Path("benches") / "b.yaml")
+    assert spec.policies[0] == str(Path("benches") / "mine.json")
+    assert [label for label, _ in spec.labelled()] == ["baseline", "mine", "deepcache"]
+    from blockdance import default_registry
+
+    assert default_registry().make_policy(spec.policies[0]).config.N == 3  # type: ignore[attr-defined]
+    # --policy on the command line stays relative to the working directory
+    assert load_bench_spec(sub / "b.yaml", policies=["x.json"]).policies == ("x.json",)
+
+
+def test_repeats_interleave_with_a_rotating_order(monkeypatch):
+    """The order of the runs, recorded where each row's policy is attached."""
+    import blockdance_lab.compare as compare
+    from blockdance_lab.compare import compare_policies, run_order
+    from blockdance_lab.workload import get_workload
+
+    attached: list[object] = []
+    real_attach = compare.attach
+
+    def recording_attach(target, policy, **kwargs):
+        attached.append(policy)
+        return real_attach(target, policy, **kwargs)
+
+    monkeypatch.setattr(compare, "attach", recording_attach)
+    rows = [("baseline", "none"), ("dc", "deepcache"), ("fora", "fora")]
+    runs = compare_policies(
+        get_workload("dit-s2"), rows, seeds=[0], num_steps=2, repeats=3, warmup=False
+    )
+    names = {"none": "baseline", "deepcache": "dc", "fora": "fora"}
+    order = [names[p] for p in attached]  # type: ignore[index]
+    assert order == ["baseline", "dc", "fora", "dc", "fora", "baseline", "fora", "baseline", "dc"]
+    assert [r.label for r in runs] == ["baseline", "dc", "fora"]
+    assert all(len(r.latencies) == 3 for r in runs)
+    assert run_order(3, 1) == [[0, 1, 2]]  # one repeat: the order given, nothing rotates
