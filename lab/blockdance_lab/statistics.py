@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
@@ -72,23 +73,17 @@ def bootstrap_mean(
 
 
 def paired_difference(
-    values: Sequence[float],
-    reference: Sequence[float],
-    *,
-    level: float = 0.95,
-    resamples: int = RESAMPLES,
-    seed: int = BOOTSTRAP_SEED,
+    values: Sequence[float], reference: Sequence[float], **options: Any
 ) -> Estimate:
     """Mean of ``values[i] - reference[i]`` over the seeds, with its bootstrap interval.
 
     Args:
         values: One value per seed for the row.
         reference: The reference row's values for the same seeds, in the same order.
-        level: Coverage of the interval.
-        resamples: Number of resamples of the seeds.
-        seed: Seed of the random generator; the same seeds are resampled for both rows.
+        **options: ``level``, ``resamples`` and ``seed`` of :func:`bootstrap_mean`; each
+            resample draws the same seeds for both rows.
     """
     a, b = np.asarray(values, dtype=np.float64), np.asarray(reference, dtype=np.float64)
     if a.shape != b.shape:
         raise ValueError(f"paired values need the same seeds: {a.shape} against {b.shape}")
-    return bootstrap_mean((a - b).tolist(), level=level, resamples=resamples, seed=seed)
+    return bootstrap_mean((a - b).tolist(), **options)
