@@ -175,8 +175,9 @@ def test_bench_runs_external_caches_beside_policies():
             register(FLUX)
 
     registry = make_registry(("flux-workload", FluxWorkload()), autoload=True)
-    runs = run_bench(spec, registry=registry, progress=False)
-    assert runs is not None
+    result = run_bench(spec, registry=registry, progress=False)
+    assert result is not None
+    runs = result.runs
     assert [r.label for r in runs] == [
         "baseline",
         "blockdance N=2",
