@@ -6,6 +6,8 @@ from __future__ import annotations
 import csv
 import itertools
 import json
+import shlex
+import sys
 from typing import Literal
 
 import numpy as np
@@ -106,7 +108,7 @@ def test_bench_json_records_what_ran(bench_out):
     assert meta["configs"]["baseline"] == {"kind": "none"}
     assert torch.__version__.startswith(meta["versions"]["torch"])  # the distribution version
     assert set(meta["versions"]) == {"blockdance", "torch", "diffusers"}
-    assert meta["date"] and "bench" in meta["command"]
+    assert meta["date"] and meta["command"] == shlex.join(sys.argv)  # this process's
 
 
 def test_per_seed_ssim_equals_each_seed_generated_alone(bench_out):
