@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import json
 import os
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -17,6 +18,13 @@ from blockdance.errors import UnknownPolicyError
 from blockdance_lab.bench import BenchSpec, load_bench_spec, pareto_front, run_bench
 
 SMALL = {"workload": "dit-s2", "seeds": 4, "steps": 6, "repeats": 1}
+
+
+def _free_port() -> int:
+    """A TCP port free now on this machine (a fixed one clashes with other runs)."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
 
 
 def test_spec_from_json_and_yaml_agree(tmp_path):
@@ -103,7 +111,7 @@ def test_torchrun_two_ranks_match_one_process(tmp_path):
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     common = [str(tmp_path / "bench.json"), "--quiet", "--threads", "1"]
     launcher = [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2"]
-    launcher += ["--master-port", "29571", "-m", "blockdance.cli", "bench"]
+    launcher += ["--master-port", str(_free_port()), "-m", "blockdance.cli", "bench"]
     subprocess.run([*launcher, *common, "--out", str(tmp_path / "two")], env=env, check=True)
     single = [sys.executable, "-m", "blockdance.cli", "bench", *common, "--out"]
     subprocess.run([*single, str(tmp_path / "one")], env=env, check=True)
