@@ -128,7 +128,9 @@ class Registrations(Generic[T]):
             return self.entries[name]
         except KeyError:
             known = ", ".join(self.entries) or "(none)"
-            raise self.error(f"unknown {self.what} {name!r}; registered: {known}") from None
+            raise self.error(
+                f"unknown {self.what} {name!r}; registered {self.what}s: {known}"
+            ) from None
 
     def owner(self, name: str) -> str:
         """The name of the plugin that registered ``name``."""
@@ -334,19 +336,11 @@ class Registry:
 
     def model_owner(self, name: str) -> str:
         """The name of the plugin that registered model ``name``."""
-        if name not in self._models.entries:
-            known = ", ".join(self._models.entries) or "(none)"
-            raise UnknownModelError(f"unknown model {name!r}; registered models: {known}")
-        return self._models.owners[name]
+        return self._models.owner(name)
 
     def create_model(self, name: str, **kwargs: Any) -> nn.Module:
         """Build the model registered as ``name``."""
-        try:
-            factory = self._models.entries[name]
-        except KeyError:
-            known = ", ".join(self._models.entries) or "(none)"
-            raise UnknownModelError(f"unknown model {name!r}; registered models: {known}") from None
-        return factory(**kwargs)
+        return self._models.get(name)(**kwargs)
 
     # -- registrar hooks that other plugins add ------------------------------------------
     def collect(
