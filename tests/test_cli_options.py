@@ -145,8 +145,9 @@ RAMP_OPTIONS = [  # name, type (constraints), default column; then the descripti
         ["--plugin", "bd_ramp:Plugin", "list"],
         ["list", "--plugin", "bd_ramp:Plugin"],
         ["list", "--plugin=bd_ramp:Plugin"],
+        ["list", "--plug", "bd_ramp:Plugin"],  # argparse's abbreviation, read after parsing
     ],
-    ids=["before", "after", "equals"],
+    ids=["before", "after", "equals", "abbreviated"],
 )
 def test_plugin_option_registers_a_policy_that_list_shows_with_its_options(argv, capsys):
     assert main(argv) == 0
