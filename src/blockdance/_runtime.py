@@ -191,7 +191,7 @@ class Runtime:
             raise ValueError(
                 f"architecture {spec.name!r} found no blocks in {type(model).__name__}"
             )
-        self.slot_info = tuple(SlotInfo(s.index, s.kind, s.name) for s in self.slots)
+        self.slot_info = tuple(SlotInfo(s.index, s.kind, s.name, s.io) for s in self.slots)
         self.observers: list[Observer] = []
         self.history: collections.deque[GenerationStats] = collections.deque(maxlen=_HISTORY)
         self._lock = threading.Lock()
@@ -783,6 +783,8 @@ class Runtime:
         run_start = index if gen.open_run is None else gen.open_run
         gen.open_run = None
         cached = self._cached(gen, slot, current)
+        if policy.forecasts:
+            cached = self._forecast(gen, slot, cached)
         if index in gen.residual:  # residual reuse: current input + cached change
             if gen.residual[index] != run_start:
                 raise ReuseError(
@@ -830,6 +832,8 @@ class Runtime:
         if index in gen.boundaries:
             gen.open_rows = None
             base = self._cached(gen, slot, current)
+            if policy.forecasts:
+                base = self._forecast(gen, slot, base)
         else:
             gen.open_rows = rows.mask if open_rows is None else open_rows | rows.mask
             base = self._side_cached(gen, slot, current) if index in gen.side_flows else current
@@ -923,6 +927,22 @@ class Runtime:
                 "boundary block at an earlier step before reusing it."
             )
         return self._fitting(gen, slot, cached, current, "state")
+
+    @staticmethod
+    def _forecast(gen: Generation, slot: BlockSlot, cached: State) -> State:
+        """The policy's state for a reused boundary, checked against the cached one."""
+        ctx = gen.ctx
+        assert ctx is not None
+        state = gen.policy.forecast(ctx, slot.index, cached)
+        if not isinstance(state, tuple) or not _fits(cached, state):
+            found = _describe(state) if isinstance(state, tuple) else repr(type(state))
+            raise ReuseError(
+                f"policy {gen.policy.name!r} forecast [{found}] for block {slot.index} "
+                f"({slot.name}) at step {ctx.step}, which does not fit its cached state "
+                f"[{_describe(cached)}]; forecast() must return a tuple with the cached "
+                "state's shapes, dtypes and devices"
+            )
+        return state
 
     @staticmethod
     def _fitting(

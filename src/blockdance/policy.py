@@ -16,7 +16,8 @@ computing samples' rows only and substitutes the reused samples' rows (docs/conc
 The order of the calls a policy receives is fixed (docs/policy-tutorial.md): ``begin`` once
 per generation; per model call ``begin_call`` (when ``sees_calls``), then for each block in
 execution order ``inspect`` (its slot in ``inspects()``), ``decide``, and when it computed
-``keep`` (boundaries) and ``observe`` (when ``observes``); then ``end_call`` (when
+``keep`` (boundaries) and ``observe`` (when ``observes``), or when it reused at a boundary
+``forecast`` (when ``forecasts``); then ``end_call`` (when
 ``sees_calls``) and ``memory_bytes``; ``end`` once when the generation ends. So ``observe``
 of block ``k`` always comes before ``decide`` of block ``k + 1`` in the same call.
 """
@@ -26,7 +27,7 @@ from __future__ import annotations
 import copy
 import enum
 from abc import ABC, abstractmethod
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, ClassVar, Generic, TypeAlias, TypeVar
 
 import torch
@@ -63,11 +64,21 @@ class PolicyConfig(BaseModel):
 
 @dataclass(frozen=True)
 class SlotInfo:
-    """What a policy may know about one block slot."""
+    """What a policy may know about one block slot.
+
+    Args:
+        index: Position in execution order.
+        kind: The slot's kind (``"block"``, ``"spatial"`` …).
+        name: Qualified module name.
+        io: The plugin's ``BlockIO`` for the block: ``io.to_state(output)`` reads what
+            :meth:`Policy.observe` receives as a state (one tensor per stream, in the
+            state's order). None where the runtime did not give one.
+    """
 
     index: int
     kind: str
     name: str
+    io: Any = field(default=None, compare=False, repr=False)
 
 
 @dataclass(frozen=True)
@@ -218,6 +229,8 @@ class Policy(ABC, Generic[C]):
     observes: ClassVar[bool] = False
     #: Set when :meth:`begin_call` / :meth:`end_call` should be called around each model call.
     sees_calls: ClassVar[bool] = False
+    #: Set when :meth:`forecast` should give the state a reused boundary substitutes.
+    forecasts: ClassVar[bool] = False
 
     def __init__(self, config: C) -> None:
         self.config: C = config
@@ -260,6 +273,18 @@ class Policy(ABC, Generic[C]):
         A TeaCache-style policy reads the block's modulated input here (its adaLN layers
         applied to ``call.state`` and the conditioning in ``call.args``) without running it.
         """
+
+    def forecast(
+        self, ctx: StepContext, slot: int, cached: tuple[torch.Tensor | None, ...]
+    ) -> tuple[torch.Tensor | None, ...]:
+        """The state boundary ``slot`` substitutes at a reuse (only when ``forecasts``).
+
+        ``cached`` is what the runtime kept (the output, or the run's change for a residual
+        run); return it, or an estimate for this step made from states the policy kept
+        itself (e.g. extrapolated from the last cache steps, TaylorSeer-style). It must
+        have the cached state's shapes, dtypes and devices.
+        """
+        return cached
 
     def memory_bytes(self) -> int:
         """Bytes of tensors this policy holds (features, forecasts); counted in the stats'

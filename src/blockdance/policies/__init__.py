@@ -10,6 +10,7 @@ from blockdance.policies.deepcache import DeepCacheConfig, DeepCachePolicy
 from blockdance.policies.delta_dit import DeltaDiTConfig, DeltaDiTPolicy
 from blockdance.policies.first_block_cache import FirstBlockCacheConfig, FirstBlockCachePolicy
 from blockdance.policies.fora import ForaConfig, ForaPolicy
+from blockdance.policies.forecast import ForecastConfig, ForecastPolicy
 from blockdance.policies.none import NoneConfig, NonePolicy
 from blockdance.policies.random_reuse import RandomConfig, RandomPolicy
 from blockdance.policies.schedule import ScheduleConfig, SchedulePolicy
@@ -27,6 +28,8 @@ __all__ = [
     "FirstBlockCachePolicy",
     "ForaConfig",
     "ForaPolicy",
+    "ForecastConfig",
+    "ForecastPolicy",
     "NoneConfig",
     "NonePolicy",
     "RandomConfig",
@@ -53,3 +56,4 @@ class BuiltinPolicies:
         register(DeltaDiTConfig, DeltaDiTPolicy)
         register(FirstBlockCacheConfig, FirstBlockCachePolicy)
         register(RandomConfig, RandomPolicy)
+        register(ForecastConfig, ForecastPolicy)
