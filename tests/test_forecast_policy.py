@@ -93,3 +93,27 @@ def test_order_zero_is_blockdance() -> None:
 def test_forecast_order_is_validated() -> None:
     with pytest.raises(ValidationError, match="order"):
         blockdance.default_registry().make_policy({"kind": "blockdance-forecast", "order": 3})
+
+
+@pytest.mark.parametrize(("n", "order"), [(2, 1), (3, 2)])
+def test_taylorseer_forecasts_the_stack_output_on_foras_schedule(n: int, order: int) -> None:
+    model = ToyDenoiser(depth=DEPTH, dim=16)
+    x = torch.randn(2, 4, 16, generator=torch.Generator().manual_seed(3))
+    computed: list[tuple[int, torch.Tensor]] = []
+
+    def front(step: int, h: torch.Tensor, compute) -> torch.Tensor:  # noqa: ANN001
+        if step % n:
+            return lagrange(computed[-(order + 1) :], float(step))
+        out = compute(h)
+        computed.append((step, out))
+        return out
+
+    expected = run_by_hand(model, x, T, DEPTH - 1, front)
+    registry = make_registry(ToyPlugin())
+    counts = count_computes(model)
+    with blockdance.attach(model, "taylorseer", N=n, order=order, registry=registry) as h:
+        with h.generation(num_steps=T):
+            got = run(model, x, T)
+    for a, b in zip(got, expected, strict=True):
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-5)
+    assert counts[0] == counts[DEPTH - 1] == len(range(0, T, n))

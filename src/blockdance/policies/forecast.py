@@ -7,6 +7,10 @@ substitutes their Newton extrapolation to the current step (TaylorSeer's finite-
 forecast, Liu et al. 2025, applied to BlockDance's structural state): order 0 is BlockDance,
 order 1 extends the last change linearly, order 2 adds the curvature. Steps that compute
 before the window count too, so the first reuse step forecasts from closely spaced states.
+
+``taylorseer`` is the same forecast on FORA's schedule: every block is skipped on the reuse
+steps and the last block's output is extrapolated (TaylorSeer's idea on the stack's output,
+rather than inside each block), natively on every architecture blockdance hooks.
 """
 
 from __future__ import annotations
@@ -16,10 +20,19 @@ from typing import Literal, cast
 import torch
 from pydantic import Field
 
+from blockdance.policies._common import first_step, require_two_blocks
 from blockdance.policies.blockdance import BlockDanceConfig, BlockDancePolicy
-from blockdance.policy import GenerationInfo, StepContext
+from blockdance.policies.fora import ForaPolicy
+from blockdance.policy import GenerationInfo, PolicyConfig, SlotInfo, StepContext
 
-__all__ = ["ForecastConfig", "ForecastPolicy", "newton_forecast"]
+__all__ = [
+    "BoundaryHistory",
+    "ForecastConfig",
+    "ForecastPolicy",
+    "TaylorSeerConfig",
+    "TaylorSeerPolicy",
+    "newton_forecast",
+]
 
 State = tuple[torch.Tensor | None, ...]
 
@@ -66,6 +79,46 @@ def newton_forecast(points: list[tuple[int, State]], step: int) -> State:
     return tuple(out)
 
 
+class BoundaryHistory:
+    """The states one boundary block returned at its last ``order + 1`` computed steps, per
+    guidance branch, and their Newton extrapolation to a later step.
+
+    Args:
+        order: Finite-difference order of the forecast (0: the last state as it is).
+    """
+
+    def __init__(self, order: int) -> None:
+        self.order = order
+        self.points: dict[
+            int, list[tuple[int, State]]
+        ] = {}  # branch -> (step, state), oldest first
+
+    def add(self, slot: SlotInfo, ctx: StepContext, output: object) -> None:
+        """Keep what block ``slot`` returned at ``ctx`` (read as a state, copied)."""
+        if self.order == 0:
+            return
+        io = slot.io
+        state: State = io.to_state(output) if io is not None else (cast(torch.Tensor, output),)
+        kept = self.points.setdefault(ctx.branch, [])
+        # copies: later blocks may write into the tensor the block passed on
+        kept.append((ctx.step, tuple(t.clone() if t is not None else None for t in state)))
+        del kept[: -(self.order + 1)]
+
+    def forecast(self, ctx: StepContext, cached: State) -> State:
+        """The extrapolation to ``ctx.step``; ``cached`` while fewer than two states are kept."""
+        points = self.points.get(ctx.branch, [])
+        return newton_forecast(points, ctx.step) if len(points) >= 2 else cached
+
+    def nbytes(self) -> int:
+        return sum(
+            t.numel() * t.element_size()
+            for points in self.points.values()
+            for _, state in points
+            for t in state
+            if t is not None
+        )
+
+
 class ForecastPolicy(BlockDancePolicy):
     """BlockDance's schedule; a reuse step substitutes the boundary state forecast to it."""
 
@@ -76,33 +129,70 @@ class ForecastPolicy(BlockDancePolicy):
 
     def begin(self, info: GenerationInfo) -> None:
         super().begin(info)
-        self.history: dict[int, list[tuple[int, State]]] = {}  # branch -> (step, state)
+        self.history = BoundaryHistory(self.config.order)
 
     def observe(self, ctx: StepContext, slot: int, output: object) -> None:
-        if slot != self.boundary or self.config.order == 0:
-            return
-        assert self.info is not None
-        io = self.info.slots[slot].io
-        state: State = io.to_state(output) if io is not None else (cast(torch.Tensor, output),)
-        kept = self.history.setdefault(ctx.branch, [])
-        # copies: later blocks may write into the tensor the block passed on
-        kept.append((ctx.step, tuple(t.clone() if t is not None else None for t in state)))
-        del kept[: -(self.config.order + 1)]
+        if slot == self.boundary:
+            assert self.info is not None
+            self.history.add(self.info.slots[slot], ctx, output)
 
     def forecast(self, ctx: StepContext, slot: int, cached: State) -> State:
-        points = self.history.get(ctx.branch, [])
-        if len(points) < 2:
-            return cached
-        return newton_forecast(points, ctx.step)
+        return self.history.forecast(ctx, cached)
 
     def memory_bytes(self) -> int:
-        return sum(
-            t.numel() * t.element_size()
-            for points in self.history.values()
-            for _, state in points
-            for t in state
-            if t is not None
-        )
+        return self.history.nbytes()
 
     def end(self) -> None:
-        self.history = {}
+        self.history = BoundaryHistory(self.config.order)
+
+
+class TaylorSeerConfig(PolicyConfig):
+    """Configuration of the ``taylorseer`` policy."""
+
+    kind: Literal["taylorseer"] = "taylorseer"
+    N: int = Field(
+        3, ge=1, description="Cache interval: one full step, then N-1 steps forecast the stack."
+    )
+    order: int = Field(
+        1, ge=0, le=2, description="Finite-difference order of the forecast (0: FORA)."
+    )
+    start: float = Field(
+        0.0,
+        ge=0.0,
+        lt=1.0,
+        description="Share of the trajectory at the start that always computes (warm-up).",
+    )
+
+
+class TaylorSeerPolicy(ForaPolicy):
+    """FORA's schedule; a reuse step substitutes the last block's output forecast to it."""
+
+    config_class = TaylorSeerConfig  # type: ignore[assignment]
+    config: TaylorSeerConfig  # type: ignore[assignment]
+    observes = True
+    forecasts = True
+
+    def begin(self, info: GenerationInfo) -> None:
+        cfg = self.config
+        require_two_blocks(info, "taylorseer forecasts the last block")
+        self.info = info
+        self.boundary = info.num_blocks - 1
+        self.first = first_step(cfg.start, self.require_num_steps(info)) if cfg.start else 0
+        self.period = cfg.N
+        self.stop = info.num_steps
+        self.residual = False
+        self.history = BoundaryHistory(cfg.order)
+
+    def observe(self, ctx: StepContext, slot: int, output: object) -> None:
+        if slot == self.boundary:
+            assert self.info is not None
+            self.history.add(self.info.slots[slot], ctx, output)
+
+    def forecast(self, ctx: StepContext, slot: int, cached: State) -> State:
+        return self.history.forecast(ctx, cached)
+
+    def memory_bytes(self) -> int:
+        return self.history.nbytes()
+
+    def end(self) -> None:
+        self.history = BoundaryHistory(self.config.order)
