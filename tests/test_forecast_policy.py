@@ -101,7 +101,7 @@ def test_taylorseer_forecasts_the_stack_output_on_foras_schedule(n: int, order: 
     x = torch.randn(2, 4, 16, generator=torch.Generator().manual_seed(3))
     computed: list[tuple[int, torch.Tensor]] = []
 
-    def front(step: int, h: torch.Tensor, compute) -> torch.Tensor:  # noqa: ANN001
+    def front(step: int, h: torch.Tensor, compute) -> torch.Tensor:
         if step % n:
             return lagrange(computed[-(order + 1) :], float(step))
         out = compute(h)
