@@ -437,6 +437,19 @@ def test_random_rejects_a_boundary_outside_the_model(toy, registry):
             pass
 
 
+@pytest.mark.parametrize("kind", ["blockdance", "random"])
+def test_a_boundary_at_the_last_block_is_refused(toy, registry, kind):
+    """boundary = depth - 1 would leave no deep block: the error says so and names the range."""
+    with blockdance.attach(toy, kind, boundary=DEPTH - 1, registry=registry) as h:
+        with pytest.raises(ValueError, match=f"no deep block.*at most {DEPTH - 2}"):
+            with h.generation(num_steps=T):
+                pass
+    with blockdance.attach(toy, kind, boundary=DEPTH - 2, registry=registry) as h:
+        with h.generation(num_steps=T):
+            run(toy, x0(), T)
+        assert h.stats is not None and h.stats.reused_blocks > 0
+
+
 # -- configuration errors name the field ---------------------------------------------------------
 @pytest.mark.parametrize(
     ("kind", "options", "field"),

@@ -9,7 +9,13 @@ import torch
 from torch import nn
 
 import blockdance
-from blockdance import ArchitectureSpec, TensorIO, module_list_blocks, timestep_argument
+from blockdance import (
+    ArchitectureSpec,
+    TensorIO,
+    call_argument,
+    module_list_blocks,
+    timestep_argument,
+)
 from blockdance.testing import make_registry
 
 
@@ -47,6 +53,7 @@ TOY_SPEC = ArchitectureSpec(
     matches=lambda m: isinstance(m, ToyDenoiser),
     blocks=module_list_blocks("blocks", TensorIO(name="x")),
     timestep=timestep_argument("t"),
+    latent=call_argument("x"),
     window=(0.25, 0.95),
 )
 

@@ -35,6 +35,7 @@ from blockdance.architecture import (
     BlockIO,
     BlockSlot,
     State,
+    call_argument,
     default_boundary,
     diffusers_class,
     diffusers_spec,
@@ -73,10 +74,13 @@ from blockdance.observer import Observer
 from blockdance.policies import BlockDanceConfig, NoneConfig, ScheduleConfig
 from blockdance.policies.step_set import StepSetPolicy
 from blockdance.policy import (
+    BlockCall,
     Decision,
     GenerationInfo,
+    ModelCall,
     Policy,
     PolicyConfig,
+    SampleDecision,
     SlotInfo,
     StepContext,
 )
@@ -88,6 +92,7 @@ __all__ = [
     "AlreadyAttachedError",
     "ArchitectureExample",
     "ArchitectureSpec",
+    "BlockCall",
     "BlockDanceConfig",
     "BlockDanceError",
     "BlockIO",
@@ -102,6 +107,7 @@ __all__ = [
     "Handle",
     "InterleavedSpec",
     "InvalidInputError",
+    "ModelCall",
     "NoneConfig",
     "NumStepsRequiredError",
     "Observer",
@@ -115,6 +121,7 @@ __all__ = [
     "Registrations",
     "Registry",
     "ReuseError",
+    "SampleDecision",
     "ScheduleConfig",
     "SignatureIO",
     "SlotInfo",
@@ -131,6 +138,7 @@ __all__ = [
     "__version__",
     "attach",
     "block_argument",
+    "call_argument",
     "create_model",
     "default_boundary",
     "default_registry",

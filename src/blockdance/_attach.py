@@ -195,6 +195,7 @@ def attach(
     architecture: str | None = None,
     num_steps: int | None = None,
     scheduler: Any = None,
+    guidance_batch: int | None = None,
     registry: Registry | None = None,
     **options: Any,
 ) -> Handle:
@@ -214,6 +215,10 @@ def attach(
         num_steps: Step count for a bare model (a pipeline supplies its own per call).
         scheduler: The diffusers scheduler a bare model's sampling loop drives: its
             ``set_timesteps`` starts a generation and each ``step()`` ends a step.
+        guidance_batch: How many copies of each sample a model call stacks in its batch: 2
+            when classifier-free guidance runs both branches in one call, 1 when it does not.
+            Policies that decide per sample read it (``ModelCall.samples``); a pipeline's
+            ``do_classifier_free_guidance`` supplies it when not given.
         registry: Registry to use; default: the installed plugins.
         **options: Policy options when ``policy`` is a kind name (e.g. ``N=3``).
 
@@ -225,6 +230,12 @@ def attach(
     spec = registry.architecture(architecture) if architecture else registry.match(model)
     built = registry.make_policy(policy, **options)
     runtime = Runtime(
-        model, spec, built, num_steps=num_steps, scheduler=scheduler, pipeline=pipeline
+        model,
+        spec,
+        built,
+        num_steps=num_steps,
+        scheduler=scheduler,
+        pipeline=pipeline,
+        guidance_batch=guidance_batch,
     )
     return Handle(runtime)

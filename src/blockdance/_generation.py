@@ -29,7 +29,7 @@ import torch
 
 from blockdance.architecture import State
 from blockdance.errors import GenerationError
-from blockdance.policy import GenerationInfo, Policy, StepContext
+from blockdance.policy import GenerationInfo, ModelCall, Policy, StepContext
 from blockdance.stats import CallRecord, GenerationStats
 
 #: Relative tolerance when a scheduler's timestep is compared with its schedule.
@@ -127,6 +127,10 @@ class Generation:
         self.record_slots: list[int] = []
         self.open_run: int | None = None  # first block of a pass-through run awaiting a boundary
         self.run_inputs: dict[int, State] = {}  # inputs of residual-run starts, this call
+        self.open_rows: torch.Tensor | None = None  # (B,) rows in a pass-through run, per sample
+        self.partial: dict[int, float] = {}  # this call's per-sample block calls (stats)
+        self.inspected: frozenset[int] = policy.inspects()
+        self.call: ModelCall | None = None  # the model call in progress, for sees_calls
 
     @property
     def num_steps(self) -> int | None:
@@ -241,11 +245,15 @@ class Generation:
             step=self.step, num_steps=self.num_steps, timestep=self.last_t, branch=self.branch
         )
         self.ctx = ctx
-        self.record, self.record_slots = [], []
+        self.record, self.record_slots, self.partial = [], [], {}
         self.stats.calls.append(
-            CallRecord(self.step, self.branch, self.last_t, self.record, self.record_slots)
+            CallRecord(
+                self.step, self.branch, self.last_t, self.record, self.record_slots, self.partial
+            )
         )
         self.open_run = None
+        self.open_rows = None
+        self.call = None
         self.run_inputs.clear()
         self.side_staged.clear()
         return ctx

@@ -28,6 +28,7 @@ from torch import nn
 from blockdance._generation import Generation, Local, Plan
 from blockdance._patching import Patch, PickleGuard, guard_pickling
 from blockdance._pipeline import ClassSwap, SchedulerTracker
+from blockdance._rows import Rows, merge_rows, rows_of, take_rows
 from blockdance.architecture import ArchitectureSpec, BlockSlot, State, timestep_value
 from blockdance.errors import (
     AlreadyAttachedError,
@@ -37,7 +38,15 @@ from blockdance.errors import (
     StaleCacheError,
 )
 from blockdance.observer import Observer
-from blockdance.policy import Decision, GenerationInfo, Policy, SlotInfo, StepContext
+from blockdance.policy import (
+    BlockCall,
+    Decision,
+    GenerationInfo,
+    ModelCall,
+    Policy,
+    SlotInfo,
+    StepContext,
+)
 from blockdance.stats import GenerationStats
 
 _ATTR = "_blockdance_runtime"
@@ -60,6 +69,20 @@ def _python_only(fn: Callable[..., Any]) -> Callable[..., Any]:
 
 
 _COMPUTE = object()  # a block's pre-call verdict: run the wrapped forward
+
+
+class _Partial:
+    """A block's pre-call verdict for a per-sample decision: run it on some rows only."""
+
+    __slots__ = ("args", "base", "kwargs", "rows")
+
+    def __init__(
+        self, rows: Rows, base: State, args: tuple[Any, ...], kwargs: dict[str, Any]
+    ) -> None:
+        self.rows = rows
+        self.base = base  # full-batch state the reusing rows take: cached, side-flow or input
+        self.args = args  # the call's arguments restricted to the computing rows
+        self.kwargs = kwargs
 
 
 def _warn_if_never_stepped(pipeline: Any, gen: Generation) -> None:
@@ -137,6 +160,8 @@ class Runtime:
         scheduler: A bare model's diffusers scheduler, followed for steps and generations.
         pipeline: The pipeline whose calls are generations (its ``.scheduler`` is followed
             during each call).
+        guidance_batch: Copies of each sample one call stacks (``GenerationInfo``); None:
+            read from the pipeline's ``do_classifier_free_guidance`` where there is one.
     """
 
     def __init__(
@@ -148,6 +173,7 @@ class Runtime:
         num_steps: int | None = None,
         scheduler: Any = None,
         pipeline: Any = None,
+        guidance_batch: int | None = None,
     ) -> None:
         if vars(model).get(_ATTR) is not None:
             raise AlreadyAttachedError(
@@ -158,13 +184,14 @@ class Runtime:
         self.spec = spec
         self.policy = policy
         self.default_num_steps = check_num_steps(num_steps, "attach(num_steps=...)")
+        self.guidance_batch = check_num_steps(guidance_batch, "attach(guidance_batch=...)")
         self.pipeline = pipeline
         self.slots: Sequence[BlockSlot] = list(spec.blocks(model))
         if not self.slots:
             raise ValueError(
                 f"architecture {spec.name!r} found no blocks in {type(model).__name__}"
             )
-        self.slot_info = tuple(SlotInfo(s.index, s.kind, s.name) for s in self.slots)
+        self.slot_info = tuple(SlotInfo(s.index, s.kind, s.name, s.io) for s in self.slots)
         self.observers: list[Observer] = []
         self.history: collections.deque[GenerationStats] = collections.deque(maxlen=_HISTORY)
         self._lock = threading.Lock()
@@ -359,6 +386,7 @@ class Runtime:
             default_window=self.spec.window,
             step_source=source,
             schedule_offset=plan.offset if plan is not None else 0,
+            guidance_batch=self._guidance_batch(),
         )
         policy = self._acquire_policy()
         try:
@@ -394,6 +422,16 @@ class Runtime:
         local.gen = gen
         local.last_stats = gen.stats
         return gen
+
+    def _guidance_batch(self) -> int | None:
+        """``attach(guidance_batch=)``, else the pipeline's ``do_classifier_free_guidance``."""
+        if self.guidance_batch is not None or self.pipeline is None:
+            return self.guidance_batch
+        try:
+            cfg = self.pipeline.do_classifier_free_guidance
+        except Exception:
+            return None
+        return (2 if cfg else 1) if isinstance(cfg, bool) else None
 
     def _side_flows(self, boundaries: frozenset[int]) -> dict[int, int]:
         """Side-flow blocks -> the boundary that ends a reused run holding each.
@@ -558,6 +596,14 @@ class Runtime:
                 "replaced their output. A run of reused blocks must end at a block listed "
                 "in policy.boundaries()."
             )
+        if gen.open_rows is not None:
+            rows, gen.open_rows = gen.open_rows, None
+            raise ReuseError(
+                f"policy {gen.policy.name!r} skipped blocks at step {gen.step} for the samples "
+                f"in rows {torch.nonzero(rows).reshape(-1).tolist()} without a reuse boundary "
+                "after them, so no cached state replaced their output. A sample's run of "
+                "reused blocks must end at a block listed in policy.boundaries()."
+            )
 
     # -- wrappers ----------------------------------------------------------------------
     def _make_model(self) -> Callable[[Callable[..., Any], Patch], Callable[..., Any]]:
@@ -588,6 +634,19 @@ class Runtime:
         if local.in_call:
             return None
         self._enter_call(local, args, kwargs)
+        gen = local.gen
+        assert gen is not None and gen.ctx is not None
+        if gen.policy.sees_calls:
+            spec, model = self.spec, self.model
+            gen.call = ModelCall(
+                model,
+                args,
+                kwargs,
+                latent=spec.latent(model, args, kwargs) if spec.latent else None,
+                condition=spec.condition(model, args, kwargs) if spec.condition else None,
+                guidance_batch=gen.info.guidance_batch,
+            )
+            gen.policy.begin_call(gen.ctx, gen.call)
         local.in_call = True
         return local
 
@@ -605,11 +664,21 @@ class Runtime:
         if gen is None:
             return
         ctx, gen.ctx = gen.ctx, None
+        call, gen.call = gen.call, None
         gen.run_inputs.clear()
         if args is None:
-            gen.open_run = None
+            gen.open_run = gen.open_rows = None
             return
         self._exit_call(gen)
+        policy = gen.policy
+        if call is not None and ctx is not None:
+            policy.end_call(ctx, call, out)
+        held = policy.memory_bytes()
+        if held or gen.stats.policy_bytes:
+            stats = gen.stats
+            stats.policy_bytes = held
+            stats.peak_policy_bytes = max(stats.peak_policy_bytes, held)
+            self._count_cache(gen)
         if self.observers and ctx is not None:
             for observer in self.observers:
                 observer.on_model(ctx, args, kwargs or {}, out)
@@ -626,7 +695,7 @@ class Runtime:
         compiled frame).
         """
         local_var = self._local_var
-        before, after = self._block_before, self._block_after
+        before, after, partial = self._block_before, self._block_after, self._block_rows_after
 
         def make(original: Callable[..., Any], patch: Patch) -> Callable[..., Any]:
             @functools.wraps(original)
@@ -640,11 +709,13 @@ class Runtime:
                 ):  # outside the top-level forward: behave as unwrapped
                     return original(*args, **kwargs)
                 verdict = before(local, slot, args, kwargs)
-                if verdict is not _COMPUTE:
-                    return verdict  # reused: the input passed through, or the cached state
-                out = original(*args, **kwargs)
-                after(local, slot, out)
-                return out
+                if verdict is _COMPUTE:
+                    out = original(*args, **kwargs)
+                    after(local, slot, out)
+                    return out
+                if type(verdict) is _Partial:  # some samples compute: only their rows run
+                    return partial(local, slot, verdict, original(*verdict.args, **verdict.kwargs))
+                return verdict  # reused: the input passed through, or the cached state
 
             return _wrapper_frame(forward)
 
@@ -674,16 +745,34 @@ class Runtime:
         assert gen is not None and gen.ctx is not None
         ctx, index, io = gen.ctx, slot.index, slot.io
         policy = gen.policy
+        if index in gen.inspected:
+            policy.inspect(
+                ctx, index, BlockCall(slot.module, args, kwargs, io.read_input(args, kwargs))
+            )
         decision = policy.decide(ctx, index)
+        current = None
+        if type(decision) is not Decision:  # per sample
+            if not isinstance(decision, torch.Tensor):
+                raise ReuseError(
+                    f"policy {policy.name!r} returned {decision!r} from decide() for block "
+                    f"{index}; expected a Decision or a 1-D bool tensor (per sample)"
+                )
+            current = io.read_input(args, kwargs)
+            rows = rows_of(decision, current, policy.name)
+            if type(rows) is Rows:
+                return self._rows_before(gen, slot, args, kwargs, current, rows)
+            decision = _REUSE if rows else Decision.COMPUTE
         gen.record.append(decision is _REUSE)
         gen.record_slots.append(index)
         if decision is not _REUSE:
-            if gen.open_run is not None:
+            if gen.open_run is not None or gen.open_rows is not None:
                 self._exit_call(gen)
             if index in gen.run_starts:  # copied: the block may change its input in place
                 gen.run_inputs[index] = _copy(io.read_input(args, kwargs))
             return _COMPUTE
-        current = io.read_input(args, kwargs)
+        gen.open_rows = None  # every row reuses: a run open for some rows is open for all
+        if current is None:
+            current = io.read_input(args, kwargs)
         if index not in gen.boundaries:
             if gen.open_run is None:
                 gen.open_run = index
@@ -694,6 +783,8 @@ class Runtime:
         run_start = index if gen.open_run is None else gen.open_run
         gen.open_run = None
         cached = self._cached(gen, slot, current)
+        if policy.forecasts:
+            cached = self._forecast(gen, slot, cached)
         if index in gen.residual:  # residual reuse: current input + cached change
             if gen.residual[index] != run_start:
                 raise ReuseError(
@@ -711,6 +802,54 @@ class Runtime:
                 kwargs,
             )
         return io.to_output(_copy(cached), args, kwargs)  # a copy: later blocks may write to it
+
+    def _rows_before(
+        self,
+        gen: Generation,
+        slot: BlockSlot,
+        args: tuple[Any, ...],
+        kwargs: dict[str, Any],
+        current: State,
+        rows: Rows,
+    ) -> _Partial:
+        """Set up a block call in which some samples compute and the others reuse."""
+        assert gen.ctx is not None
+        index, policy = slot.index, gen.policy
+        if gen.residual or gen.run_starts:
+            raise ReuseError(
+                f"policy {policy.name!r} decided per sample at block {index}, and it reuses "
+                "residual runs (residual_runs()); per-sample decisions support output reuse "
+                "only: the reusing samples' rows take the state cached at their last compute"
+            )
+        open_rows = torch.ones_like(rows.mask) if gen.open_run is not None else gen.open_rows
+        if open_rows is not None and bool((open_rows & ~rows.mask).any()):
+            gen.open_rows = open_rows
+            self._exit_call(gen)  # samples computing here skipped the blocks before it
+        gen.open_run = None
+        gen.partial[len(gen.record)] = rows.reused
+        gen.record.append(False)
+        gen.record_slots.append(index)
+        if index in gen.boundaries:
+            gen.open_rows = None
+            base = self._cached(gen, slot, current)
+            if policy.forecasts:
+                base = self._forecast(gen, slot, base)
+        else:
+            gen.open_rows = rows.mask if open_rows is None else open_rows | rows.mask
+            base = self._side_cached(gen, slot, current) if index in gen.side_flows else current
+        take = getattr(slot.io, "take_rows", take_rows)
+        batch = rows.mask.shape[0]
+        sub_args, sub_kwargs = take(args, kwargs, rows.compute, batch)
+        return _Partial(rows, base, sub_args, sub_kwargs)
+
+    @_python_only
+    def _block_rows_after(self, local: Local, slot: BlockSlot, verdict: _Partial, out: Any) -> Any:
+        """The computing rows ran: merge them with the reusing rows, then as after a compute."""
+        where = f"block {slot.index} ({slot.name})"
+        state = merge_rows(verdict.base, slot.io.to_state(out), verdict.rows.compute, where)
+        merged = slot.io.to_output(state, verdict.args, verdict.kwargs)
+        self._block_after(local, slot, merged)
+        return merged
 
     @_python_only
     def _block_after(self, local: Local, slot: BlockSlot, out: Any) -> None:
@@ -748,9 +887,15 @@ class Runtime:
         for block, boundary in gen.side_flows.items():
             if boundary == index and block in gen.side_staged:
                 gen.side_cache[(branch, block)] = gen.side_staged.pop(block)
+        self._count_cache(gen)
+
+    @staticmethod
+    def _count_cache(gen: Generation) -> None:
+        """Bytes held now: cached states, side-flow outputs and the policy's own."""
         stats = gen.stats
         stats.side_flow_bytes = sum(_state_bytes(s) for s in gen.side_cache.values())
-        stats.cache_bytes = stats.side_flow_bytes + sum(_state_bytes(s) for s in gen.cache.values())
+        held = sum(_state_bytes(s) for s in gen.cache.values())
+        stats.cache_bytes = stats.side_flow_bytes + held + stats.policy_bytes
         stats.peak_cache_bytes = max(stats.peak_cache_bytes, stats.cache_bytes)
         stats.peak_side_flow_bytes = max(stats.peak_side_flow_bytes, stats.side_flow_bytes)
 
@@ -782,6 +927,22 @@ class Runtime:
                 "boundary block at an earlier step before reusing it."
             )
         return self._fitting(gen, slot, cached, current, "state")
+
+    @staticmethod
+    def _forecast(gen: Generation, slot: BlockSlot, cached: State) -> State:
+        """The policy's state for a reused boundary, checked against the cached one."""
+        ctx = gen.ctx
+        assert ctx is not None
+        state = gen.policy.forecast(ctx, slot.index, cached)
+        if not isinstance(state, tuple) or not _fits(cached, state):
+            found = _describe(state) if isinstance(state, tuple) else repr(type(state))
+            raise ReuseError(
+                f"policy {gen.policy.name!r} forecast [{found}] for block {slot.index} "
+                f"({slot.name}) at step {ctx.step}, which does not fit its cached state "
+                f"[{_describe(cached)}]; forecast() must return a tuple with the cached "
+                "state's shapes, dtypes and devices"
+            )
+        return state
 
     @staticmethod
     def _fitting(

@@ -114,7 +114,9 @@ def lazy_example(module: str, build: str, call: str) -> Callable[[], Architectur
     return example
 
 
-TimestepReader = Callable[[nn.Module, tuple[Any, ...], dict[str, Any]], Any]
+#: Reads one argument of the top-level forward call ``(model, args, kwargs)``.
+CallReader = Callable[[nn.Module, tuple[Any, ...], dict[str, Any]], Any]
+TimestepReader = CallReader
 
 
 @dataclass(frozen=True)
@@ -134,6 +136,10 @@ class ArchitectureSpec:
         example: Builds a tiny instance and a one-step call for the contract checks
             (:class:`ArchitectureExample`); the test suite runs ``blockdance.testing``'s
             checks on every registered architecture that has one.
+        latent: Reads the noisy latent from the top-level call (:func:`call_argument`); a
+            policy that sees model calls gets it as ``ModelCall.latent``. None: not declared.
+        condition: Reads the per-sample conditioning (class labels, a pooled text
+            embedding) from the top-level call: ``ModelCall.condition``. None: not declared.
     """
 
     name: str
@@ -144,6 +150,8 @@ class ArchitectureSpec:
     window: tuple[float, float] = PAPER_WINDOW
     description: str = ""
     example: Callable[[], ArchitectureExample] | None = None
+    latent: CallReader | None = None
+    condition: CallReader | None = None
 
     def default_boundary(self, num_blocks: int) -> int:
         """Index of the last structural block for a model of ``num_blocks`` blocks."""
@@ -198,14 +206,14 @@ def diffusers_class(class_name: str) -> Callable[[nn.Module], bool]:
     return imported_class(f"diffusers.{class_name}")
 
 
-def timestep_argument(name: str) -> TimestepReader:
-    """Read the timestep from the top-level forward argument called ``name``.
+def call_argument(name: str) -> CallReader:
+    """Read the top-level forward argument called ``name`` (None when the call lacks it).
 
     The argument's position is looked up once per model class from the signature of
     its ``forward``.
 
     Args:
-        name: Parameter name in the model's ``forward`` (``"t"``, ``"timestep"`` …).
+        name: Parameter name in the model's ``forward`` (``"t"``, ``"timestep"``, ``"x"`` …).
     """
     positions: dict[type, int | None] = {}
 
@@ -224,6 +232,10 @@ def timestep_argument(name: str) -> TimestepReader:
     return read
 
 
+#: Read the timestep from the top-level forward argument called ``name``.
+timestep_argument = call_argument
+
+
 def diffusers_spec(
     name: str,
     class_name: str,
@@ -233,6 +245,8 @@ def diffusers_spec(
     example: Callable[[], ArchitectureExample] | None = None,
     window: tuple[float, float] = PAPER_WINDOW,
     timestep: str = "timestep",
+    latent: str = "hidden_states",
+    condition: str | None = None,
 ) -> ArchitectureSpec:
     """The :class:`ArchitectureSpec` of a diffusers transformer class.
 
@@ -247,6 +261,9 @@ def diffusers_spec(
         example: The tiny instance for the contract checks (:func:`lazy_example`).
         window: Default reuse window (the paper's 25%-95% unless given).
         timestep: Name of the forward argument holding the timestep.
+        latent: Name of the forward argument holding the noisy latent.
+        condition: Name of the forward argument holding the per-sample conditioning
+            (``"class_labels"``, ``"pooled_projections"`` …), if any.
     """
     return ArchitectureSpec(
         name=name,
@@ -256,6 +273,8 @@ def diffusers_spec(
         window=window,
         description=description,
         example=example,
+        latent=call_argument(latent),
+        condition=call_argument(condition) if condition is not None else None,
     )
 
 

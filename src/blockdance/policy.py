@@ -8,6 +8,18 @@ Semantics of :attr:`Decision.REUSE`: a block that is a *reuse boundary* (listed 
 this generation and branch; any other reused block is skipped and passes its input
 through, which is only valid when a later boundary in the same run of reused blocks
 substitutes the cached state. The runtime checks this and raises otherwise.
+
+A decision may also be per sample: :meth:`Policy.decide` returns a 1-D bool tensor, True
+for the samples that reuse (:data:`SampleDecision`). The runtime runs the block on the
+computing samples' rows only and substitutes the reused samples' rows (docs/concepts.md).
+
+The order of the calls a policy receives is fixed (docs/policy-tutorial.md): ``begin`` once
+per generation; per model call ``begin_call`` (when ``sees_calls``), then for each block in
+execution order ``inspect`` (its slot in ``inspects()``), ``decide``, and when it computed
+``keep`` (boundaries) and ``observe`` (when ``observes``), or when it reused at a boundary
+``forecast`` (when ``forecasts``); then ``end_call`` (when
+``sees_calls``) and ``memory_bytes``; ``end`` once when the generation ends. So ``observe``
+of block ``k`` always comes before ``decide`` of block ``k + 1`` in the same call.
 """
 
 from __future__ import annotations
@@ -15,12 +27,14 @@ from __future__ import annotations
 import copy
 import enum
 from abc import ABC, abstractmethod
-from dataclasses import dataclass
-from typing import Any, ClassVar, Generic, TypeVar
+from dataclasses import dataclass, field
+from typing import Any, ClassVar, Generic, TypeAlias, TypeVar
 
+import torch
 from pydantic import BaseModel, ConfigDict
+from torch import nn
 
-from blockdance.errors import NumStepsRequiredError
+from blockdance.errors import GenerationError, NumStepsRequiredError
 
 
 class Decision(enum.Enum):
@@ -28,6 +42,13 @@ class Decision(enum.Enum):
 
     COMPUTE = "compute"
     REUSE = "reuse"
+
+
+#: A per-sample decision: a 1-D bool tensor with one entry per sample, True where the
+#: sample reuses. Its length ``n`` must divide the call's batch ``B``; row ``r`` of the batch
+#: follows entry ``r % n``, so the copies of a sample that batched guidance stacks
+#: (``torch.cat([x, x])``) share a decision.
+SampleDecision: TypeAlias = torch.Tensor
 
 
 class PolicyConfig(BaseModel):
@@ -43,11 +64,21 @@ class PolicyConfig(BaseModel):
 
 @dataclass(frozen=True)
 class SlotInfo:
-    """What a policy may know about one block slot."""
+    """What a policy may know about one block slot.
+
+    Args:
+        index: Position in execution order.
+        kind: The slot's kind (``"block"``, ``"spatial"`` …).
+        name: Qualified module name.
+        io: The plugin's ``BlockIO`` for the block: ``io.to_state(output)`` reads what
+            :meth:`Policy.observe` receives as a state (one tensor per stream, in the
+            state's order). None where the runtime did not give one.
+    """
 
     index: int
     kind: str
     name: str
+    io: Any = field(default=None, compare=False, repr=False)
 
 
 @dataclass(frozen=True)
@@ -68,6 +99,10 @@ class GenerationInfo:
             at strength 0.5 of 10 steps: 5). Steps are numbered over the steps that run,
             from 0, and ``num_steps`` counts those; a policy that wants the full schedule's
             positions adds this offset.
+        guidance_batch: How many copies of each sample one model call stacks in its batch
+            (2 with batched classifier-free guidance, 1 with none or one call per branch),
+            when known: ``attach(guidance_batch=...)``, or a diffusers pipeline's
+            ``do_classifier_free_guidance``. :attr:`ModelCall.samples` is built on it.
     """
 
     num_steps: int | None
@@ -77,6 +112,7 @@ class GenerationInfo:
     default_window: tuple[float, float]
     step_source: str = "implicit"
     schedule_offset: int = 0
+    guidance_batch: int | None = None
 
     @property
     def num_blocks(self) -> int:
@@ -100,6 +136,81 @@ class StepContext:
     branch: int
 
 
+@dataclass(frozen=True)
+class ModelCall:
+    """The top-level model call a policy sees in :meth:`Policy.begin_call` / ``end_call``.
+
+    Args:
+        model: The attached top-level model (e.g. a DiT or a diffusers transformer).
+        args: The call's positional arguments, as passed.
+        kwargs: The call's keyword arguments, as passed.
+        latent: The noisy latent entering the model (``(B, C, H, W)`` images, the
+            architecture's layout for video), read from the argument the architecture
+            declares (``ArchitectureSpec.latent``); None when it declares none.
+        condition: The per-sample conditioning as passed (class labels ``(B,)``, a pooled
+            text embedding ``(B, D)`` …; ``ArchitectureSpec.condition``), or None.
+        guidance_batch: ``GenerationInfo.guidance_batch``.
+    """
+
+    model: nn.Module
+    args: tuple[Any, ...]
+    kwargs: dict[str, Any]
+    latent: torch.Tensor | None
+    condition: Any
+    guidance_batch: int | None = None
+
+    @property
+    def batch_size(self) -> int:
+        """Rows in the call's batch (the latent's first dimension)."""
+        if self.latent is None:
+            raise GenerationError(
+                f"the architecture of {type(self.model).__name__} declares no latent argument, "
+                "so the batch size of a call is unknown; the plugin's ArchitectureSpec must "
+                "name it (latent=...)"
+            )
+        return int(self.latent.shape[0])
+
+    @property
+    def samples(self) -> int:
+        """Distinct samples in the call: rows divided by :attr:`guidance_batch`.
+
+        Raises:
+            GenerationError: The guidance batching is unknown, or does not divide the rows.
+        """
+        rows, copies = self.batch_size, self.guidance_batch
+        if copies is None:
+            raise GenerationError(
+                f"a call of {rows} rows: blockdance does not know how many copies of each "
+                "sample it holds. Pass guidance_batch= to blockdance.attach (2 when "
+                "classifier-free guidance stacks the conditional and unconditional inputs in "
+                "one call, 1 when it does not)."
+            )
+        if rows % copies:
+            raise GenerationError(
+                f"a call of {rows} rows cannot hold {copies} copies of each sample "
+                f"(guidance_batch={copies}); the batch changed form inside the generation"
+            )
+        return rows // copies
+
+
+@dataclass(frozen=True)
+class BlockCall:
+    """A block call a policy sees in :meth:`Policy.inspect`, before it decides.
+
+    Args:
+        module: The block module.
+        args: The call's positional arguments, as passed.
+        kwargs: The call's keyword arguments, as passed.
+        state: The hidden state(s) entering the block (the plugin's ``BlockIO``): one
+            tensor per stream, e.g. ``(x,)`` on a DiT, ``(hidden, encoder_hidden)`` on SD3.
+    """
+
+    module: nn.Module
+    args: tuple[Any, ...]
+    kwargs: dict[str, Any]
+    state: tuple[torch.Tensor | None, ...]
+
+
 C = TypeVar("C", bound=PolicyConfig)
 
 
@@ -116,6 +227,10 @@ class Policy(ABC, Generic[C]):
     config_class: ClassVar[type[PolicyConfig]]
     #: Set when :meth:`observe` should be called after each computed block.
     observes: ClassVar[bool] = False
+    #: Set when :meth:`begin_call` / :meth:`end_call` should be called around each model call.
+    sees_calls: ClassVar[bool] = False
+    #: Set when :meth:`forecast` should give the state a reused boundary substitutes.
+    forecasts: ClassVar[bool] = False
 
     def __init__(self, config: C) -> None:
         self.config: C = config
@@ -133,8 +248,48 @@ class Policy(ABC, Generic[C]):
         """Called when a generation ends (reset, new generation, removal): free state."""
 
     @abstractmethod
-    def decide(self, ctx: StepContext, slot: int) -> Decision:
-        """Decide for block ``slot`` at the step described by ``ctx``."""
+    def decide(self, ctx: StepContext, slot: int) -> Decision | SampleDecision:
+        """Decide for block ``slot`` at the step described by ``ctx``.
+
+        Returns a :class:`Decision` for the whole call, or a :data:`SampleDecision` (a 1-D
+        bool tensor, True where a sample reuses) when samples decide differently.
+        """
+
+    def begin_call(self, ctx: StepContext, call: ModelCall) -> None:
+        """A model call starts, before its first block decides (only when ``sees_calls``)."""
+
+    def end_call(self, ctx: StepContext, call: ModelCall, output: Any) -> None:
+        """The model call returned ``output``, as the model returns it (only when
+        ``sees_calls``): a tensor for the reference DiT, a diffusers output object or tuple
+        for diffusers models."""
+
+    def inspects(self) -> frozenset[int]:
+        """Blocks whose call :meth:`inspect` sees before :meth:`decide` (asked at ``begin``)."""
+        return frozenset()
+
+    def inspect(self, ctx: StepContext, slot: int, call: BlockCall) -> None:
+        """See the call of block ``slot`` before deciding for it (``slot`` in ``inspects()``).
+
+        A TeaCache-style policy reads the block's modulated input here (its adaLN layers
+        applied to ``call.state`` and the conditioning in ``call.args``) without running it.
+        """
+
+    def forecast(
+        self, ctx: StepContext, slot: int, cached: tuple[torch.Tensor | None, ...]
+    ) -> tuple[torch.Tensor | None, ...]:
+        """The state boundary ``slot`` substitutes at a reuse (only when ``forecasts``).
+
+        ``cached`` is what the runtime kept (the output, or the run's change for a residual
+        run); return it, or an estimate for this step made from states the policy kept
+        itself (e.g. extrapolated from the last cache steps, TaylorSeer-style). It must
+        have the cached state's shapes, dtypes and devices.
+        """
+        return cached
+
+    def memory_bytes(self) -> int:
+        """Bytes of tensors this policy holds (features, forecasts); counted in the stats'
+        cache column. Read after each model call."""
+        return 0
 
     def boundaries(self) -> frozenset[int]:
         """Blocks whose outputs the runtime must keep so that reuse can substitute them."""
@@ -158,7 +313,13 @@ class Policy(ABC, Generic[C]):
         return True
 
     def observe(self, ctx: StepContext, slot: int, output: Any) -> None:
-        """See a computed block's output (only when ``observes`` is true)."""
+        """See a computed block's output (only when ``observes`` is true).
+
+        ``output`` is the block's return value as the block returns it: a tensor on a DiT
+        block, a tuple ``(encoder_hidden, hidden)`` on a diffusers SD3 block; the slot's
+        ``BlockIO.to_state`` reads it as a state. After a per-sample decision, the rows of
+        the samples that reused hold their reused value.
+        """
 
     def fork(self) -> Policy[C]:
         """An independent instance for a generation that runs beside this one's.

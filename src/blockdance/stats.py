@@ -17,6 +17,8 @@ class CallRecord:
         reused: One flag per block call in execution order; True where the block was reused.
         slots: The slot index of each block call, parallel to ``reused`` (slots a model skips,
             such as Latte's temporal blocks with temporal attention off, are absent).
+        partial: Block calls decided per sample with some samples computing: position in
+            ``reused`` -> share of the batch's rows that reused (``reused`` is False there).
     """
 
     step: int
@@ -24,6 +26,12 @@ class CallRecord:
     timestep: float | None
     reused: list[bool] = field(default_factory=list)
     slots: list[int] = field(default_factory=list)
+    partial: dict[int, float] = field(default_factory=dict)
+
+    @property
+    def reused_share(self) -> float:
+        """Block calls skipped in this call, a per-sample call counted by its reused rows."""
+        return sum(self.reused) + sum(self.partial.values())
 
     def reused_slots(self) -> list[int]:
         """Slot indices of the reused block calls."""
@@ -41,6 +49,10 @@ class GenerationStats:
         slot_kinds: Kind of each slot (``"block"``, ``"spatial"`` …).
         policy: Name of the policy that decided.
         step_source: How the steps were known (``GenerationInfo.step_source``).
+
+    ``cache_bytes`` counts the runtime's cache (boundary states and side-flow outputs) plus
+    what the policy reports holding (``Policy.memory_bytes``, also in ``policy_bytes``);
+    ``peak_cache_bytes`` is its largest value.
     """
 
     num_steps: int | None
@@ -53,6 +65,8 @@ class GenerationStats:
     peak_cache_bytes: int = 0
     side_flow_bytes: int = 0
     peak_side_flow_bytes: int = 0
+    policy_bytes: int = 0
+    peak_policy_bytes: int = 0
 
     @property
     def block_calls(self) -> int:
@@ -60,12 +74,13 @@ class GenerationStats:
         return sum(len(c.reused) for c in self.calls)
 
     @property
-    def reused_blocks(self) -> int:
-        """Block calls whose compute was skipped."""
-        return sum(sum(c.reused) for c in self.calls)
+    def reused_blocks(self) -> float:
+        """Block calls whose compute was skipped; a call decided per sample counts the share
+        of its rows that reused, so this is a whole number unless samples decided apart."""
+        return sum(c.reused_share for c in self.calls)
 
     @property
-    def computed_blocks(self) -> int:
+    def computed_blocks(self) -> float:
         return self.block_calls - self.reused_blocks
 
     @property
@@ -106,12 +121,18 @@ class GenerationStats:
             "saved_fraction": self.saved_fraction,
             "peak_cache_bytes": self.peak_cache_bytes,
             "peak_side_flow_bytes": self.peak_side_flow_bytes,
+            "peak_policy_bytes": self.peak_policy_bytes,
             "calls": [
                 {
                     "step": c.step,
                     "branch": c.branch,
                     "timestep": c.timestep,
                     "reused": c.reused_slots(),
+                    **(
+                        {"partial": {str(c.slots[i]): v for i, v in c.partial.items()}}
+                        if c.partial
+                        else {}
+                    ),
                 }
                 for c in self.calls
             ],
@@ -123,7 +144,7 @@ class GenerationStats:
         lines = [
             f"policy {self.policy!r}: {self.steps_seen} steps x {self.branches} branch(es) x "
             f"{self.num_blocks} blocks",
-            f"blocks computed {self.computed_blocks}, reused {self.reused_blocks} "
+            f"blocks computed {self.computed_blocks:g}, reused {self.reused_blocks:g} "
             f"({100 * self.saved_fraction:.1f}% of block compute saved)",
             f"peak cache {mib:.2f} MiB",
         ]

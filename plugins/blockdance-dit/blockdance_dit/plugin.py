@@ -16,13 +16,13 @@ from blockdance import (
     ArchitectureSpec,
     BlockList,
     TensorIO,
+    call_argument,
     diffusers_spec,
     imported_class,
     lazy,
     lazy_example,
     module_list_blocks,
     module_lists_blocks,
-    timestep_argument,
 )
 
 #: PixArt-α reuses later: 40%-95% of the trajectory (paper); DiT and Open-Sora 25%-95%.
@@ -45,7 +45,9 @@ REFERENCE_DIT = ArchitectureSpec(
     description="class-conditional DiT, facebookresearch layout (blockdance_dit.model.DiT)",
     matches=imported_class("blockdance_dit.model.DiT"),
     blocks=module_list_blocks("blocks", TensorIO(name="x", position=0)),
-    timestep=timestep_argument("t"),
+    timestep=call_argument("t"),
+    latent=call_argument("x"),
+    condition=call_argument("y"),
     window=DIT_WINDOW,
     example=lazy_example(EXAMPLES, "tiny_reference_dit", "reference_dit_call"),
 )
@@ -55,6 +57,7 @@ DIFFUSERS_DIT = diffusers_spec(
     "DiTTransformer2DModel",
     DIFFUSERS_BLOCKS,
     description="diffusers DiTTransformer2DModel (DiT-XL/2 pipelines)",
+    condition="class_labels",
     example=lazy_example(EXAMPLES, "tiny_diffusers_dit", "diffusers_dit_call"),
 )
 
@@ -63,6 +66,7 @@ PIXART_ALPHA = diffusers_spec(
     "PixArtTransformer2DModel",
     DIFFUSERS_BLOCKS,
     description="diffusers PixArtTransformer2DModel (PixArt-α, PixArt-Σ)",
+    condition="encoder_hidden_states",
     window=PIXART_WINDOW,
     example=lazy_example(EXAMPLES, "tiny_pixart", "pixart_call"),
 )
@@ -74,6 +78,7 @@ HUNYUAN_DIT = diffusers_spec(
     "HunyuanDiT2DModel",
     module_lists_blocks(BlockList("blocks", TensorIO(), side_flow=lambda i, n: i < n // 2 - 1)),
     description="diffusers HunyuanDiT2DModel: DiT blocks with U-ViT long skips (side flows)",
+    condition="encoder_hidden_states",
     example=lazy_example(EXAMPLES, "tiny_hunyuan_dit", "hunyuan_dit_call"),
 )
 

@@ -28,6 +28,7 @@ SD3 = diffusers_spec(
     "SD3Transformer2DModel",
     sd3_blocks,
     description="diffusers SD3Transformer2DModel (SD3, SD3.5): joint two-stream blocks",
+    condition="pooled_projections",
     window=MMDIT_WINDOW,
     example=lazy_example(EXAMPLES, "tiny_sd3", "sd3_call"),
 )
@@ -37,6 +38,7 @@ FLUX = diffusers_spec(
     "FluxTransformer2DModel",
     flux_blocks,
     description="diffusers FluxTransformer2DModel: double-stream then single-stream blocks",
+    condition="pooled_projections",
     window=MMDIT_WINDOW,
     example=lazy_example(EXAMPLES, "tiny_flux", "flux_call"),
 )
@@ -49,6 +51,7 @@ HIDREAM = diffusers_spec(
     "single-stream blocks",
     window=MMDIT_WINDOW,
     timestep="timesteps",
+    condition="pooled_embeds",
     example=lazy_example(EXAMPLES, "tiny_hidream", "hidream_call"),
 )
 

@@ -175,10 +175,10 @@ def test_reuse_feeds_both_cached_streams(build, call, arch, n):
 @pytest.mark.parametrize(
     "policy",
     [
-        {"kind": "blockdance", "N": 2, "boundary": DEPTH - 1},  # SD3's last block is reused
+        {"kind": "fora", "N": 2},  # SD3's last block is reused: output reuse of blocks 0..last
         {"kind": "fora", "N": 2, "reuse": "residual"},  # residual over blocks 0..last
     ],
-    ids=["boundary-last", "fora-residual"],
+    ids=["fora-output", "fora-residual"],
 )
 def test_sd3_last_block_without_text_stream(policy):
     model = tiny_sd3()

@@ -27,13 +27,13 @@ from blockdance import (
     BlockList,
     InterleavedSpec,
     TensorIO,
+    call_argument,
     diffusers_class,
     imported_class,
     interleaved_blocks,
     lazy,
     lazy_example,
     module_list_blocks,
-    timestep_argument,
 )
 
 #: Open-Sora (paper): reuse window 25%-95% of the steps; Latte borrows it. The paper samples
@@ -52,7 +52,9 @@ REFERENCE_STDIT = ArchitectureSpec(
     # the reference STDiT, or Open-Sora's own when it is imported (same layout)
     matches=imported_class("blockdance_stdit.model.STDiT", "opensora.models.stdit.stdit.STDiT"),
     blocks=module_list_blocks("blocks", TensorIO(name="x", position=0), kind="spatial-temporal"),
-    timestep=timestep_argument("timestep"),
+    timestep=call_argument("timestep"),
+    latent=call_argument("x"),
+    condition=call_argument("y"),
     window=STDIT_WINDOW,
     example=lazy_example(EXAMPLES, "tiny_stdit", "stdit_call"),
 )
@@ -65,7 +67,9 @@ LATTE = InterleavedSpec(
         BlockList("transformer_blocks", TensorIO(), kind="spatial"),
         BlockList("temporal_transformer_blocks", TensorIO(), kind="temporal"),
     ),
-    timestep=timestep_argument("timestep"),
+    timestep=call_argument("timestep"),
+    latent=call_argument("hidden_states"),
+    condition=call_argument("encoder_hidden_states"),
     window=STDIT_WINDOW,
     example=lazy_example(EXAMPLES, "tiny_latte", "latte_call"),
 )

@@ -10,6 +10,12 @@ from blockdance.policies.deepcache import DeepCacheConfig, DeepCachePolicy
 from blockdance.policies.delta_dit import DeltaDiTConfig, DeltaDiTPolicy
 from blockdance.policies.first_block_cache import FirstBlockCacheConfig, FirstBlockCachePolicy
 from blockdance.policies.fora import ForaConfig, ForaPolicy
+from blockdance.policies.forecast import (
+    ForecastConfig,
+    ForecastPolicy,
+    TaylorSeerConfig,
+    TaylorSeerPolicy,
+)
 from blockdance.policies.none import NoneConfig, NonePolicy
 from blockdance.policies.random_reuse import RandomConfig, RandomPolicy
 from blockdance.policies.schedule import ScheduleConfig, SchedulePolicy
@@ -27,6 +33,8 @@ __all__ = [
     "FirstBlockCachePolicy",
     "ForaConfig",
     "ForaPolicy",
+    "ForecastConfig",
+    "ForecastPolicy",
     "NoneConfig",
     "NonePolicy",
     "RandomConfig",
@@ -34,6 +42,8 @@ __all__ = [
     "ScheduleConfig",
     "SchedulePolicy",
     "StepSetPolicy",
+    "TaylorSeerConfig",
+    "TaylorSeerPolicy",
     "window_steps",
 ]
 
@@ -53,3 +63,5 @@ class BuiltinPolicies:
         register(DeltaDiTConfig, DeltaDiTPolicy)
         register(FirstBlockCacheConfig, FirstBlockCachePolicy)
         register(RandomConfig, RandomPolicy)
+        register(ForecastConfig, ForecastPolicy)
+        register(TaylorSeerConfig, TaylorSeerPolicy)

@@ -53,20 +53,37 @@ def round_half_up(x: float) -> int:
     return math.floor(x + 0.5)
 
 
-def resolve_boundary(info: GenerationInfo, boundary: int | None, kind: str) -> int:
+def resolve_boundary(
+    info: GenerationInfo, boundary: int | None, kind: str, *, deep: bool = False
+) -> int:
     """The configured boundary, or the architecture default; an error names the range.
 
     Args:
         info: The generation's plan (block count and default boundary).
         boundary: Configured last reused block, or None for the architecture default.
         kind: Policy kind, for the message.
+        deep: At least one deep block must follow the boundary (BlockDance's structural
+            blocks): the last block is refused too.
     """
     chosen = info.default_boundary if boundary is None else boundary
-    if chosen >= info.num_blocks:
+    last = info.num_blocks - 1
+    if chosen > last or (deep and chosen == last):
+        why = (
+            "is out of range"
+            if chosen > last
+            else "leaves no deep block after it to compute (a reuse step would reuse the whole "
+            "model; that is FORA, kind 'fora')"
+        )
         raise ValueError(
-            f"{kind} boundary={chosen} is out of range: the model has {info.num_blocks} "
-            f"blocks (0..{info.num_blocks - 1}); the architecture default is "
-            f"{info.default_boundary}"
+            f"{kind} boundary={chosen} {why}: the model has {info.num_blocks} blocks "
+            f"(0..{last})"
+            + (
+                f", and the structural blocks 0..boundary must leave at least one deep block, "
+                f"so boundary is at most {last - 1}"
+                if deep
+                else ""
+            )
+            + f"; the architecture default is {info.default_boundary}"
         )
     return chosen
 

@@ -49,6 +49,7 @@ class BlockDancePolicy(StepSetPolicy[BlockDanceConfig]):
     """Reuse the structural blocks' output on the non-first steps of each group of N."""
 
     config_class = BlockDanceConfig
+    needs_deep_block = True
 
     def plan_steps(
         self, info: GenerationInfo, num_steps: int

@@ -148,3 +148,7 @@ class FirstBlockCachePolicy(Policy[FirstBlockCacheConfig]):
 
     def residual_runs(self) -> dict[int, int]:
         return {self.last: 1}
+
+    def memory_bytes(self) -> int:
+        """The block-0 outputs kept for the comparison, one per branch."""
+        return sum(t.numel() * t.element_size() for s in self._previous.values() for t in s)

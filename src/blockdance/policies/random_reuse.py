@@ -61,6 +61,7 @@ class RandomPolicy(StepSetPolicy[RandomConfig]):
     """Reuse blocks ``0..boundary`` on a seeded random subset of the steps."""
 
     config_class = RandomConfig
+    needs_deep_block = True
 
     def plan_steps(self, info: GenerationInfo, num_steps: int) -> tuple[None, frozenset[int]]:
         cfg = self.config

@@ -15,7 +15,7 @@ boundary resolution, ``decide``, ``keep`` and ``boundaries`` come from the base:
 from __future__ import annotations
 
 from abc import abstractmethod
-from typing import TypeVar
+from typing import ClassVar, TypeVar
 
 from blockdance.policies._common import resolve_boundary, window_steps
 from blockdance.policy import Decision, GenerationInfo, Policy, PolicyConfig, StepContext
@@ -41,6 +41,10 @@ class StepSetPolicy(Policy[C]):
         reuse_steps: Steps that reuse blocks ``0..boundary``.
     """
 
+    #: True when at least one deep block must follow the boundary (BlockDance-style policies:
+    #: the structural blocks are reused, the deep ones always compute).
+    needs_deep_block: ClassVar[bool] = False
+
     def __init__(self, config: C) -> None:
         super().__init__(config)
         self.boundary = -1
@@ -60,7 +64,7 @@ class StepSetPolicy(Policy[C]):
         Override to add checks (call ``super().resolve_boundary(info)`` first).
         """
         configured: int | None = getattr(self.config, "boundary", None)
-        return resolve_boundary(info, configured, self.name)
+        return resolve_boundary(info, configured, self.name, deep=self.needs_deep_block)
 
     @abstractmethod
     def plan_steps(
