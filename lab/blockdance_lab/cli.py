@@ -17,7 +17,7 @@ from typing import Any
 
 import torch
 
-from blockdance import PolicyLike, Registry, default_registry
+from blockdance import PolicyLike, Registry, attach, default_registry
 from blockdance.cli import owner_label, print_sections
 from blockdance_lab.compare import compare_policies
 from blockdance_lab.policy_entries import check_policies, labelled, parse_policy_arg
@@ -29,7 +29,13 @@ from blockdance_lab.report import (
     save_sample_grid,
     save_video_gif,
 )
-from blockdance_lab.workload import DEFAULT_WORKLOAD, Workload, get_workload, workloads
+from blockdance_lab.workload import (
+    DEFAULT_WORKLOAD,
+    GenerateRequest,
+    Workload,
+    get_workload,
+    workloads,
+)
 
 __all__ = ["DEFAULT_WORKLOAD", "FULL_DEMO", "QUICK_DEMO", "DemoPreset", "add_commands"]
 
@@ -43,12 +49,17 @@ class DemoPreset:
         repeats: Timed repeats per row (latency is their median).
         images: Samples per image (or latent) workload; None: the workload's ``demo_seeds``.
         videos: Samples per video workload; None: the workload's ``demo_seeds``.
+        warmup_steps: Steps of the untimed warm-up generation of the timed batch; None: a
+            whole generation. A few steps warm the same shapes for a fraction of the cost.
+        reference_size: Real samples FD-probe compares against.
     """
 
     name: str
     repeats: int
     images: int | None = None
     videos: int | None = None
+    warmup_steps: int | None = None
+    reference_size: int = 1024
 
     def seeds(self, workload: Workload) -> int:
         """Samples to draw on ``workload``: the preset's count, never more than the
@@ -58,7 +69,7 @@ class DemoPreset:
 
 
 #: The default: a first run in minutes (one timed repeat, a few samples per model).
-QUICK_DEMO = DemoPreset("quick", repeats=1, images=8, videos=2)
+QUICK_DEMO = DemoPreset("quick", repeats=1, images=8, videos=2, warmup_steps=2, reference_size=256)
 #: ``--full``: the README's full tables (64 images, 16 videos, 3 timed repeats).
 FULL_DEMO = DemoPreset("full", repeats=3)
 
@@ -96,9 +107,10 @@ def demo_note(args: argparse.Namespace, workload: Workload, seeds: int, repeats:
         )
     lines = [f"{what}, {timing}; the ideal column counts skipped block calls and is exact."]
     if workload.probe is not None and seeds < 32:
+        real = _preset(args).reference_size
         lines.append(
-            f"FD-probe and accuracy on {seeds} samples are rough: FD is biased upward at few "
-            "samples and not comparable with a --full table."
+            f"FD-probe (against {real} real samples) and accuracy on {seeds} samples are "
+            "rough: FD is biased upward at few samples and not comparable with a --full table."
         )
     if not args.full:
         full = FULL_DEMO
@@ -150,17 +162,25 @@ def _demo_one(args: argparse.Namespace, registry: Registry, workload: Workload, 
         f"{_preset(args).name} demo: {_samples(workload, seeds)}, {steps} {workload.scheduler} "
         f"steps, {repeats} timed repeat{'s' if repeats != 1 else ''}\n"
     )
+    preset = _preset(args)
+    target = workload.build()
+    if preset.warmup_steps is not None:  # the timed batch's shapes, for a few steps
+        short = min(preset.warmup_steps, steps)
+        with attach(target, "none", registry=registry, num_steps=short), torch.inference_mode():
+            workload.generate(target, GenerateRequest(tuple(range(seeds)), short))
     runs = compare_policies(
         workload,
         _policy_list(args),
         seeds=range(seeds),
         num_steps=steps,
         repeats=repeats,
+        warmup=preset.warmup_steps is None,
         progress=not args.quiet,
         registry=registry,
+        target=target,
     )
     add_consistency_metrics(runs)
-    add_quality_metrics(runs, workload, list(range(seeds)))
+    add_quality_metrics(runs, workload, list(range(seeds)), reference_size=preset.reference_size)
     print()
     print(format_table(runs))
     print(demo_note(args, workload, seeds, repeats))
