@@ -202,6 +202,12 @@ class Calibration:
         if self.validation is not None:
             lines.append("measured SSIM to the full model:")
             lines += self.validation.summary_lines()
+            best = self.validation.chosen
+            if best is not None and best.planned.candidate is None:
+                lines.append(
+                    f"chosen by validation: {best.label} {json.dumps(best.planned.policy)} "
+                    "(a given configuration; the policy file holds it)"
+                )
         elif self.shortfall:
             lines += [f"shortlist: {why}" for why in self.shortfall]
         lines += [f"note: {n}" for n in self.notes]
