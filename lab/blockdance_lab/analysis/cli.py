@@ -132,7 +132,7 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
             registry=registry,
             progress=not args.quiet,
         )
-        title = f"{workload.name}: N={args.N}, {len(seeds)} seeds, {trace.num_steps} steps"
+        title = f"{workload.name}: N={args.N}, {trace.num_steps} steps"
         plot = save_validation_plot(result, validation_plot_path(args.out), title)
         written += [plot] if plot is not None else []
     path = result.write(args.out)

@@ -222,6 +222,8 @@ def validation_figure(calibration: Calibration, title: str = "") -> tuple[Any, l
         if any(m.planned.source in (source, "shortlist" if source == "rule" else source)
                for m in shown):  # fmt: skip
             ax.plot([], [], "o", color=SOURCE_COLOURS[source], label=name)
+    if any(not m.eligible for m in shown):
+        ax.plot([], [], "o", mfc="white", mec="0.4", label="below the target: not chosen")
     ax.plot([], [], "o", ms=10, mfc="none", mec="tab:red", label="chosen")
     xlabel = "ideal saving (share of block calls skipped; exact)"
     missing = [m.label for m in validation.measured if m.saving is None]
