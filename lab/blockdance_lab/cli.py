@@ -9,13 +9,15 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import textwrap
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
 
-from blockdance import PolicyLike, Registry, default_registry
+from blockdance import PolicyLike, Registry, attach, default_registry
 from blockdance.cli import owner_label, print_sections
 from blockdance_lab.compare import compare_policies
 from blockdance_lab.policy_entries import check_policies, labelled, parse_policy_arg
@@ -27,9 +29,96 @@ from blockdance_lab.report import (
     save_sample_grid,
     save_video_gif,
 )
-from blockdance_lab.workload import DEFAULT_WORKLOAD, Workload, get_workload, workloads
+from blockdance_lab.workload import (
+    DEFAULT_WORKLOAD,
+    GenerateRequest,
+    Workload,
+    get_workload,
+    workloads,
+)
 
-__all__ = ["DEFAULT_WORKLOAD", "add_commands"]
+__all__ = ["DEFAULT_WORKLOAD", "FULL_DEMO", "QUICK_DEMO", "DemoPreset", "add_commands"]
+
+
+@dataclass(frozen=True)
+class DemoPreset:
+    """How much ``blockdance demo`` generates when no flag says otherwise.
+
+    Args:
+        name: ``"quick"`` or ``"full"``, for the printed header.
+        repeats: Timed repeats per row (latency is their median).
+        images: Samples per image (or latent) workload; None: the workload's ``demo_seeds``.
+        videos: Samples per video workload; None: the workload's ``demo_seeds``.
+        warmup_steps: Steps of the untimed warm-up generation of the timed batch; None: a
+            whole generation. A few steps warm the same shapes for a fraction of the cost.
+        reference_size: Real samples FD-probe compares against.
+    """
+
+    name: str
+    repeats: int
+    images: int | None = None
+    videos: int | None = None
+    warmup_steps: int | None = None
+    reference_size: int = 1024
+
+    def seeds(self, workload: Workload) -> int:
+        """Samples to draw on ``workload``: the preset's count, never more than the
+        workload's own ``demo_seeds`` (a costly workload asks for fewer)."""
+        count = self.videos if workload.videos else self.images
+        return workload.demo_seeds if count is None else min(count, workload.demo_seeds)
+
+
+#: The default: a first run in minutes (one timed repeat, a few samples per model).
+QUICK_DEMO = DemoPreset("quick", repeats=1, images=8, videos=2, warmup_steps=2, reference_size=256)
+#: ``--full``: the README's full tables (64 images, 16 videos, 3 timed repeats).
+FULL_DEMO = DemoPreset("full", repeats=3)
+
+
+def _preset(args: argparse.Namespace) -> DemoPreset:
+    return FULL_DEMO if args.full else QUICK_DEMO
+
+
+def demo_plan(args: argparse.Namespace, workload: Workload) -> tuple[int, int, int]:
+    """``(seeds, steps, repeats)`` the demo runs on ``workload``: explicit flags win over the
+    preset (``--full`` or the quick default), which wins over the workload's defaults."""
+    preset = _preset(args)
+    seeds = args.seeds or preset.seeds(workload)
+    repeats = args.repeats if args.repeats is not None else preset.repeats
+    return seeds, args.steps or workload.num_steps, repeats
+
+
+def _samples(workload: Workload, count: int) -> str:
+    noun = "video" if workload.videos else "image" if workload.images else "sample"
+    return f"{count} {noun}{'s' if count != 1 else ''}"
+
+
+def demo_note(args: argparse.Namespace, workload: Workload, seeds: int, repeats: int) -> str:
+    """What the table rests on and how far to trust it, printed under the demo's table."""
+    what = f"{_samples(workload, seeds)} (seeds 0..{seeds - 1})"
+    if repeats == 1:
+        timing = (
+            "1 timed repeat: latency and reduction are one measurement each and noisy "
+            "(a busy machine moves them by 10% or more)"
+        )
+    else:
+        timing = (
+            f"{repeats} interleaved timed repeats (median): latency still moves by about "
+            "5-10% from run to run on a shared machine"
+        )
+    lines = [f"{what}, {timing}; the ideal column counts skipped block calls and is exact."]
+    if workload.probe is not None and seeds < 32:
+        real = _preset(args).reference_size
+        lines.append(
+            f"FD-probe (against {real} real samples) and accuracy on {seeds} samples are "
+            "rough: FD is biased upward at few samples and not comparable with a --full table."
+        )
+    if not args.full:
+        full = FULL_DEMO
+        lines.append(
+            f"The full table: blockdance demo --full ({_samples(workload, full.seeds(workload))}, "
+            f"{full.repeats} repeats)."
+        )
+    return "\n".join(textwrap.fill(line, width=100) for line in lines)
 
 
 def _policy_list(args: argparse.Namespace) -> list[tuple[str, PolicyLike]]:
@@ -67,23 +156,34 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 
 def _demo_one(args: argparse.Namespace, registry: Registry, workload: Workload, out: Path) -> None:
-    steps = args.steps or workload.num_steps
-    seeds = args.seeds or workload.demo_seeds
+    seeds, steps, repeats = demo_plan(args, workload)
     print(f"workload {workload.name}: {workload.description}")
-    print(f"{seeds} seeds, {steps} {workload.scheduler} steps, {args.repeats} repeat(s)\n")
+    print(
+        f"{_preset(args).name} demo: {_samples(workload, seeds)}, {steps} {workload.scheduler} "
+        f"steps, {repeats} timed repeat{'s' if repeats != 1 else ''}\n"
+    )
+    preset = _preset(args)
+    target = workload.build()
+    if preset.warmup_steps is not None:  # the timed batch's shapes, for a few steps
+        short = min(preset.warmup_steps, steps)
+        with attach(target, "none", registry=registry, num_steps=short), torch.inference_mode():
+            workload.generate(target, GenerateRequest(tuple(range(seeds)), short))
     runs = compare_policies(
         workload,
         _policy_list(args),
         seeds=range(seeds),
         num_steps=steps,
-        repeats=args.repeats,
+        repeats=repeats,
+        warmup=preset.warmup_steps is None,
         progress=not args.quiet,
         registry=registry,
+        target=target,
     )
     add_consistency_metrics(runs)
-    add_quality_metrics(runs, workload, list(range(seeds)))
+    add_quality_metrics(runs, workload, list(range(seeds)), reference_size=preset.reference_size)
     print()
     print(format_table(runs))
+    print(demo_note(args, workload, seeds, repeats))
     out.mkdir(parents=True, exist_ok=True)
     rows = [
         {"policy": r.label, "latency_s": r.latency, **r.metrics, "stats": r.stats.to_dict()}
@@ -174,7 +274,15 @@ def add_commands(sub: Any) -> None:
 
     p = sub.add_parser("workloads", help="registered workloads (a model and its sampler)")
     p.set_defaults(func=cmd_workloads)
-    p = sub.add_parser("demo", help="baseline against BlockDance N=2,3,4 on a workload")
+    p = sub.add_parser(
+        "demo",
+        help="baseline against BlockDance N=2,3,4 on each shipped model",
+        description="Baseline against BlockDance N=2, 3, 4 on every workload with a trained "
+        f"model. By default a quick run: {QUICK_DEMO.images} images per image model, "
+        f"{QUICK_DEMO.videos} videos per video model, {QUICK_DEMO.repeats} timed repeat. "
+        "--full draws each workload's own count (64 images, 16 videos) with "
+        f"{FULL_DEMO.repeats} timed repeats. --seeds and --repeats override either.",
+    )
     p.add_argument(
         "--workload",
         nargs="+",
@@ -186,7 +294,8 @@ def add_commands(sub: Any) -> None:
         "--seeds",
         type=int,
         default=None,
-        help="number of samples, seeds 0..n-1 (default: the workload's, 64 for images)",
+        help=f"number of samples, seeds 0..n-1 (default: {QUICK_DEMO.images} images or "
+        f"{QUICK_DEMO.videos} videos; with --full the workload's, 64 images or 16 videos)",
     )
     p.add_argument("--steps", type=int, default=None, help="denoising steps")
     p.add_argument("--n", type=int, nargs="*", default=[2, 3, 4], help="BlockDance N values")
@@ -195,7 +304,19 @@ def add_commands(sub: Any) -> None:
         action="append",
         help="extra policy: a kind name, a JSON object or a JSON file (repeatable)",
     )
-    p.add_argument("--repeats", type=int, default=3, help="timed repeats (median)")
+    p.add_argument(
+        "--repeats",
+        type=int,
+        default=None,
+        help=f"timed repeats, interleaved (median; default {QUICK_DEMO.repeats}, "
+        f"{FULL_DEMO.repeats} with --full)",
+    )
+    p.add_argument(
+        "--full",
+        action="store_true",
+        help="the full tables: each workload's own sample count and "
+        f"{FULL_DEMO.repeats} timed repeats (about 16 minutes on 2 CPU cores)",
+    )
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads")
     p.add_argument("--out", default="outputs/demo", help="output folder")
     p.add_argument("--quiet", action="store_true", help="no progress bars")

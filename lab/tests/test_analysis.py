@@ -18,6 +18,7 @@ from torch import nn
 
 import blockdance
 from blockdance.cli import main
+from blockdance.errors import InvalidInputError
 from blockdance.policies.blockdance import window_steps
 from blockdance_lab.analysis import (
     CalibrationError,
@@ -30,7 +31,7 @@ from blockdance_lab.analysis import (
     record_trace,
     settle_step,
 )
-from blockdance_lab.analysis.validate import validate
+from blockdance_lab.analysis.validate import plan_validation, read_candidates, validate
 from blockdance_lab.workload import GenerateRequest, Workload
 from toymodel import TOY_SPEC, ToyDenoiser, registry_of, timesteps
 
@@ -518,11 +519,178 @@ def test_validate_chooses_the_configuration_closest_to_the_full_model(analysis_r
     assert runs[1].metrics["ssim"] == pytest.approx(measured[checked.chosen])
     assert "validated on 2 seeds" in checked.notes[-1]
     assert "measured SSIM" in checked.summary()
-    with pytest.raises(ValueError, match="shortlist"):
-        validate(calibrate(trace, target_saving=0.15), workload, registry=analysis_registry)
     similar = calibrate(trace, target_similarity=0.5, ssim_threshold=0.5, shortlist=2)
     with pytest.raises(ValueError, match="target saving"):
         validate(similar, workload, registry=analysis_registry)
+
+
+def _ssim_per_seed(x: torch.Tensor, ref: torch.Tensor) -> list[float]:
+    """Mean SSIM of each seed's sample to the reference, data range of the reference."""
+    from blockdance_lab.evaluation.metrics import ssim
+
+    data_range = float(ref.max() - ref.min())
+    return [float(v) for v in ssim(x.float(), ref.float(), data_range=data_range)]
+
+
+def _generate(policy: object, seeds: list[int], steps: int, registry):
+    """Samples under ``policy`` and the block calls that really ran (counted by wrappers
+    installed before the runtime's, on a fresh copy of the toy)."""
+    from blockdance.testing import count_block_calls
+
+    pipe = toy_pipe()
+    calls = count_block_calls(TOY_SPEC.blocks(pipe.transformer))
+    with blockdance.attach(pipe, policy, registry=registry), torch.inference_mode():
+        x = toy_images(pipe, GenerateRequest(tuple(seeds), steps))
+    return x, sum(calls.values())
+
+
+def test_validate_measures_any_registered_policy_beside_the_calibration(analysis_registry):
+    workload = dataclasses.replace(TOY_WORKLOAD, generate=toy_images)
+    trace = record_trace(workload, seeds=[0, 1], num_steps=20, registry=analysis_registry)
+    result = calibrate(trace, target_saving=0.15, ssim_threshold=0.5, shortlist=2)
+    given = [
+        {"kind": "fora", "N": 2},
+        {"kind": "deepcache", "interval": 3, "label": "deep"},
+        "none",
+    ]
+    checked = validate(result, workload, seeds=[5, 6], candidates=given, registry=analysis_registry)
+    v = checked.validation
+    assert v is not None
+    labels = [m.label for m in v.measured]
+    assert labels[-3:] == ["fora N=2", "deep", "none"]
+    assert [m.planned.source for m in v.measured][-3:] == ["given"] * 3
+    assert v.measured[-2].planned.policy["kind"] == "deepcache"
+    # each number against a generation run here, block calls counted by forward hooks
+    base, full_calls = _generate("none", [5, 6], 20, analysis_registry)
+    assert full_calls == 20 * 8  # 20 steps x 8 blocks, the seeds in one batch
+    for m in v.measured:
+        x, calls = _generate(m.planned.policy, [5, 6], 20, analysis_registry)
+        assert m.saving == pytest.approx(1 - calls / full_calls), m.label
+        per_seed = _ssim_per_seed(x, base)
+        assert m.ssim.mean == pytest.approx(sum(per_seed) / 2, abs=1e-6), m.label
+        assert m.ssim.low <= m.ssim.mean <= m.ssim.high
+        assert m.eligible == (m.saving >= 0.15 - 1e-9)
+        if m.planned.candidate is not None:  # the trace's count equals the runtime's
+            assert m.saving == pytest.approx(m.planned.candidate.saving)
+    none = v.measured[-1]
+    assert none.saving == 0 and not none.eligible and "below the target saving" in none.note
+    assert none.ssim.mean == pytest.approx(1.0)
+    # the choice: highest SSIM among those skipping at least the target, whatever the kind
+    eligible = [m for m in v.measured if m.saving >= 0.15 - 1e-9]
+    best = max(eligible, key=lambda m: m.ssim.mean)
+    assert v.chosen is best and checked.policy_dict() == best.planned.policy
+    text = checked.summary()
+    assert "validated 6 of 6 configurations asked for" in text
+    assert "fora N=2" in text and "deep" in text
+
+
+def test_validate_says_why_it_measured_fewer_than_asked(analysis_registry):
+    workload = dataclasses.replace(TOY_WORKLOAD, generate=toy_images)
+    trace = record_trace(workload, seeds=[0, 1], num_steps=20, registry=analysis_registry)
+    result = calibrate(trace, target_saving=0.15, ssim_threshold=0.5, shortlist=9)
+    # brute force: the boundaries with some window reaching 15% (8 blocks: boundaries 0..6)
+    reach = {c.boundary for c in all_candidates(trace, 2, 1) if c.saving >= 0.15 - 1e-12}
+    assert len(result.shortlist) == len(reach) < 7
+    (why,) = result.shortfall
+    assert why.startswith(f"{len(reach)} of the 9 boundaries asked for")
+    assert "a model of 8 blocks has 7 boundaries" in why
+    missed = sorted(set(range(7)) - reach)
+    assert f"no window of boundary {', '.join(map(str, missed))} skips 15.0%" in why
+    # the default again under other names, a duplicate, a window that rounds to the
+    # default's steps, a boundary the model lacks, a policy below the target
+    start, stop = window_steps((0.25, 0.95), 20).start, window_steps((0.25, 0.95), 20).stop
+    assert window_steps((0.21, 0.94), 20) == range(start, stop)  # same steps as the default
+    given = [
+        {"kind": "blockdance", "N": 2},
+        {"kind": "blockdance", "N": 2, "boundary": 5, "window": [0.21, 0.94], "label": "near"},
+        {"kind": "fora", "N": 2},
+        {"kind": "fora", "N": 2, "label": "fora again"},
+        {"kind": "blockdance", "N": 2, "boundary": 40, "label": "too deep"},
+    ]
+    checked = validate(result, workload, seeds=[5], candidates=given, registry=analysis_registry)
+    v = checked.validation
+    assert v is not None
+    assert v.asked == 9 + 1 + 5
+    assert [m.label for m in v.measured if m.planned.source == "given"] == ["fora N=2"]
+    reasons = dict(v.not_validated)
+    assert reasons["shortlist"] == why
+    assert "same N, boundary and reuse steps as" in reasons["blockdance N=2"]
+    assert "(default)" in reasons["blockdance N=2"] and "(default)" in reasons["near"]
+    assert reasons["fora again"] == "same configuration as 'fora N=2', measured once"
+    assert (
+        "cannot begin on toy-ddim" in reasons["too deep"] and "out of range" in reasons["too deep"]
+    )
+    assert len(v.measured) + (9 - len(reach)) + 4 == v.asked  # every one accounted for
+    text = checked.summary()
+    assert "not validated (5):" in text and "too deep: cannot begin" in text
+    report = checked.to_dict()["validation"]
+    assert report["asked"] == 15 and report["validated"] == len(v.measured)
+    assert {r["what"] for r in report["not_validated"]} == set(reasons)
+    # a default below the target is left out with its reason; a bad option fails before
+    # anything runs
+    high = calibrate(trace, target_saving=0.3, ssim_threshold=0.5, shortlist=1)
+    assert high.default is not None and high.default.saving < 0.3
+    planned, left_out, asked = plan_validation(high, registry=analysis_registry)
+    assert [p.source for p in planned] == ["rule"] and asked == 2
+    assert "below the target saving 30.0%" in dict(left_out)[_default_label(high)]
+    with pytest.raises(InvalidInputError, match="'fora N=0' is not a valid policy"):
+        plan_validation(high, candidates=[{"kind": "fora", "N": 0}], registry=analysis_registry)
+    with pytest.raises(InvalidInputError, match="unknown policy kind 'nope'"):
+        plan_validation(high, candidates=["nope"], registry=analysis_registry)
+
+
+def _default_label(result) -> str:
+    d = result.default
+    return f"blockdance N={d.N} boundary {d.boundary}, 25%-95% (default)"
+
+
+def test_read_candidates_takes_names_objects_policy_files_and_lists(tmp_path):
+    policy = tmp_path / "sub" / "mine.json"
+    policy.parent.mkdir()
+    policy.write_text('{"kind": "fora", "N": 3}')
+    listing = tmp_path / "sub" / "list.json"
+    listing.write_text('["deepcache", "mine.json", {"kind": "fora", "N": 2, "label": "f2"}]')
+    assert read_candidates("fora") == ["fora"]
+    assert read_candidates('{"kind": "fora", "N": 2}') == [{"kind": "fora", "N": 2}]
+    assert read_candidates(str(policy)) == [str(policy)]
+    assert read_candidates(str(listing)) == [
+        "deepcache",
+        str(policy),  # relative to the list's folder
+        {"kind": "fora", "N": 2, "label": "f2"},
+    ]
+    bad = tmp_path / "bad.json"
+    bad.write_text("[1]")
+    with pytest.raises(InvalidInputError, match="item 0 is int"):
+        read_candidates(str(bad))
+
+
+def test_validation_plot_shows_every_measured_configuration_without_overlap(analysis_registry):
+    from matplotlib.text import Text
+
+    from blockdance_lab.analysis.plots import label_boxes, validation_figure
+
+    workload = dataclasses.replace(TOY_WORKLOAD, generate=toy_images)
+    trace = record_trace(workload, seeds=[0, 1], num_steps=20, registry=analysis_registry)
+    result = calibrate(trace, target_saving=0.15, ssim_threshold=0.5, shortlist=5)
+    checked = validate(result, workload, seeds=[5], candidates=["fora"], registry=analysis_registry)
+    v = checked.validation
+    fig, annotations = validation_figure(checked, "toy")
+    ax = fig.axes[0]
+    assert "ideal saving" in ax.get_xlabel() and "SSIM" in ax.get_ylabel()
+    assert len(annotations) == len(v.measured)
+    # each label sits at its configuration's (ideal saving, SSIM)
+    for ann, m in zip(annotations, v.measured):
+        assert ann.xy == pytest.approx((m.saving, m.ssim.mean))
+    assert annotations[-1].get_text() == "fora"
+    fig.canvas.draw()  # where the labels really are once drawn
+    renderer = fig.canvas.get_renderer()
+    boxes = [Text.get_window_extent(a, renderer) for a in annotations]
+    measured = [b.bounds for b in label_boxes(annotations, renderer)]
+    np.testing.assert_allclose([b.bounds for b in boxes], measured)  # as the placer saw them
+    for i, a in enumerate(boxes):
+        for b in boxes[:i]:
+            assert not (a.x0 < b.x1 and b.x0 < a.x1 and a.y0 < b.y1 and b.y0 < a.y1)
+    assert any(line.get_xdata()[0] == pytest.approx(0.15) for line in ax.get_lines())
 
 
 # -- command line --------------------------------------------------------------------------------
@@ -586,17 +754,31 @@ def test_calibrate_cli_writes_a_config_attach_takes(analysis_registry, tmp_path,
 
 def test_calibrate_cli_validates_on_generations(tmp_path, capsys):
     policy, report = tmp_path / "policy.json", tmp_path / "report.json"
+    listing = tmp_path / "more.json"
+    listing.write_text('["deepcache", {"kind": "fora", "N": 2, "label": "fora twice"}]')
     args = ["calibrate", "--workload", "dit-s2", "--seeds", "1", "--steps", "8", "--quiet"]
     code = main([*args, "--validate", "2", "--validate-seeds", "1", "--ssim-threshold", "0.0",
+                 "--candidate", '{"kind": "fora", "N": 2}', "--candidate", str(listing),
                  "--out", str(policy), "--report", str(report)])  # fmt: skip
     assert code == 0
     text = capsys.readouterr().out
-    assert "validating 2 shortlisted configurations" in text and "measured SSIM" in text
-    details = json.loads(report.read_text())
+    assert "validating on dit-s2, 1 seeds, 8 steps: 2 shortlisted (of 2 asked)" in text
+    assert "measured SSIM" in text
+    assert "fora twice: same configuration as 'fora N=2', measured once" in text
+    details = json.loads(report.read_text())["validation"]
     measured = details["measured"]
-    assert len(measured) in (2, 3)  # the default joins when it reaches the saving
-    best = max(measured, key=lambda m: (m["ssim"], m["saving"]))
-    config = json.loads(policy.read_text())
-    assert (config["boundary"], config["window"]) == (best["boundary"], best["window"])
+    sources = [m["source"] for m in measured]
+    assert sources[:2] == ["rule", "shortlist"]
+    assert [m["label"] for m in measured if m["source"] == "given"] == ["fora N=2", "deepcache"]
+    assert details["asked"] == 2 + 1 + 3
+    assert len(measured) + len(details["not_validated"]) == details["asked"]
+    eligible = [m for m in measured if m["saving"] >= details["target_saving"] - 1e-9]
+    best = max(eligible, key=lambda m: (m["ssim"], m["saving"]))
+    assert details["chosen"] == best["label"]
+    assert json.loads(policy.read_text()) == best["policy"]
+    plot = tmp_path / "policy_validation.png"  # beside the policy JSON, named after it
+    assert plot.stat().st_size > 5000 and str(plot) in text
     with pytest.raises(SystemExit, match="--target-saving"):
         main([*args, "--validate", "2", "--target-similarity", "0.1"])
+    with pytest.raises(SystemExit, match="--target-saving"):
+        main([*args, "--candidate", "fora", "--target-similarity", "0.1"])

@@ -6,7 +6,56 @@ import json
 
 import pytest
 
-from blockdance.cli import main
+from blockdance.cli import build_parser, main
+from blockdance_lab.cli import demo_note, demo_plan
+from blockdance_lab.workload import get_workload
+
+SHIPPED = ("dit-tiny-shapes", "sd3-tiny-shapes", "stdit-tiny-shapes")
+
+
+def _plans(*flags: str) -> dict[str, tuple[int, int, int]]:
+    """``(seeds, steps, repeats)`` per shipped workload for ``blockdance demo FLAGS``."""
+    args = build_parser().parse_args(["demo", *flags])
+    return {name: demo_plan(args, get_workload(name)) for name in SHIPPED}
+
+
+def test_demo_defaults_to_a_quick_run_on_every_shipped_model():
+    # the quick demo: 8 images per image model, 2 videos, one timed repeat, 50 steps
+    assert _plans() == {
+        "dit-tiny-shapes": (8, 50, 1),
+        "sd3-tiny-shapes": (8, 50, 1),
+        "stdit-tiny-shapes": (2, 50, 1),
+    }
+
+
+def test_demo_full_is_the_readme_full_tables():
+    # the README's --full tables: 64 images, 16 videos, 3 timed repeats, 50 steps
+    assert _plans("--full") == {
+        "dit-tiny-shapes": (64, 50, 3),
+        "sd3-tiny-shapes": (64, 50, 3),
+        "stdit-tiny-shapes": (16, 50, 3),
+    }
+
+
+@pytest.mark.parametrize("preset", [[], ["--full"]])
+def test_demo_explicit_flags_override_quick_and_full(preset):
+    flags = [*preset, "--seeds", "5", "--repeats", "2", "--steps", "20"]
+    assert set(_plans(*flags).values()) == {(5, 20, 2)}
+    # one flag alone leaves the preset's other defaults
+    repeats = 3 if preset else 1
+    assert _plans(*preset, "--seeds", "2")["sd3-tiny-shapes"] == (2, 50, repeats)
+
+
+def test_demo_note_says_how_much_and_how_noisy():
+    quick = build_parser().parse_args(["demo"])
+    note = demo_note(quick, get_workload("stdit-tiny-shapes"), 2, 1)
+    assert "2 videos (seeds 0..1)" in note and "1 timed repeat" in note
+    assert "noisy" in note and "ideal column" in note and "exact" in note
+    assert "blockdance demo --full (16 videos, 3 repeats)" in note
+    full = build_parser().parse_args(["demo", "--full"])
+    note = demo_note(full, get_workload("dit-tiny-shapes"), 64, 3)
+    assert "64 images (seeds 0..63)" in note and "3 interleaved timed repeats" in note
+    assert "--full (" not in note and "rough" not in note
 
 
 def test_list_shows_plugins_policies_and_models(capsys):
@@ -49,6 +98,8 @@ def test_demo_writes_table_json_and_map(tmp_path, capsys):
     assert code == 0
     text = capsys.readouterr().out
     assert "blockdance N=2" in text and "schedule" in text and "reduction" in text
+    assert "quick demo: 2 samples, 8 DDIM steps, 1 timed repeat" in text
+    assert "2 samples (seeds 0..1), 1 timed repeat" in text
     out = out / "dit-s2"
     rows = json.loads((out / "demo.json").read_text())
     assert [r["policy"] for r in rows] == ["baseline", "blockdance N=2", "schedule"]
@@ -74,6 +125,8 @@ def test_demo_runs_every_shipped_model_with_quality_and_pictures(tmp_path, capsy
     text = capsys.readouterr().out
     shipped = ["dit-tiny-shapes", "sd3-tiny-shapes", "stdit-tiny-shapes"]
     assert all(f"workload {name}" in text for name in shipped)
+    assert text.count("4 images (seeds 0..3), 1 timed repeat") == 2
+    assert "4 videos (seeds 0..3), 1 timed repeat" in text
     assert "FD-probe" in text and "accuracy" in text
     for name in shipped:
         rows = json.loads((out / name / "demo.json").read_text())

@@ -5,7 +5,8 @@
   the SSIM of adjacent steps' predicted clean samples x̂₀ (:func:`predicted_x0`);
 - :class:`Trace` holds the numbers (``to_json``, ``to_csv``);
 - :func:`calibrate` proposes a BlockDance boundary block and reuse window for a target;
-  :func:`validate` measures its shortlist on a few generations and keeps the best.
+  :func:`validate` measures its shortlist, the default and any other policy configurations
+  on a few generations and keeps the best.
 
 The command line is ``blockdance analyze`` and ``blockdance calibrate``; docs/analysis.md
 describes the measurements, the plots and the calibration rule.
@@ -28,7 +29,15 @@ from blockdance_lab.analysis.trace import (
     default_x_input,
     record_trace,
 )
-from blockdance_lab.analysis.validate import VALIDATION_SEED0, validate
+from blockdance_lab.analysis.validate import (
+    VALIDATION_SEED0,
+    Measured,
+    Planned,
+    Validation,
+    plan_validation,
+    read_candidates,
+    validate,
+)
 from blockdance_lab.analysis.x0 import UnsupportedSchedulerError, model_prediction, predicted_x0
 
 __all__ = [
@@ -36,15 +45,20 @@ __all__ = [
     "Calibration",
     "CalibrationError",
     "Candidate",
+    "Measured",
+    "Planned",
     "Trace",
     "TraceRecorder",
     "UnsupportedSchedulerError",
+    "Validation",
     "XInput",
     "calibrate",
     "default_x_input",
     "evaluate_config",
     "model_prediction",
+    "plan_validation",
     "predicted_x0",
+    "read_candidates",
     "record_trace",
     "settle_step",
     "validate",

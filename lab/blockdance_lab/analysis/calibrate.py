@@ -30,13 +30,16 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from blockdance.errors import BlockDanceError
 from blockdance.policies.blockdance import BlockDanceConfig, window_steps
 from blockdance_lab.analysis.trace import Trace
+
+if TYPE_CHECKING:
+    from blockdance_lab.analysis.validate import Validation
 
 __all__ = [
     "Calibration",
@@ -111,10 +114,12 @@ class Calibration:
         notes: What was relaxed or assumed.
         shortlist: The best candidate of each boundary block by the rule, best first
             (``chosen`` is the first), when asked for.
-        measured: SSIM to the full model of each validated configuration, as
-            ``(candidate, ssim)`` pairs in shortlist order (see
-            :func:`~blockdance_lab.analysis.validate.validate`); empty when not validated.
         num_steps: Steps of the trace the candidates were evaluated on.
+        shortlist_asked: How many shortlisted boundaries were asked for.
+        shortfall: Why the shortlist holds fewer boundaries than asked (empty when it
+            does not).
+        validation: What :func:`~blockdance_lab.analysis.validate.validate` measured and
+            chose, and what it left out; None when not validated.
     """
 
     chosen: Candidate
@@ -125,15 +130,33 @@ class Calibration:
     ssim_threshold: float
     notes: tuple[str, ...] = field(default_factory=tuple)
     shortlist: tuple[Candidate, ...] = field(default_factory=tuple)
-    measured: tuple[tuple[Candidate, float], ...] = field(default_factory=tuple)
     num_steps: int = 0
+    shortlist_asked: int = 0
+    shortfall: tuple[str, ...] = field(default_factory=tuple)
+    validation: Validation | None = None
 
     @property
     def config(self) -> BlockDanceConfig:
+        """The proposed ``blockdance`` configuration (:attr:`chosen`)."""
         return self.chosen.config
 
+    @property
+    def measured(self) -> tuple[tuple[Candidate, float], ...]:
+        """``(candidate, mean SSIM)`` of each validated configuration this calibration
+        found (shortlist and default), in validation order; empty when not validated."""
+        if self.validation is None:
+            return ()
+        return tuple(
+            (m.planned.candidate, m.ssim.mean)
+            for m in self.validation.measured
+            if m.planned.candidate is not None
+        )
+
     def policy_dict(self) -> dict[str, Any]:
-        """``{"kind": "blockdance", "N": ..., "boundary": ..., "window": [...]}``."""
+        """The configuration to use: validation's choice whatever its kind, else
+        ``{"kind": "blockdance", "N": ..., "boundary": ..., "window": [...]}``."""
+        if self.validation is not None and self.validation.chosen is not None:
+            return dict(self.validation.chosen.planned.policy)
         return self.config.model_dump(mode="json")
 
     def write(self, path: str | Path) -> Path:
@@ -154,7 +177,9 @@ class Calibration:
             "ssim_threshold": self.ssim_threshold,
             "notes": list(self.notes),
             "shortlist": [c.to_dict() for c in self.shortlist],
-            "measured": [{**c.to_dict(), "ssim": v} for c, v in self.measured],
+            "shortlist_asked": self.shortlist_asked,
+            "shortfall": list(self.shortfall),
+            "validation": self.validation.to_dict() if self.validation else None,
         }
 
     def summary(self) -> str:
@@ -174,23 +199,17 @@ class Calibration:
                 f"{d.window[1]:.4g}) -> {len(d.reuse_steps)} reuse steps, saving "
                 f"{d.saving:.1%}, reuse distance {d.distance:.4f} (max {d.max_distance:.4f})"
             )
-        if self.measured:
+        if self.validation is not None:
             lines.append("measured SSIM to the full model:")
-            for cand, value in self.measured:
-                mark = "*" if cand == c else " "
-                tags = [
-                    name
-                    for name, hit in (
-                        ("the rule's choice", bool(self.shortlist) and cand == self.shortlist[0]),
-                        ("default", cand == self.default),
-                    )
-                    if hit
-                ]
-                tag = f" ({', '.join(tags)})" if tags else ""
+            lines += self.validation.summary_lines()
+            best = self.validation.chosen
+            if best is not None and best.planned.candidate is None:
                 lines.append(
-                    f" {mark} boundary={cand.boundary} window=({cand.window[0]:.4g}, "
-                    f"{cand.window[1]:.4g}) saving {cand.saving:.1%}: SSIM {value:.4f}{tag}"
+                    f"chosen by validation: {best.label} {json.dumps(best.planned.policy)} "
+                    "(a given configuration; the policy file holds it)"
                 )
+        elif self.shortfall:
+            lines += [f"shortlist: {why}" for why in self.shortfall]
         lines += [f"note: {n}" for n in self.notes]
         return "\n".join(lines)
 
@@ -407,6 +426,12 @@ def calibrate(
     per_boundary = [grid.best(mask & (grid.boundary == b), keys) for b in range(trace.num_blocks)]
     ranked = [j for j in per_boundary if j is not None]
     ranked.sort(key=lambda j: tuple(k[j] for k in keys))
+    shortfall = (
+        _shortfall(grid, trace.num_blocks, shortlist, [int(grid.boundary[j]) for j in ranked],
+                   target, value)
+        if shortlist > len(ranked)
+        else []
+    )  # fmt: skip
     return Calibration(
         chosen=chosen,
         default=default,
@@ -417,4 +442,35 @@ def calibrate(
         notes=tuple(notes),
         shortlist=tuple(_candidate(trace, n, grid, j, end) for j in ranked[:shortlist]),
         num_steps=steps,
+        shortlist_asked=shortlist,
+        shortfall=tuple(shortfall),
     )
+
+
+def _shortfall(
+    grid: _Grid, blocks: int, asked: int, found: list[int], target: str, value: float
+) -> list[str]:
+    """Why the shortlist holds fewer than ``asked`` boundaries: each boundary ``0..B-2`` has
+    at most one shortlisted window, and some cannot meet the target with any window."""
+    head = f"{len(found)} of the {asked} boundaries asked for"
+    reasons = []
+    if asked > blocks - 1:
+        reasons.append(
+            f"a model of {blocks} blocks has {blocks - 1} boundaries (0..{blocks - 2}: at least "
+            "one deep block computes at reuse steps)"
+        )
+    missed = [b for b in range(blocks - 1) if b not in found]
+    if missed and target == "saving":
+        most = [float(grid.saving[grid.boundary == b].max(initial=0.0)) for b in missed]
+        reasons.append(
+            f"no window of boundary {', '.join(map(str, missed))} skips {value:.1%} (the most: "
+            + ", ".join(f"{m:.1%}" for m in most)
+            + ")"
+        )
+    elif missed:
+        least = [float(grid.distance[grid.boundary == b].min(initial=np.inf)) for b in missed]
+        reasons.append(
+            f"no window of boundary {', '.join(map(str, missed))} keeps the reuse distance "
+            f"<= {value:g} (the least: " + ", ".join(f"{d:.4g}" for d in least) + ")"
+        )
+    return [f"{head}: {'; '.join(reasons)}"]

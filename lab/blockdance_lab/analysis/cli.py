@@ -13,9 +13,14 @@ import torch
 from blockdance import default_registry
 from blockdance.policies.blockdance import window_steps
 from blockdance_lab.analysis.calibrate import SSIM_THRESHOLD, WINDOW_END, calibrate, settle_step
-from blockdance_lab.analysis.plots import save_heatmap, save_surface, save_x0_curve
+from blockdance_lab.analysis.plots import (
+    save_heatmap,
+    save_surface,
+    save_validation_plot,
+    save_x0_curve,
+)
 from blockdance_lab.analysis.trace import Trace, record_trace
-from blockdance_lab.analysis.validate import VALIDATION_SEED0, validate
+from blockdance_lab.analysis.validate import VALIDATION_SEED0, read_candidates, validate
 from blockdance_lab.workload import DEFAULT_WORKLOAD, get_workload
 
 __all__ = ["add_commands", "cmd_analyze", "cmd_calibrate"]
@@ -82,11 +87,20 @@ def cmd_analyze(args: argparse.Namespace) -> int:
     return 0
 
 
+def validation_plot_path(out: str | Path) -> Path:
+    """Where ``calibrate`` writes its validation plot: beside the policy JSON ``out``,
+    named after it (``policy.json`` -> ``policy_validation.png``)."""
+    out = Path(out)
+    return out.with_name(f"{out.stem}_validation.png")
+
+
 def cmd_calibrate(args: argparse.Namespace) -> int:
-    if args.validate and args.target_similarity is not None:
+    candidates = [entry for spec in args.candidate or [] for entry in read_candidates(spec)]
+    validating = bool(args.validate or candidates)
+    if validating and args.target_similarity is not None:
         raise SystemExit(
-            "error: --validate compares configurations that reach one saving; use it with "
-            "--target-saving (or no target), not --target-similarity"
+            "error: --validate and --candidate compare configurations that reach one saving; "
+            "use them with --target-saving (or no target), not --target-similarity"
         )
     trace = Trace.from_json(args.trace) if args.trace else _run_trace(args)
     result = calibrate(
@@ -98,25 +112,32 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
         end=args.end,
         shortlist=args.validate,
     )
-    if args.validate:
+    written: list[Path] = []
+    if validating:
         registry = default_registry()
         name = trace.meta.get("workload") or args.workload
         workload = get_workload(name, registry)
         seeds = range(VALIDATION_SEED0, VALIDATION_SEED0 + args.validate_seeds)
+        shortlisted = len(result.shortlist) or 1
         print(
-            f"validating {len(result.shortlist)} shortlisted configurations and the default "
-            f"on {workload.name}, {len(seeds)} seeds, {trace.num_steps} steps"
+            f"validating on {workload.name}, {len(seeds)} seeds, {trace.num_steps} steps: "
+            f"{shortlisted} shortlisted (of {max(args.validate, 1)} asked), the default, "
+            f"{len(candidates)} given"
         )
         result = validate(
             result,
             workload,
             seeds=seeds,
+            candidates=candidates,
             registry=registry,
             progress=not args.quiet,
         )
+        title = f"{workload.name}: N={args.N}, {trace.num_steps} steps"
+        plot = save_validation_plot(result, validation_plot_path(args.out), title)
+        written += [plot] if plot is not None else []
     path = result.write(args.out)
     print(result.summary())
-    written = [path]
+    written.insert(0, path)
     if args.report:
         report = Path(args.report)
         report.parent.mkdir(parents=True, exist_ok=True)
@@ -193,8 +214,18 @@ def add_commands(subparsers: Any) -> None:
         type=int,
         default=0,
         metavar="K",
-        help="generate with the best window of each of the K best boundary blocks and the "
-        "default, and choose the one closest to the full model (measured SSIM)",
+        help="generate with the best window of each of the K best boundary blocks, the "
+        "default and every --candidate, and choose the one closest to the full model "
+        "(measured SSIM) among those reaching the target saving; writes "
+        "<out stem>_validation.png beside --out",
+    )
+    p.add_argument(
+        "--candidate",
+        action="append",
+        metavar="POLICY",
+        help="also validate this configuration (any registered kind): a kind name, a JSON "
+        'object such as \'{"kind": "fora", "N": 2}\', a policy file, or a JSON file holding '
+        "a list of them (repeatable; implies validation)",
     )
     p.add_argument(
         "--validate-seeds",

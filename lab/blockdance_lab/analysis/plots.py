@@ -4,13 +4,15 @@
   Figure 11;
 - :func:`save_heatmap`: the same numbers as a block × step heat-map (log colour scale), with
   the architecture's default boundary and window drawn on it;
-- :func:`save_x0_curve`: SSIM between adjacent steps' x̂₀, per guidance branch.
+- :func:`save_x0_curve`: SSIM between adjacent steps' x̂₀, per guidance branch;
+- :func:`save_validation_plot`: a validation's measured SSIM against the ideal saving.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -18,7 +20,27 @@ from blockdance.policies.blockdance import window_steps
 from blockdance_lab.analysis.trace import Trace
 from blockdance_lab.report import load_pyplot
 
-__all__ = ["save_heatmap", "save_surface", "save_x0_curve"]
+if TYPE_CHECKING:
+    from blockdance_lab.analysis.calibrate import Calibration
+    from blockdance_lab.analysis.validate import Planned
+
+__all__ = [
+    "label_boxes",
+    "place_labels",
+    "save_heatmap",
+    "save_surface",
+    "save_validation_plot",
+    "save_x0_curve",
+    "validation_figure",
+]
+
+#: Marker colour of each source of a validated configuration.
+SOURCE_COLOURS = {
+    "rule": "tab:blue",
+    "shortlist": "tab:blue",
+    "default": "tab:orange",
+    "given": "tab:purple",
+}
 
 
 def _title(trace: Trace) -> str:
@@ -103,6 +125,149 @@ def save_x0_curve(
     ax.legend(fontsize=7, loc="lower right")
     ax.grid(alpha=0.3)
     return _save(plt, fig, path)
+
+
+def label_boxes(annotations: Sequence[Any], renderer: Any) -> list[Any]:
+    """The display boxes of annotations' texts (not their leader lines), each measured at
+    its current position."""
+    from matplotlib.text import Text
+
+    boxes = []
+    for ann in annotations:
+        ann.update_positions(renderer)  # an annotation moves its text only when drawn
+        boxes.append(Text.get_window_extent(ann, renderer))
+    return boxes
+
+
+def _overlaps(a: Any, b: Any) -> bool:
+    return bool(a.x0 < b.x1 and b.x0 < a.x1 and a.y0 < b.y1 and b.y0 < a.y1)
+
+
+def place_labels(
+    ax: Any, points: Sequence[tuple[float, float]], labels: Sequence[str], fontsize: float = 7
+) -> list[Any]:
+    """Annotate each point with its label, moving a label up or down (a leader line joins
+    it to its point) until its text overlaps no label already placed.
+
+    Call it after the axes' limits and the figure's layout are final: it measures the
+    labels with the figure's renderer.
+    """
+    renderer = ax.figure.canvas.get_renderer()
+    step = fontsize + 2  # points
+    placed: list[Any] = []
+    annotations: list[Any] = [None] * len(points)
+    for i in sorted(range(len(points)), key=lambda i: -points[i][1]):
+        ann = ax.annotate(
+            labels[i],
+            points[i],
+            xytext=(6, 2),
+            textcoords="offset points",
+            fontsize=fontsize,
+            arrowprops={"arrowstyle": "-", "lw": 0.4, "color": "0.6", "shrinkA": 0, "shrinkB": 3},
+        )
+        for k in range(1, 400):
+            (box,) = label_boxes([ann], renderer)
+            if not any(_overlaps(box, other) for other in placed):
+                break
+            offset = (k + 1) // 2 * step * (1 if k % 2 else -1)  # up, down, further up, ...
+            ann.xyann = (6, 2 + offset)
+        placed.extend(label_boxes([ann], renderer))
+        annotations[i] = ann
+    return annotations
+
+
+def validation_figure(calibration: Calibration, title: str = "") -> tuple[Any, list[Any]]:
+    """SSIM to the full model (95% interval over the seeds) against the ideal saving (the
+    share of block calls skipped; exact) of each validated configuration, with the target
+    saving drawn; the chosen one is ringed, those below the target are hollow.
+
+    Returns:
+        The figure and its label annotations.
+
+    Raises:
+        ValueError: The calibration was not validated.
+    """
+    validation = calibration.validation
+    if validation is None:
+        raise ValueError("the calibration was not validated: nothing measured to plot")
+    plt = load_pyplot()
+    fig, ax = plt.subplots(figsize=(8, 4.8))
+    shown = [m for m in validation.measured if m.saving is not None]
+    points = [(float(m.saving), m.ssim.mean) for m in shown]  # type: ignore[arg-type]
+    for m, (x, y) in zip(shown, points):
+        colour = SOURCE_COLOURS.get(m.planned.source, "tab:gray")
+        err = [[y - m.ssim.low], [m.ssim.high - y]]
+        ax.errorbar(
+            x,
+            y,
+            yerr=err,
+            fmt="o",
+            ms=6,
+            capsize=2,
+            color=colour,
+            mfc=colour if m.eligible else "white",
+            zorder=3,
+        )
+        if validation.chosen is m:
+            ax.plot(x, y, "o", ms=14, mfc="none", mec="tab:red", mew=1.5, zorder=4)
+    ax.axvline(
+        validation.target_saving,
+        color="grey",
+        ls="--",
+        lw=1,
+        label=f"target saving {validation.target_saving:.1%}",
+    )
+    for source, name in (("rule", "found by calibration"), ("default", "default"),
+                         ("given", "given (--candidate)")):  # fmt: skip
+        if any(m.planned.source in (source, "shortlist" if source == "rule" else source)
+               for m in shown):  # fmt: skip
+            ax.plot([], [], "o", color=SOURCE_COLOURS[source], label=name)
+    if any(not m.eligible for m in shown):
+        ax.plot([], [], "o", mfc="white", mec="0.4", label="below the target: not chosen")
+    ax.plot([], [], "o", ms=10, mfc="none", mec="tab:red", label="chosen")
+    xlabel = "ideal saving (share of block calls skipped; exact)"
+    missing = [m.label for m in validation.measured if m.saving is None]
+    if missing:
+        xlabel += f"\nnot shown (no ideal saving): {', '.join(missing)}"
+    ax.set_xlabel(xlabel, fontsize=8)
+    ax.set_ylabel("SSIM to the full model (95% CI over seeds)", fontsize=8)
+    ax.xaxis.set_major_formatter(plt.FuncFormatter(lambda v, _: f"{v:.0%}"))
+    ax.grid(alpha=0.3)
+    ax.margins(x=0.3, y=0.2)
+    ax.legend(fontsize=7, loc="lower left")
+    first = validation.seeds[0] if validation.seeds else 0
+    ax.set_title(
+        (title or "validation") + f" — {len(validation.seeds)} seeds from {first}", fontsize=9
+    )
+    fig.tight_layout()
+    ax.set_xlim(ax.get_xlim())  # freeze the limits the labels are measured against
+    ax.set_ylim(ax.get_ylim())
+    annotations = place_labels(ax, points, [_short_label(m.planned) for m in shown])
+    return fig, annotations
+
+
+def _short_label(planned: Planned) -> str:
+    """A plot label: a found candidate by its boundary and window (N is in the title)."""
+    c = planned.candidate
+    if c is None:
+        return planned.label
+    tag = {"rule": " (rule)", "default": " (default)"}.get(planned.source, "")
+    return f"boundary {c.boundary}, {c.window[0]:.0%}-{c.window[1]:.0%}{tag}"
+
+
+def save_validation_plot(
+    calibration: Calibration, path: str | Path, title: str = ""
+) -> Path | None:
+    """Write :func:`validation_figure` to ``path``; None when matplotlib is not installed."""
+    plt = load_pyplot()
+    if plt is None:
+        return None
+    fig, _ = validation_figure(calibration, title)
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
 
 
 def _save(plt: Any, fig: Any, path: str | Path) -> Path:
