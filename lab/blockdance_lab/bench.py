@@ -733,13 +733,24 @@ def _intersects(a: Any, b: Any) -> bool:
 
 
 def place_labels(
-    ax: Any, points: Sequence[tuple[float, float]], labels: Sequence[str], fontsize: float = 7
+    ax: Any,
+    points: Sequence[tuple[float, float]],
+    labels: Sequence[str],
+    fontsize: float = 7,
+    colors: Sequence[str] | None = None,
 ) -> list[Any]:
     """Annotate each point with its label, moving a label up or down (a leader line joins
     it to its point) until its box overlaps no label already placed.
 
     Call it after the axes' limits and the figure's layout are final: it measures the
     labels with the figure's renderer.
+
+    Args:
+        ax: The axes.
+        points: Data coordinates of the points.
+        labels: One label per point.
+        fontsize: Label size in points.
+        colors: One text colour per point (default: matplotlib's text colour).
     """
     from matplotlib.text import Text
 
@@ -756,8 +767,10 @@ def place_labels(
             textcoords="offset points",
             fontsize=fontsize,
             arrowprops={"arrowstyle": "-", "lw": 0.4, "color": "0.6", "shrinkA": 0, "shrinkB": 3},
+            **({"color": colors[i]} if colors is not None else {}),
         )
         for k in range(1, 200):
+            ann.update_positions(renderer)  # Text's extent alone would measure the old place
             box = text_box(ann, renderer)
             if not any(_intersects(box, other) for other in placed):
                 break
@@ -830,6 +843,23 @@ def save_pareto_plot(rows: Sequence[dict[str, Any]], path: Path, title: str = ""
 _SWEEP_MARKERS = ("o", "s", "^", "D", "v", "P", "X")
 
 
+def _common_prefix(labels: Sequence[str]) -> str:
+    """The words that two or more distinct labels all start with (``"blockdance "`` for
+    ``blockdance N=2`` and ``blockdance N=3``); empty for fewer than two labels."""
+    distinct = list(dict.fromkeys(labels))
+    if len(distinct) < 2:
+        return ""
+    words = [label.split(" ") for label in distinct]
+    common = []
+    for parts in zip(*words):
+        if len(set(parts)) != 1:
+            break
+        common.append(parts[0])
+    if any(len(w) == len(common) for w in words):  # a label would be left empty
+        common = common[:-1]
+    return " ".join(common) + " " if common else ""
+
+
 def sweep_figure(rows: Sequence[dict[str, Any]], title: str = "") -> tuple[Any, list[list[Any]]]:
     """The step sweep's figure: SSIM (with its 95% interval) against the ideal saving
     (left, exact) and against the measured latency reduction (right, noisy), one series per
@@ -839,12 +869,19 @@ def sweep_figure(rows: Sequence[dict[str, Any]], title: str = "") -> tuple[Any, 
         rows: :func:`result_rows` of a step sweep (each row has ``steps``).
         title: The figure's title.
 
+    The points are labelled in their series' colour with the row's label, less the words
+    every row's label starts with (``N=2`` for ``blockdance N=2``), which the legend names.
+
     Returns:
         The figure, and each panel's label annotations.
     """
     plt = load_pyplot()
     ok = [r for r in rows if r["status"] == "ok" and r.get("ssim") is not None]
     step_counts = list(dict.fromkeys(r["steps"] for r in rows))
+    prefix = _common_prefix([r["policy"] for r in ok if r["policy"] != BASELINE_LABEL])
+    legend_title = "steps (each its own baseline)"
+    if prefix:
+        legend_title += f"\nlabels: {prefix}..."
     colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
     fig, axes = plt.subplots(1, 2, figsize=(11, 4.6), sharey=True)
     panels = [
@@ -855,6 +892,7 @@ def sweep_figure(rows: Sequence[dict[str, Any]], title: str = "") -> tuple[Any, 
     for ax, (key, xlabel) in zip(axes, panels):
         points: list[tuple[float, float]] = []
         labels: list[str] = []
+        label_colors: list[str] = []
         for k, steps in enumerate(step_counts):
             shown = sorted(
                 (r for r in ok if r["steps"] == steps and r.get(key) is not None),
@@ -883,7 +921,8 @@ def sweep_figure(rows: Sequence[dict[str, Any]], title: str = "") -> tuple[Any, 
             for r, x, y in zip(shown, xs, ys):
                 if r["policy"] != BASELINE_LABEL:
                     points.append((x, y))
-                    labels.append(f"{r['policy']} ({steps} steps)")
+                    labels.append(r["policy"][len(prefix) :])
+                    label_colors.append(color)
         missing = sorted({r["policy"] for r in ok if r.get(key) is None})
         if missing:
             xlabel += f"\nnot shown (no {key}): {', '.join(missing)}"
@@ -891,16 +930,16 @@ def sweep_figure(rows: Sequence[dict[str, Any]], title: str = "") -> tuple[Any, 
         ax.xaxis.set_major_formatter(plt.FuncFormatter(lambda v, _: f"{v:.0%}"))
         ax.grid(alpha=0.3)
         ax.margins(x=0.25, y=0.15)
-        ax.legend(fontsize=8, loc="lower left", title="steps: own baseline", title_fontsize=7)
-        plotted.append((ax, points, labels))
+        ax.legend(fontsize=8, loc="lower left", title=legend_title, title_fontsize=7)
+        plotted.append((ax, points, labels, label_colors))
     axes[0].set_ylabel("SSIM to the same step count's baseline (95% CI)")
     fig.suptitle(title or "step sweep: saving against consistency", fontsize=10)
     fig.tight_layout()
     annotations = []
-    for ax, points, labels in plotted:
+    for ax, points, labels, label_colors in plotted:
         ax.set_xlim(ax.get_xlim())  # freeze the limits the labels are measured against
         ax.set_ylim(ax.get_ylim())
-        annotations.append(place_labels(ax, points, labels))
+        annotations.append(place_labels(ax, points, labels, colors=label_colors))
     return fig, annotations
 
 

@@ -344,6 +344,7 @@ def test_without_a_sweep_rows_have_no_steps():
 
 
 def test_sweep_figure_has_a_series_per_step_count_and_labels_do_not_overlap():
+    policies = (("baseline", 0.0), ("blockdance N=2", 0.25), ("blockdance N=3", 0.35))
     rows = [
         {
             "policy": name,
@@ -356,13 +357,23 @@ def test_sweep_figure_has_a_series_per_step_count_and_labels_do_not_overlap():
             "ssim_ci_high": None if name == "baseline" else 0.97,
         }
         for steps in (20, 30, 50)
-        for name, ideal in (("baseline", 0.0), ("blockdance N=2", 0.25), ("N=3", 0.35))
+        for name, ideal in policies
     ]
     fig, panels = sweep_figure(rows)
+    fig.canvas.draw()  # measure where the labels are drawn, not where they were created
     ideal_ax = fig.axes[0]
-    legend = [t.get_text() for t in ideal_ax.get_legend().get_texts()]
-    assert legend == ["20 steps", "30 steps", "50 steps"]
-    assert len(panels[0]) == 6  # the baselines are not labelled: they sit at (0, 1)
+    legend = ideal_ax.get_legend()
+    assert [t.get_text() for t in legend.get_texts()] == ["20 steps", "30 steps", "50 steps"]
+    assert "labels: blockdance" in legend.get_title().get_text()  # the words cut from labels
+    # one line per step count through its baseline and rows, in the order of the saving
+    lines = [container.lines[0] for container in ideal_ax.containers]  # errorbar's data line
+    assert [list(line.get_xdata()) for line in lines] == [[0.0, 0.25, 0.35]] * 3
+    series_color = {steps: line.get_color() for steps, line in zip((20, 30, 50), lines)}
+    # the baselines are not labelled (they sit at (0, 1)); each label has its series' colour
+    assert sorted(a.get_text() for a in panels[0]) == ["N=2"] * 3 + ["N=3"] * 3
+    for annotation in panels[0]:
+        steps = next(r["steps"] for r in rows if r["ssim"] == annotation.xy[1])
+        assert annotation.get_color() == series_color[steps]
     renderer = fig.canvas.get_renderer()
     boxes = [Text.get_window_extent(a, renderer) for a in panels[0]]
     for a, b in itertools.combinations(boxes, 2):
