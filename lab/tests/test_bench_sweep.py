@@ -7,6 +7,7 @@ import csv
 import dataclasses
 import itertools
 import json
+from pathlib import Path
 from typing import Literal
 
 import numpy as np
@@ -378,3 +379,11 @@ def test_sweep_figure_has_a_series_per_step_count_and_labels_do_not_overlap():
     boxes = [Text.get_window_extent(a, renderer) for a in panels[0]]
     for a, b in itertools.combinations(boxes, 2):
         assert not (a.x0 < b.x1 and b.x0 < a.x1 and a.y0 < b.y1 and b.y0 < a.y1), (a, b)
+
+
+def test_the_step_sweep_bench_file_is_a_valid_spec():
+    path = Path(__file__).parents[2] / "benchmarks" / "steps_tiny_dit.yaml"
+    spec = load_bench_spec(path)
+    assert spec.workload == "dit-tiny-shapes" and spec.seeds == 32
+    assert spec.steps == (20, 30, 50, 100)
+    assert labels(spec)[1:] == ["blockdance N=2", "blockdance N=3", "blockdance N=4"]
