@@ -13,6 +13,14 @@ A bench file (JSON or YAML) names the workload, the seeds and the policies::
       - {kind: fora, N: 2, label: "FORA N=2"}
       - deepcache
       - {kind: "diffusers:first-block-cache", threshold: 0.05}
+      - {kind: blockdance, sweep: {N: [3, 4]}}   # one row per value: N=3, N=4
+
+A list of step counts (``steps: [20, 30, 50]``) sweeps the steps: the whole bench (baseline
+and rows) runs once per step count, and each step count's rows are compared with its own
+baseline. Inside a policy entry, ``sweep:`` maps option names to lists of values and
+expands the entry into one row per value (per combination, for several options); a plain
+list given to an option is always that option's value, never a sweep
+(:func:`expand_policy_sweeps`).
 
 Kinds starting with ``diffusers:`` are diffusers' own caches, run as external baselines on
 the same pipeline and seeds (:mod:`blockdance_lab.external`). The baseline (policy ``none``)
@@ -26,25 +34,27 @@ as a paired difference to a reference row (:mod:`blockdance_lab.statistics`). Un
 from __future__ import annotations
 
 import csv
+import dataclasses
 import importlib.metadata
+import itertools
 import json
 import shlex
 import sys
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
 import torch
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from blockdance import PolicyLike, Registry, default_registry
 from blockdance.errors import InvalidInputError
 from blockdance_lab._distributed import DistContext, gather_runs, shard
 from blockdance_lab.compare import PolicyRun, attached, compare_policies
 from blockdance_lab.external import is_external, parse_external
-from blockdance_lab.policy_entries import check_policies, labelled
+from blockdance_lab.policy_entries import labelled
 from blockdance_lab.report import (
     add_consistency_metrics,
     add_quality_metrics,
@@ -62,13 +72,17 @@ from blockdance_lab.workload import DEFAULT_WORKLOAD, Workload, get_workload
 __all__ = [
     "BenchResult",
     "BenchSpec",
+    "SweptRun",
     "check_begin",
+    "check_rows",
+    "expand_policy_sweeps",
     "format_bench_table",
     "load_bench_spec",
     "pareto_figure",
     "pareto_front",
     "result_rows",
     "run_bench",
+    "sweep_figure",
     "write_results",
 ]
 
@@ -77,6 +91,120 @@ BASELINE_LABEL = "baseline"
 #: Per-seed metrics -> the name of their summary in the rows (``correct`` averages to the
 #: accuracy).
 PER_SEED_SUMMARY = {"ssim": "ssim", "psnr": "psnr", "correct": "accuracy", "class_logit": "logit"}
+
+#: The key of a policy entry that sweeps options: ``{kind: blockdance, sweep: {N: [2, 3]}}``.
+SWEEP_KEY = "sweep"
+
+
+def _value_text(value: Any) -> str:
+    """A swept value as a label shows it (lists and tuples alike as ``[a, b]``)."""
+    if isinstance(value, list | tuple):
+        return "[" + ", ".join(_value_text(v) for v in value) + "]"
+    return str(value)
+
+
+def expand_policy_sweeps(
+    entries: Sequence[str | Mapping[str, Any]],
+) -> list[str | dict[str, Any]]:
+    """Expand the policy entries that hold a ``sweep`` into one entry per swept value.
+
+    ``{kind: blockdance, sweep: {N: [2, 3, 4]}}`` becomes three entries, ``N`` 2, 3 and 4,
+    labelled by :func:`labelled` as ``blockdance N=2`` and so on. Several swept options
+    give every combination, in the order written (the last option varies fastest). The
+    swept options take the place of ``sweep`` in the entry, so labels list the options in
+    the order written. An entry with a ``label`` keeps it, followed by the swept values
+    (``label: BD`` gives ``BD N=2``).
+
+    Only ``sweep`` sweeps: a list given to an option directly (``window: [0.25, 0.95]``)
+    is that option's value. To sweep an option whose value is itself a list, give a list
+    of lists (``sweep: {window: [[0.25, 0.95], [0.4, 0.95]]}``).
+
+    Raises:
+        ValueError: A ``sweep`` that is not a mapping of option names to non-empty lists,
+            sweeps ``kind`` or ``label``, or names an option the entry also sets.
+    """
+    out: list[Any] = []
+    for position, entry in enumerate(entries, start=1):
+        if not isinstance(entry, Mapping) or SWEEP_KEY not in entry:
+            out.append(entry)  # anything else is left for the spec's own validation
+            continue
+        where = f"policy entry {position} ({dict(entry)!r})"
+        sweep = entry[SWEEP_KEY]
+        if not isinstance(sweep, Mapping) or not sweep:
+            raise ValueError(
+                f"{where}: 'sweep' maps option names to lists of values, e.g. "
+                "sweep: {N: [2, 3, 4]}"
+            )
+        for name, values in sweep.items():
+            if name in ("kind", "label"):
+                raise ValueError(f"{where}: {name!r} cannot be swept; write one entry per {name}")
+            if name in entry:
+                raise ValueError(
+                    f"{where}: {name!r} is both set and swept; remove it from the entry or "
+                    "from 'sweep'"
+                )
+            if not isinstance(values, list | tuple) or not values:
+                raise ValueError(
+                    f"{where}: sweep {name!r} takes a non-empty list of values, got "
+                    f"{values!r} (e.g. sweep: {{{name}: [2, 3]}})"
+                )
+        names = list(sweep)
+        for combination in itertools.product(*(sweep[name] for name in names)):
+            swept = dict(zip(names, combination))
+            expanded: dict[str, Any] = {}
+            for key, value in entry.items():
+                if key == SWEEP_KEY:
+                    expanded.update(swept)
+                elif key != "label":
+                    expanded[key] = value
+            if entry.get("label"):
+                values_text = ", ".join(f"{k}={_value_text(v)}" for k, v in swept.items())
+                expanded["label"] = f"{entry['label']} {values_text}"
+            out.append(expanded)
+    return out
+
+
+def _list_hint(policy: PolicyLike, err: ValidationError) -> str:
+    """A hint when an option got a list its type does not take (a sweep written plainly)."""
+    if not isinstance(policy, Mapping):
+        return ""
+    names = sorted(
+        {
+            str(e["loc"][0])
+            for e in err.errors()
+            if e["loc"]
+            and isinstance(policy.get(str(e["loc"][0])), list | tuple)
+            and e["type"].endswith("_type")
+            and e["type"] not in ("list_type", "tuple_type")
+        }
+    )
+    if not names:
+        return ""
+    example = ", ".join(f"{n}: {_value_text(policy[n])}" for n in names)
+    return f" (a list is an option's value, not a sweep; to sweep, write sweep: {{{example}}})"
+
+
+def check_rows(registry: Registry, pairs: Sequence[tuple[str, PolicyLike]]) -> None:
+    """Validate each row's configuration through its policy's config model, so a bad name,
+    option or value fails before anything runs.
+
+    Raises:
+        ValidationError: An option is invalid; pydantic's field errors, titled with the
+            row's label (and a hint when a list was given where a sweep was meant).
+        UnknownPolicyError: A kind is not registered.
+    """
+    for label, policy in pairs:
+        try:
+            if is_external(policy):
+                parse_external(policy)  # type: ignore[arg-type]
+            else:
+                registry.make_policy(policy)
+        except ValidationError as err:
+            title = f"bench row {label!r}{_list_hint(policy, err)}"
+            raise ValidationError.from_exception_data(
+                title,
+                err.errors(include_url=False),  # type: ignore[arg-type]
+            ) from err
 
 
 class BenchSpec(BaseModel):
@@ -87,12 +215,15 @@ class BenchSpec(BaseModel):
         seeds: Number of samples.
         seed_offset: First seed: the bench runs seeds ``seed_offset .. seed_offset+seeds-1``
             (an offset gives held-out seeds, e.g. to check a calibration).
-        steps: Denoising steps (default: the workload's).
+        steps: Denoising steps (default: the workload's); a list of step counts sweeps
+            them: the whole bench runs once per step count, each with its own baseline.
         repeats: Timed repeats per policy, interleaved; latency is their median.
         reference: Label of the row paired differences are taken against (default: the
             first row after the baseline).
         policies: Each a kind name, a JSON file, or a mapping with ``kind``, its options
-            and an optional ``label``; ``diffusers:...`` kinds are external caches.
+            and an optional ``label``; ``diffusers:...`` kinds are external caches. A
+            mapping's ``sweep: {option: [values]}`` is expanded on validation into one
+            entry per value (:func:`expand_policy_sweeps`).
     """
 
     model_config = ConfigDict(frozen=True, extra="forbid")
@@ -100,10 +231,29 @@ class BenchSpec(BaseModel):
     workload: str = DEFAULT_WORKLOAD
     seeds: int = Field(64, ge=1)
     seed_offset: int = Field(0, ge=0)
-    steps: int | None = Field(None, ge=1)
+    steps: int | tuple[int, ...] | None = None
     repeats: int = Field(1, ge=1)
     reference: str | None = None
     policies: tuple[str | dict[str, Any], ...] = Field(min_length=1)
+
+    @field_validator("steps")
+    @classmethod
+    def _steps_positive(cls, value: int | tuple[int, ...] | None) -> int | tuple[int, ...] | None:
+        counts = value if isinstance(value, tuple) else () if value is None else (value,)
+        if isinstance(value, tuple) and not value:
+            raise ValueError("a step sweep needs at least one step count, e.g. [20, 30, 50]")
+        if any(n < 1 for n in counts):
+            raise ValueError(f"step counts must be at least 1, got {value}")
+        if len(set(counts)) != len(counts):
+            raise ValueError(f"step counts repeat in {list(counts)}; give each once")
+        return value
+
+    @field_validator("policies", mode="before")
+    @classmethod
+    def _expand_sweeps(cls, value: Any) -> Any:
+        if isinstance(value, list | tuple):
+            return expand_policy_sweeps(value)
+        return value
 
     @field_validator("policies")
     @classmethod
@@ -140,6 +290,17 @@ class BenchSpec(BaseModel):
         if self.reference not in labels:
             raise ValueError(f"reference {self.reference!r} is not a row; the rows are {labels}")
         return self.reference
+
+    @property
+    def swept_steps(self) -> bool:
+        """Whether ``steps`` is a list of step counts (a step sweep)."""
+        return isinstance(self.steps, tuple)
+
+    def step_counts(self, default: int) -> list[int]:
+        """The step counts the bench runs: the swept ones, the one given, or ``default``."""
+        if isinstance(self.steps, tuple):
+            return list(self.steps)
+        return [self.steps or default]
 
 
 def _is_path(entry: str) -> bool:
@@ -187,15 +348,42 @@ class BenchResult:
     """What :func:`run_bench` measured.
 
     Args:
-        runs: One run per row, baseline first; failed rows carry their error.
-        meta: What ran: workload, seeds, steps, scheduler, repeats, each row's validated
-            configuration, package versions, date and command line.
-        reference: Label of the row paired differences are taken against.
+        runs: One run per row, baseline first; failed rows carry their error. In a step
+            sweep, every step count's rows in turn, each its baseline first, as
+            :class:`SweptRun` objects that record their step count.
+        meta: What ran: workload, seeds, steps (a list in a step sweep), scheduler,
+            repeats, each row's validated configuration, package versions, date and
+            command line.
+        reference: Label of the row paired differences are taken against (in a step
+            sweep, the row of that label at the same step count).
     """
 
     runs: list[PolicyRun]
     meta: dict[str, Any]
     reference: str
+
+
+@dataclass
+class SweptRun(PolicyRun):
+    """A row of a step sweep: a :class:`PolicyRun` at one of the swept step counts.
+
+    Args:
+        steps: The step count it ran at; its SSIM, PSNR and latency reduction are against
+            the baseline of the same step count.
+    """
+
+    steps: int = 0
+
+    @classmethod
+    def of(cls, run: PolicyRun, steps: int) -> SweptRun:
+        """``run``, recording that it ran at ``steps`` steps."""
+        fields = {f.name: getattr(run, f.name) for f in dataclasses.fields(PolicyRun)}
+        return cls(**fields, steps=steps)
+
+
+def _steps_of(run: PolicyRun) -> int | None:
+    """The step count of a step sweep's row; None outside a step sweep."""
+    return run.steps if isinstance(run, SweptRun) else None
 
 
 def check_begin(
@@ -241,13 +429,14 @@ def _version(package: str) -> str | None:
 def bench_metadata(
     spec: BenchSpec, workload: Workload, registry: Registry, ctx: DistContext
 ) -> dict[str, Any]:
-    """What a bench ran, for ``bench.json``."""
+    """What a bench ran, for ``bench.json`` (``steps`` is a list in a step sweep)."""
+    counts = spec.step_counts(workload.num_steps)
     return {
         "workload": workload.name,
         "description": workload.description,
         "seeds": spec.seed_list(),
         "seed_offset": spec.seed_offset,
-        "steps": spec.steps or workload.num_steps,
+        "steps": counts if spec.swept_steps else counts[0],
         "scheduler": workload.scheduler,
         "repeats": spec.repeats,
         "reference": spec.reference_label(),
@@ -270,9 +459,14 @@ def run_bench(
 ) -> BenchResult | None:
     """Run every policy of ``spec`` on its workload and compute the metrics.
 
-    Every configuration is validated, then attached to the workload's model and its
-    generation begun (:func:`check_begin`), before the first generation. A row that fails
-    later is recorded as failed and the other rows still run.
+    Every configuration is validated (:func:`check_rows`), then attached to the workload's
+    model and its generation begun (:func:`check_begin`) at every step count, before the
+    first generation. A row that fails later is recorded as failed and the other rows still
+    run.
+
+    In a step sweep (``spec.steps`` a list) the whole bench, baseline and rows, runs once
+    per step count, in the order given; each step count's metrics are against its own
+    baseline, and its runs are :class:`SweptRun` objects.
 
     Args:
         spec: What to run.
@@ -288,31 +482,39 @@ def run_bench(
     workload = get_workload(spec.workload, registry)
     pairs = spec.labelled()
     reference = spec.reference_label()
-    check_policies(registry, pairs[1:])  # fail on a bad config before any generation runs
+    check_rows(registry, pairs[1:])  # fail on a bad config before any generation runs
     seeds = spec.seed_list()
     if len(seeds) < ctx.world_size:
         raise ValueError(f"{len(seeds)} seeds cannot be shared by {ctx.world_size} ranks")
-    steps = spec.steps or workload.num_steps
+    step_counts = spec.step_counts(workload.num_steps)
     target = workload.build()
-    check_begin(workload, target, pairs, steps, registry)
+    for steps in step_counts:
+        check_begin(workload, target, pairs, steps, registry)
     meta = bench_metadata(spec, workload, registry, ctx)
-    local = compare_policies(
-        workload,
-        pairs,
-        seeds=shard(seeds, ctx),
-        num_steps=steps,
-        repeats=spec.repeats,
-        progress=progress and ctx.is_main,
-        registry=registry,
-        target=target,
-        keep_going=True,
-    )
-    runs = gather_runs(local, seeds, ctx)
-    if runs is None:
+    results: list[PolicyRun] = []
+    for steps in step_counts:
+        if spec.swept_steps and progress and ctx.is_main:
+            print(f"-- {steps} steps --", flush=True)
+        local = compare_policies(
+            workload,
+            pairs,
+            seeds=shard(seeds, ctx),
+            num_steps=steps,
+            repeats=spec.repeats,
+            progress=progress and ctx.is_main,
+            registry=registry,
+            target=target,
+            keep_going=True,
+        )
+        runs = gather_runs(local, seeds, ctx)
+        if runs is None:
+            continue  # another rank gathers; this one still runs every step count
+        add_consistency_metrics(runs)
+        add_quality_metrics(runs, workload, seeds)
+        results += [SweptRun.of(r, steps) for r in runs] if spec.swept_steps else runs
+    if not ctx.is_main:
         return None
-    add_consistency_metrics(runs)
-    add_quality_metrics(runs, workload, seeds)
-    return BenchResult(runs, meta, reference)
+    return BenchResult(results, meta, reference)
 
 
 def _summaries(run: PolicyRun, ref: PolicyRun | None) -> dict[str, float | None]:
@@ -338,16 +540,22 @@ def _summaries(run: PolicyRun, ref: PolicyRun | None) -> dict[str, float | None]
 def result_rows(runs: Sequence[PolicyRun], reference: str | None = None) -> list[dict[str, Any]]:
     """One flat record per run: status, latency, reductions, cache bytes, quality metrics
     with their bootstrap intervals and paired differences to ``reference`` (default: the
-    second run), and the per-seed values (``per_seed``) and repeat latencies."""
+    second run), and the per-seed values (``per_seed``) and repeat latencies.
+
+    The runs of a step sweep (:class:`SweptRun`) also record their ``steps``, and each is
+    paired with the reference row of its own step count."""
     reference = reference or (runs[1].label if len(runs) > 1 else runs[0].label)
-    ref = next((r for r in runs if r.label == reference and r.error is None), None)
+    refs = {
+        _steps_of(r): r for r in runs if r.label == reference and r.error is None
+    }  # one reference per step count
     rows = []
     for run in runs:
         m = dict(run.metrics)
         ideal = m.get("ideal")
         reduction = m.get("reduction")
-        row: dict[str, Any] = {
-            "policy": run.label,
+        steps = _steps_of(run)
+        row: dict[str, Any] = {"policy": run.label, **({} if steps is None else {"steps": steps})}
+        row |= {
             "status": "failed" if run.error else "ok",
             "error": run.error,
             "latency_s": run.latency if run.latencies else None,
@@ -360,7 +568,7 @@ def result_rows(runs: Sequence[PolicyRun], reference: str | None = None) -> list
             "fd_probe": m.get("fd_probe"),
             "accuracy": m.get("accuracy"),
         }
-        row.update(_summaries(run, ref))
+        row.update(_summaries(run, refs.get(steps)))
         row["latencies_s"] = list(run.latencies)
         row["per_seed"] = dict(run.per_seed)
         rows.append(row)
@@ -404,7 +612,10 @@ def _diff_cell(row: dict[str, Any], name: str, fmt: str, reference: str) -> str:
 
 def format_bench_table(rows: Sequence[dict[str, Any]], meta: dict[str, Any]) -> str:
     """The bench's table: means with 95% intervals, paired differences to the reference
-    (``~`` where the interval crosses zero), and a footer saying what the numbers rest on."""
+    (``~`` where the interval crosses zero), and a footer saying what the numbers rest on.
+
+    A step sweep's rows (they have ``steps``) get one table per step count, with the
+    columns aligned across them."""
     reference = meta["reference"]
     seeds = meta["seeds"]
     probe = any(r.get("fd_probe") is not None for r in rows)
@@ -435,18 +646,33 @@ def format_bench_table(rows: Sequence[dict[str, Any]], meta: dict[str, Any]) -> 
         for i, (h, _) in enumerate(cols)
     ]
     header = f"{'policy':<{width}}" + "".join(f"{h:>{w}}" for (h, _), w in zip(cols, widths))
-    lines = [header, "-" * len(header)]
-    for row, cell in zip(rows, cells):
-        if row["status"] != "ok":
-            lines.append(f"{row['policy']:<{width}}  FAILED: {row['error']}")
-            continue
-        lines.append(
-            f"{row['policy']:<{width}}" + "".join(f"{c:>{w}}" for c, w in zip(cell, widths))
-        )
+    sections = list(dict.fromkeys(row.get("steps") for row in rows))
+    lines: list[str] = []
+    for steps in sections:
+        if steps is not None:
+            lines += [""] * bool(lines) + [f"{steps} {meta['scheduler']} steps"]
+        lines += [header, "-" * len(header)]
+        for row, cell in zip(rows, cells):
+            if row.get("steps") != steps:
+                continue
+            if row["status"] != "ok":
+                lines.append(f"{row['policy']:<{width}}  FAILED: {row['error']}")
+                continue
+            lines.append(
+                f"{row['policy']:<{width}}" + "".join(f"{c:>{w}}" for c, w in zip(cell, widths))
+            )
     n = len(seeds)
+    if isinstance(meta["steps"], list):
+        steps_text = (
+            f"{'/'.join(map(str, meta['steps']))} {meta['scheduler']} steps (a step sweep: each "
+            "step count ran with its own baseline, and its SSIM, PSNR, reduction and Δ are "
+            "against that step count's rows)"
+        )
+    else:
+        steps_text = f"{meta['steps']} {meta['scheduler']} steps"
     lines += [
         "",
-        f"{n} seeds ({seeds[0]}..{seeds[-1]}), {meta['steps']} {meta['scheduler']} steps, "
+        f"{n} seeds ({seeds[0]}..{seeds[-1]}), {steps_text}, "
         f"{meta['repeats']} repeat(s). Means with 95% percentile-bootstrap intervals over the "
         f"seeds ({meta['bootstrap']['resamples']} resamples, fixed seed).",
         f"Δ: paired difference to {reference!r}, seed by seed (row - reference). "
@@ -467,9 +693,14 @@ def format_bench_table(rows: Sequence[dict[str, Any]], meta: dict[str, Any]) -> 
 def write_results(result: BenchResult, out: Path, title: str = "") -> list[Path]:
     """Write ``bench.json`` (metadata and rows with per-seed values), ``bench.csv`` (one
     line per row), ``bench_seeds.csv`` (one line per row and seed), and, when matplotlib is
-    there, ``pareto.png`` and ``reuse_maps.png``."""
+    there, ``pareto.png`` and ``reuse_maps.png``.
+
+    A step sweep's rows record their ``steps`` in all three files, and ``sweep.png``
+    (:func:`sweep_figure`) takes the place of ``pareto.png``: a Pareto front across step
+    counts would compare SSIMs taken against different baselines."""
     out.mkdir(parents=True, exist_ok=True)
     rows = result_rows(result.runs, result.reference)
+    swept = any("steps" in row for row in rows)
     (out / "bench.json").write_text(json.dumps({"meta": result.meta, "rows": rows}, indent=1))
     with (out / "bench.csv").open("w", newline="") as f:
         fields = [k for k in rows[0] if k not in ("latencies_s", "per_seed")]
@@ -478,15 +709,20 @@ def write_results(result: BenchResult, out: Path, title: str = "") -> list[Path]
         writer.writerows(rows)
     keys = list(dict.fromkeys(k for r in rows for k in r["per_seed"]))
     with (out / "bench_seeds.csv").open("w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=["policy", "seed", *keys])
+        head = ["policy", "steps"] if swept else ["policy"]
+        writer = csv.DictWriter(f, fieldnames=[*head, "seed", *keys])
         writer.writeheader()
         for row in rows:
             for i, seed in enumerate(result.meta["seeds"] if row["per_seed"] else []):
                 values = {k: row["per_seed"][k][i] for k in keys if k in row["per_seed"]}
-                writer.writerow({"policy": row["policy"], "seed": seed, **values})
+                writer.writerow({k: row[k] for k in head} | {"seed": seed, **values})
     written = [out / "bench.json", out / "bench.csv", out / "bench_seeds.csv"]
-    plot = save_pareto_plot(rows, out / "pareto.png", title)
     maps = [r for r in result.runs if r.error is None and not r.external]
+    if swept:
+        plot = save_sweep_plot(rows, out / "sweep.png", title)
+        maps = [dataclasses.replace(r, label=f"{r.label}, {_steps_of(r)} steps") for r in maps]
+    else:
+        plot = save_pareto_plot(rows, out / "pareto.png", title)
     reuse = save_reuse_maps(maps, out / "reuse_maps.png") if plot else None
     return written + [p for p in (plot, reuse) if p is not None]
 
@@ -497,13 +733,24 @@ def _intersects(a: Any, b: Any) -> bool:
 
 
 def place_labels(
-    ax: Any, points: Sequence[tuple[float, float]], labels: Sequence[str], fontsize: float = 7
+    ax: Any,
+    points: Sequence[tuple[float, float]],
+    labels: Sequence[str],
+    fontsize: float = 7,
+    colors: Sequence[str] | None = None,
 ) -> list[Any]:
     """Annotate each point with its label, moving a label up or down (a leader line joins
     it to its point) until its box overlaps no label already placed.
 
     Call it after the axes' limits and the figure's layout are final: it measures the
     labels with the figure's renderer.
+
+    Args:
+        ax: The axes.
+        points: Data coordinates of the points.
+        labels: One label per point.
+        fontsize: Label size in points.
+        colors: One text colour per point (default: matplotlib's text colour).
     """
     from matplotlib.text import Text
 
@@ -520,8 +767,10 @@ def place_labels(
             textcoords="offset points",
             fontsize=fontsize,
             arrowprops={"arrowstyle": "-", "lw": 0.4, "color": "0.6", "shrinkA": 0, "shrinkB": 3},
+            **({"color": colors[i]} if colors is not None else {}),
         )
         for k in range(1, 200):
+            ann.update_positions(renderer)  # Text's extent alone would measure the old place
             box = text_box(ann, renderer)
             if not any(_intersects(box, other) for other in placed):
                 break
@@ -585,6 +834,121 @@ def save_pareto_plot(rows: Sequence[dict[str, Any]], path: Path, title: str = ""
     if plt is None:
         return None
     fig, _ = pareto_figure(rows, title)
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path
+
+
+#: Marker of each step count's series in ``sweep.png`` (cycled).
+_SWEEP_MARKERS = ("o", "s", "^", "D", "v", "P", "X")
+
+
+def _common_prefix(labels: Sequence[str]) -> str:
+    """The words that two or more distinct labels all start with (``"blockdance "`` for
+    ``blockdance N=2`` and ``blockdance N=3``); empty for fewer than two labels."""
+    distinct = list(dict.fromkeys(labels))
+    if len(distinct) < 2:
+        return ""
+    words = [label.split(" ") for label in distinct]
+    common = []
+    for parts in zip(*words):
+        if len(set(parts)) != 1:
+            break
+        common.append(parts[0])
+    if any(len(w) == len(common) for w in words):  # a label would be left empty
+        common = common[:-1]
+    return " ".join(common) + " " if common else ""
+
+
+def sweep_figure(rows: Sequence[dict[str, Any]], title: str = "") -> tuple[Any, list[list[Any]]]:
+    """The step sweep's figure: SSIM (with its 95% interval) against the ideal saving
+    (left, exact) and against the measured latency reduction (right, noisy), one series per
+    step count, its points joined in the order of the saving from its baseline at (0, 1).
+
+    Args:
+        rows: :func:`result_rows` of a step sweep (each row has ``steps``).
+        title: The figure's title.
+
+    The points are labelled in their series' colour with the row's label, less the words
+    every row's label starts with (``N=2`` for ``blockdance N=2``), which the legend names.
+
+    Returns:
+        The figure, and each panel's label annotations.
+    """
+    plt = load_pyplot()
+    ok = [r for r in rows if r["status"] == "ok" and r.get("ssim") is not None]
+    step_counts = list(dict.fromkeys(r["steps"] for r in rows))
+    prefix = _common_prefix([r["policy"] for r in ok if r["policy"] != BASELINE_LABEL])
+    legend_title = "steps (each its own baseline)"
+    if prefix:
+        legend_title += f"\nlabels: {prefix}..."
+    colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4.6), sharey=True)
+    panels = [
+        ("ideal", "ideal saving (share of block calls skipped; exact)"),
+        ("reduction", "measured latency reduction (1 - t / t_baseline; noisy)"),
+    ]
+    plotted = []
+    for ax, (key, xlabel) in zip(axes, panels):
+        points: list[tuple[float, float]] = []
+        labels: list[str] = []
+        label_colors: list[str] = []
+        for k, steps in enumerate(step_counts):
+            shown = sorted(
+                (r for r in ok if r["steps"] == steps and r.get(key) is not None),
+                key=lambda r: float(r[key]),
+            )
+            if not shown:
+                continue
+            xs = [float(r[key]) for r in shown]
+            ys = [float(r["ssim"]) for r in shown]
+            low = [max(0.0, y - (r.get("ssim_ci_low") or y)) for r, y in zip(shown, ys)]
+            high = [max(0.0, (r.get("ssim_ci_high") or y) - y) for r, y in zip(shown, ys)]
+            color = colors[k % len(colors)]
+            marker = _SWEEP_MARKERS[k % len(_SWEEP_MARKERS)]
+            ax.errorbar(
+                xs,
+                ys,
+                yerr=[low, high],
+                fmt=f"-{marker}",
+                ms=5,
+                lw=1,
+                capsize=2,
+                color=color,
+                label=f"{steps} steps",
+                zorder=3,
+            )
+            for r, x, y in zip(shown, xs, ys):
+                if r["policy"] != BASELINE_LABEL:
+                    points.append((x, y))
+                    labels.append(r["policy"][len(prefix) :])
+                    label_colors.append(color)
+        missing = sorted({r["policy"] for r in ok if r.get(key) is None})
+        if missing:
+            xlabel += f"\nnot shown (no {key}): {', '.join(missing)}"
+        ax.set_xlabel(xlabel, fontsize=8)
+        ax.xaxis.set_major_formatter(plt.FuncFormatter(lambda v, _: f"{v:.0%}"))
+        ax.grid(alpha=0.3)
+        ax.margins(x=0.25, y=0.15)
+        ax.legend(fontsize=8, loc="lower left", title=legend_title, title_fontsize=7)
+        plotted.append((ax, points, labels, label_colors))
+    axes[0].set_ylabel("SSIM to the same step count's baseline (95% CI)")
+    fig.suptitle(title or "step sweep: saving against consistency", fontsize=10)
+    fig.tight_layout()
+    annotations = []
+    for ax, points, labels, label_colors in plotted:
+        ax.set_xlim(ax.get_xlim())  # freeze the limits the labels are measured against
+        ax.set_ylim(ax.get_ylim())
+        annotations.append(place_labels(ax, points, labels, colors=label_colors))
+    return fig, annotations
+
+
+def save_sweep_plot(rows: Sequence[dict[str, Any]], path: Path, title: str = "") -> Path | None:
+    """Write :func:`sweep_figure` to ``path``; None when matplotlib is not installed."""
+    plt = load_pyplot()
+    if plt is None:
+        return None
+    fig, _ = sweep_figure(rows, title)
     fig.savefig(path, dpi=120)
     plt.close(fig)
     return path

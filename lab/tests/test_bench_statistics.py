@@ -317,6 +317,7 @@ def test_pareto_labels_do_not_overlap_and_the_first_panel_is_the_ideal_saving():
     ]
     rows.append({"policy": "PAB", "status": "ok", "ideal": None, "reduction": 0.2, "ssim": 0.99})
     fig, panels = pareto_figure(rows)
+    fig.canvas.draw()  # measure where the labels are drawn, not where they were created
     renderer = fig.canvas.get_renderer()
     for labels in panels:
         boxes = [Text.get_window_extent(a, renderer) for a in labels]  # text, no line
