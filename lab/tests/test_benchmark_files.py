@@ -1,0 +1,39 @@
+"""Every bench file under benchmarks/ loads, and every row builds its policy (or external
+cache) from its options, so a typo fails here rather than minutes into a run."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from blockdance import default_registry
+from blockdance_lab.bench import load_bench_spec
+from blockdance_lab.external import is_external, parse_external
+
+BENCHMARKS = Path(__file__).resolve().parents[2] / "benchmarks"
+FILES = sorted(BENCHMARKS.glob("*.yaml"))
+
+
+def test_there_are_bench_files() -> None:
+    assert {p.name for p in FILES} >= {"policies_tiny_dit.yaml", "policies_tiny_sd3.yaml"}
+
+
+@pytest.mark.parametrize("path", FILES, ids=[p.name for p in FILES])
+def test_every_row_of_a_bench_file_builds(path: Path) -> None:
+    spec = load_bench_spec(path)
+    registry = default_registry()
+    pairs = spec.labelled()
+    assert len(pairs) >= 2
+    for label, entry in pairs:
+        if is_external(entry):
+            parse_external(entry)
+        else:
+            policy = registry.make_policy(entry)
+            assert policy.name, label
+
+
+def test_the_tiny_model_bench_files_hold_the_leading_forecast_configurations() -> None:
+    for name in ("policies_tiny_dit.yaml", "policies_tiny_sd3.yaml"):
+        labels = [label for label, _ in load_bench_spec(BENCHMARKS / name).labelled()]
+        assert "blockdance-forecast N=3, boundary=6, window=[0.2, 0.95]" in labels, labels
