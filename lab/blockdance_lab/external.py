@@ -189,7 +189,10 @@ class MagCacheBaseline(BaseModel):
     @field_validator("ratios")
     @classmethod
     def _ratios_file_reads(cls, value: str) -> str:
-        read_mag_ratios(value)  # a missing or malformed file fails before anything runs
+        try:  # a missing or malformed file fails before anything runs
+            read_mag_ratios(value)
+        except FileNotFoundError as err:
+            raise ValueError(str(err)) from None
         return value
 
     def hook_config(self, timestep: Callable[[], float]) -> Any:
@@ -457,7 +460,7 @@ def _disable_cache_dit(adapter: Any, transformer: nn.Module, forward: Any) -> No
             if forward is None:
                 vars(transformer).pop("forward", None)
             else:
-                transformer.forward = forward  # type: ignore[method-assign]
+                transformer.forward = forward
 
 
 @contextmanager

@@ -16,8 +16,6 @@ default, apart from the bench's seeds 0..n-1.
 from __future__ import annotations
 
 import argparse
-import contextlib
-import io
 import json
 from collections.abc import Sequence
 from datetime import datetime, timezone
@@ -72,16 +70,16 @@ def calibrate_magcache(
     target = workload.build() if target is None else target
     model = _transformer(target)
     # one more call than the generation makes: diffusers resets (and prints) the ratios
-    # after its last call; the hook's own state then still holds them afterwards
+    # after its last call, so the hook's own state still holds them afterwards
     config = MagCacheConfig(calibrate=True, num_inference_steps=steps + 1)
     apply_mag_cache(model, config)
     registry = HookRegistry.check_if_exists_or_initialize(model)
     registry.invalidate_child_registries_cache()
+    registries: list[Any] = [getattr(m, "_diffusers_hook", None) for m in model.modules()]
     leaders = [
-        m._diffusers_hook.get_hook(_MAG_CACHE_LEADER_BLOCK_HOOK)
-        for m in model.modules()
-        if getattr(m, "_diffusers_hook", None) is not None
-        and m._diffusers_hook.get_hook(_MAG_CACHE_LEADER_BLOCK_HOOK) is not None
+        r.get_hook(_MAG_CACHE_LEADER_BLOCK_HOOK)
+        for r in registries
+        if r is not None and r.get_hook(_MAG_CACHE_LEADER_BLOCK_HOOK) is not None
     ]
     try:
         if not leaders:
@@ -138,8 +136,7 @@ def cmd_magcache_calibrate(args: argparse.Namespace, registry: Registry | None =
         f"workload {workload.name}: MagCache ratios over {len(seeds)} seeds "
         f"({seeds[0]}..{seeds[-1]}), {steps} {workload.scheduler} steps"
     )
-    with contextlib.redirect_stdout(io.StringIO()):  # diffusers prints the raw list
-        ratios = calibrate_magcache(workload, seeds, steps)
+    ratios = calibrate_magcache(workload, seeds, steps)
     path = write_ratios(Path(args.out), ratios, workload, seeds, steps)
     low, high = min(ratios[1:] or ratios), max(ratios[1:] or ratios)
     print(f"{len(ratios)} ratios, {low:.4f}..{high:.4f} after the first; wrote {path}")
