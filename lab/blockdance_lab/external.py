@@ -40,8 +40,9 @@ import contextlib
 import importlib.util
 import json
 import logging
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import ExitStack, contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any, Literal, cast
 
@@ -57,9 +58,11 @@ __all__ = [
     "FasterCacheBaseline",
     "FirstBlockCacheBaseline",
     "MagCacheBaseline",
+    "PeerWork",
     "PyramidAttentionBroadcastBaseline",
     "TaylorSeerBaseline",
     "apply_external_cache",
+    "count_work",
     "is_external",
     "parse_external",
     "read_mag_ratios",
@@ -620,3 +623,83 @@ def _remove_diffusers_hooks(model: nn.Module) -> None:
     ):
         registry.remove_hook(hook, recurse=True)
     registry.invalidate_child_registries_cache()
+
+
+# --- what ran: blocks and attentions, in batch rows ------------------------------------------
+
+
+@dataclass
+class PeerWork:
+    """Batch rows a generation ran through the blocks and the attentions, counted by
+    :func:`count_work`.
+
+    A peer that skips whole blocks lowers ``block_rows``; FasterCache's unconditional-branch
+    skipping runs every block on half the batch, which lowers it too; PAB, FasterCache's
+    attention extrapolation and TaylorSeer's forecast lower ``attention_rows`` only.
+
+    Args:
+        blocks: Blocks counted.
+        attentions: Attention modules counted.
+        model_rows: Batch rows of the model calls (the whole guidance batch).
+        block_rows: Batch rows of the block calls that computed.
+        attention_rows: Batch rows of the attention calls that computed.
+    """
+
+    blocks: int
+    attentions: int
+    model_rows: int = 0
+    block_rows: int = 0
+    attention_rows: int = 0
+
+    @property
+    def blocks_skipped(self) -> float:
+        """Share of the block work skipped (batch rows; 0 for a full generation)."""
+        return 1.0 - self.block_rows / max(1, self.model_rows * self.blocks)
+
+    @property
+    def attention_skipped(self) -> float:
+        """Share of the attention work skipped (batch rows; 0 for a full generation)."""
+        return 1.0 - self.attention_rows / max(1, self.model_rows * self.attentions)
+
+
+@contextmanager
+def count_work(
+    transformer: nn.Module, blocks: Sequence[nn.Module] | None = None
+) -> Iterator[PeerWork]:
+    """Count the batch rows that ``transformer``'s blocks and attentions compute.
+
+    A block counts when its first submodule runs (its first norm), an attention when its
+    query projection ``to_q`` runs: a cache that skips them never calls their ``forward``,
+    so these hooks see only the work that was done, whichever library skipped it.
+
+    Args:
+        transformer: A diffusers transformer (attentions with ``to_q``).
+        blocks: The blocks (default: ``transformer.transformer_blocks``).
+    """
+    blocks = list(transformer.transformer_blocks if blocks is None else blocks)  # type: ignore[arg-type]
+    queries: list[nn.Module] = [
+        q for m in transformer.modules() if isinstance(q := getattr(m, "to_q", None), nn.Module)
+    ]
+    work = PeerWork(blocks=len(blocks), attentions=len(queries))
+
+    def rows(args: tuple[Any, ...], kwargs: dict[str, Any]) -> int:
+        x = kwargs.get("hidden_states", args[0] if args else None)
+        return int(x.shape[0]) if x is not None else 0
+
+    def on_model(module: nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
+        work.model_rows += rows(args, kwargs)
+
+    def on_block(module: nn.Module, args: tuple[Any, ...]) -> None:
+        work.block_rows += int(args[0].shape[0])
+
+    def on_attention(module: nn.Module, args: tuple[Any, ...]) -> None:
+        work.attention_rows += int(args[0].shape[0])
+
+    handles = [transformer.register_forward_pre_hook(on_model, with_kwargs=True)]
+    handles += [next(iter(b.children())).register_forward_pre_hook(on_block) for b in blocks]
+    handles += [q.register_forward_pre_hook(on_attention) for q in queries]
+    try:
+        yield work
+    finally:
+        for handle in handles:
+            handle.remove()

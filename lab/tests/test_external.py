@@ -490,3 +490,24 @@ def test_cache_dit_taylorseer_on_the_text_stream_fails_on_sd3_as_a_failed_row():
     )
     assert torch.equal(runs[2].samples, runs[0].samples)
     assert "forward" not in vars(pipe.transformer)
+
+
+@pytest.mark.filterwarnings("ignore:torch.meshgrid:UserWarning")
+def test_count_work_counts_the_batch_rows_that_ran():
+    from blockdance_lab.external import count_work
+
+    pipe = tiny_sd3_pipe()
+    always = (-1, 2000)
+    fc = {"kind": "diffusers:fastercache", "uncond_timestep_range": always,
+          "spatial_timestep_range": always}  # fmt: skip
+    counter = WorkCounter(pipe.transformer)
+    try:
+        with count_work(pipe.transformer) as work:
+            compare_policies(WORKLOAD, [("fc", fc)], seeds=[0, 1], warmup=False, target=pipe)
+    finally:
+        counter.remove()
+    assert (work.blocks, work.attentions) == (4, 4)
+    assert work.model_rows == 10 * 4  # every call sees the whole [uncond, cond] batch
+    assert (work.block_rows, work.attention_rows) == (counter.block_rows, counter.attention_rows)
+    assert work.blocks_skipped == pytest.approx(0.25)  # half the batch on 5 of 10 steps
+    assert work.attention_skipped == pytest.approx(0.5)  # attention on the 5 full steps only
