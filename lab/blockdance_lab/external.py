@@ -537,14 +537,43 @@ def resolve_paths(entry: Any, folder: Path) -> Any:
 def _apply_diffusers(
     apply: Callable[[nn.Module, Any], None], model: nn.Module, cfg: Any
 ) -> Remover:
-    """``apply(model, cfg)``, and a remover of every diffusers cache hook on ``model``."""
+    """``apply(model, cfg)``, and a remover of every diffusers cache hook on ``model``.
+
+    Raises:
+        TypeError: diffusers hooked no block or attention inside ``model`` (it warns and
+            hooks nothing on a model whose layers it does not know).
+    """
     from diffusers.hooks import HookRegistry
 
     try:
         apply(model, cfg)
     finally:
         HookRegistry.check_if_exists_or_initialize(model).invalidate_child_registries_cache()
+    names = _diffusers_hook_names()
+    inner: list[Any] = [getattr(m, "_diffusers_hook", None) for m in list(model.modules())[1:]]
+    if not any(r is not None and any(r.get_hook(n) for n in names) for r in inner):
+        _remove_diffusers_hooks(model)
+        raise TypeError("diffusers found no block or attention layer it knows to hook")
     return lambda: _remove_diffusers_hooks(model)
+
+
+def _diffusers_hook_names() -> tuple[str, ...]:
+    from diffusers.hooks.faster_cache import _FASTER_CACHE_BLOCK_HOOK, _FASTER_CACHE_DENOISER_HOOK
+    from diffusers.hooks.first_block_cache import _FBC_BLOCK_HOOK, _FBC_LEADER_BLOCK_HOOK
+    from diffusers.hooks.mag_cache import _MAG_CACHE_BLOCK_HOOK, _MAG_CACHE_LEADER_BLOCK_HOOK
+    from diffusers.hooks.pyramid_attention_broadcast import _PYRAMID_ATTENTION_BROADCAST_HOOK
+    from diffusers.hooks.taylorseer_cache import _TAYLORSEER_CACHE_HOOK
+
+    return (
+        _FBC_LEADER_BLOCK_HOOK,
+        _FBC_BLOCK_HOOK,
+        _PYRAMID_ATTENTION_BROADCAST_HOOK,
+        _MAG_CACHE_LEADER_BLOCK_HOOK,
+        _MAG_CACHE_BLOCK_HOOK,
+        _FASTER_CACHE_DENOISER_HOOK,
+        _FASTER_CACHE_BLOCK_HOOK,
+        _TAYLORSEER_CACHE_HOOK,
+    )
 
 
 @contextmanager
@@ -604,23 +633,9 @@ def _remove_all(model: nn.Module) -> None:
 
 def _remove_diffusers_hooks(model: nn.Module) -> None:
     from diffusers.hooks import HookRegistry
-    from diffusers.hooks.faster_cache import _FASTER_CACHE_BLOCK_HOOK, _FASTER_CACHE_DENOISER_HOOK
-    from diffusers.hooks.first_block_cache import _FBC_BLOCK_HOOK, _FBC_LEADER_BLOCK_HOOK
-    from diffusers.hooks.mag_cache import _MAG_CACHE_BLOCK_HOOK, _MAG_CACHE_LEADER_BLOCK_HOOK
-    from diffusers.hooks.pyramid_attention_broadcast import _PYRAMID_ATTENTION_BROADCAST_HOOK
-    from diffusers.hooks.taylorseer_cache import _TAYLORSEER_CACHE_HOOK
 
     registry = HookRegistry.check_if_exists_or_initialize(model)
-    for hook in (
-        _FBC_LEADER_BLOCK_HOOK,
-        _FBC_BLOCK_HOOK,
-        _PYRAMID_ATTENTION_BROADCAST_HOOK,
-        _MAG_CACHE_LEADER_BLOCK_HOOK,
-        _MAG_CACHE_BLOCK_HOOK,
-        _FASTER_CACHE_DENOISER_HOOK,
-        _FASTER_CACHE_BLOCK_HOOK,
-        _TAYLORSEER_CACHE_HOOK,
-    ):
+    for hook in _diffusers_hook_names():
         registry.remove_hook(hook, recurse=True)
     registry.invalidate_child_registries_cache()
 

@@ -511,3 +511,25 @@ def test_count_work_counts_the_batch_rows_that_ran():
     assert (work.block_rows, work.attention_rows) == (counter.block_rows, counter.attention_rows)
     assert work.blocks_skipped == pytest.approx(0.25)  # half the batch on 5 of 10 steps
     assert work.attention_skipped == pytest.approx(0.5)  # attention on the 5 full steps only
+
+
+def test_diffusers_hooks_that_find_nothing_to_hook_fail_when_applied(ratios_file):
+    """diffusers only warns when it finds no block or attention it knows; the bench must not
+    run such a row as if it were cached. (TaylorSeer matches layers by name, ``blocks.N.attn``,
+    so it does hook the reference DiT.)"""
+    from blockdance_dit.model import DiT_models
+    from blockdance_lab.external import apply_external_cache
+
+    torch.manual_seed(0)
+    model = DiT_models["DiT-S/2"](input_size=8, num_classes=4, learn_sigma=False)
+    kinds = [
+        "diffusers:pyramid-attention-broadcast",
+        "diffusers:fastercache",
+        {"kind": "diffusers:magcache", "ratios": str(ratios_file)},
+    ]
+    for kind in kinds:
+        config = parse_external(kind)
+        with pytest.raises(TypeError, match=f"diffusers cannot apply '{config.kind}' to DiT"):
+            with apply_external_cache(config, model, lambda: 500.0):
+                pass
+        assert _hooked(model) == []
