@@ -533,3 +533,21 @@ def test_diffusers_hooks_that_find_nothing_to_hook_fail_when_applied(ratios_file
             with apply_external_cache(config, model, lambda: 500.0):
                 pass
         assert _hooked(model) == []
+
+
+def test_cache_dit_kind_validates_and_says_how_to_install(monkeypatch):
+    import importlib.util
+
+    from blockdance_lab.external import CacheDiTDBCacheBaseline
+
+    if importlib.util.find_spec("cache_dit") is not None:
+        entry = {"kind": "cache-dit:dbcache", "Fn": 2, "taylorseer": True}
+        assert parse_external(entry) == CacheDiTDBCacheBaseline(Fn=2, taylorseer=True)
+        with pytest.raises(ValidationError, match="residual_diff_threshold"):
+            parse_external({"kind": "cache-dit:dbcache", "residual_diff_threshold": 0})
+    find = importlib.util.find_spec
+    monkeypatch.setattr(
+        importlib.util, "find_spec", lambda name, *a: None if name == "cache_dit" else find(name)
+    )
+    with pytest.raises(ValidationError, match=r"pip install 'blockdance-lab\[peers\]'"):
+        parse_external("cache-dit:dbcache")
