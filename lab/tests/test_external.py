@@ -551,3 +551,16 @@ def test_cache_dit_kind_validates_and_says_how_to_install(monkeypatch):
     )
     with pytest.raises(ValidationError, match=r"pip install 'blockdance-lab\[peers\]'"):
         parse_external("cache-dit:dbcache")
+
+
+def test_the_peers_bench_file_is_valid_and_finds_its_ratios():
+    pytest.importorskip("cache_dit")
+    from pathlib import Path
+
+    from blockdance_lab.policy_entries import check_policies
+
+    bench = Path(__file__).parents[2] / "benchmarks" / "peers_tiny_sd3.yaml"
+    spec = load_bench_spec(bench)
+    check_policies(blockdance.default_registry(), spec.labelled()[1:])  # every row validates
+    ratios = {p["ratios"] for p in spec.policies if isinstance(p, dict) and "ratios" in p}
+    assert ratios == {str(bench.parent / "magcache_tiny_sd3.json")}
