@@ -313,7 +313,8 @@ class FasterCacheBaseline(BaseModel):
     def apply(self, transformer: nn.Module, timestep: Callable[[], float]) -> Remover:
         from diffusers.hooks import apply_faster_cache
 
-        return _apply_diffusers(apply_faster_cache, transformer, self.hook_config(timestep))
+        with _quiet("diffusers.hooks.faster_cache"):  # "purely experimental", every time
+            return _apply_diffusers(apply_faster_cache, transformer, self.hook_config(timestep))
 
 
 class TaylorSeerBaseline(BaseModel):
