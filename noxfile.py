@@ -29,20 +29,24 @@ def install(session: nox.Session, *args: str) -> None:
     session.install(*CONSTRAINTS, *args)
 
 
-def install_all(session: nox.Session, core_extras: str = "") -> None:
-    """The core (editable, with ``core_extras``), the plugins, the lab and the example plugin.
+def install_all(session: nox.Session, core_extras: str = "", lab_extras: str = "plot") -> None:
+    """The core (editable, with ``core_extras``), the plugins, the lab (with ``lab_extras``)
+    and the example plugin.
 
     Two pip calls: pip does not let an editable requirement with extras (``-e .[test]``)
     satisfy the plugins' plain ``blockdance`` requirement in the same call.
     """
     install(session, "-e", f".{core_extras}")
-    install(session, *PLUGINS, f"./{LAB}[plot]", EXAMPLE_PLUGIN)
+    install(session, *PLUGINS, f"./{LAB}[{lab_extras}]", EXAMPLE_PLUGIN)
 
 
 @nox.session(python=PYTHON)
 def tests(session: nox.Session) -> None:
-    """The test suite: core, lab, plugins and the tutorial's example plugin, each installed."""
-    install_all(session, "[test]")
+    """The test suite: core, lab, plugins and the tutorial's example plugin, each installed.
+
+    The lab's ``peers`` extra (cache-dit, about 6 MB beside the test extra's transformers)
+    lets the ``cache-dit:`` baselines' tests run."""
+    install_all(session, "[test]", lab_extras="plot,peers")
     session.env["OMP_NUM_THREADS"] = session.env.get("OMP_NUM_THREADS", "2")
     # the slow marker is deselected by plain `pytest`; CI runs it too
     session.run("pytest", *(session.posargs or ["-q", "-m", "slow or not slow"]))

@@ -53,7 +53,7 @@ from blockdance import PolicyLike, Registry, default_registry
 from blockdance.errors import InvalidInputError
 from blockdance_lab._distributed import DistContext, gather_runs, shard
 from blockdance_lab.compare import PolicyRun, attached, compare_policies
-from blockdance_lab.external import is_external, parse_external
+from blockdance_lab.external import is_external, parse_external, resolve_paths
 from blockdance_lab.policy_entries import labelled
 from blockdance_lab.report import (
     add_consistency_metrics,
@@ -310,8 +310,9 @@ def _is_path(entry: str) -> bool:
 def load_bench_spec(path: str | Path, **overrides: Any) -> BenchSpec:
     """Read a bench file (``.json``, ``.yaml`` or ``.yml``).
 
-    A policy entry that is a file path (it ends in ``.json`` or holds a separator) is read
-    relative to the bench file's folder, not the working directory.
+    A policy entry that is a file path (it ends in ``.json`` or holds a separator), and an
+    external cache's file option (MagCache's ``ratios``), are read relative to the bench
+    file's folder, not the working directory.
 
     Args:
         path: The file.
@@ -336,7 +337,9 @@ def load_bench_spec(path: str | Path, **overrides: Any) -> BenchSpec:
         raise ValueError(f"{path}: expected a mapping with 'policies', got {type(data).__name__}")
     if isinstance(data.get("policies"), list):
         data["policies"] = [
-            str(path.parent / p) if isinstance(p, str) and _is_path(p) else p
+            str(path.parent / p)
+            if isinstance(p, str) and _is_path(p)
+            else resolve_paths(p, path.parent)
             for p in data["policies"]
         ]
     data.update({k: v for k, v in overrides.items() if v is not None})

@@ -271,6 +271,7 @@ def add_commands(sub: Any) -> None:
         sub: The ``blockdance`` command line's subparsers.
     """
     from blockdance_lab.analysis.cli import add_commands as add_analysis_commands
+    from blockdance_lab.magcache import add_commands as add_magcache_commands
 
     p = sub.add_parser("workloads", help="registered workloads (a model and its sampler)")
     p.set_defaults(func=cmd_workloads)
@@ -359,3 +360,4 @@ def add_commands(sub: Any) -> None:
     p.set_defaults(func=cmd_bench)
 
     add_analysis_commands(sub)
+    add_magcache_commands(sub)
