@@ -40,7 +40,7 @@ __all__ = [
 ]
 
 #: Commands the lab (blockdance-lab) brings: named in the error when it is not installed.
-LAB_COMMANDS = ("workloads", "demo", "bench", "analyze", "calibrate")
+LAB_COMMANDS = ("workloads", "demo", "bench", "analyze", "calibrate", "magcache-calibrate")
 
 
 def owner_label(name: str) -> str:
