@@ -10,6 +10,7 @@ import copy
 import io
 import math
 import threading
+import warnings
 from collections.abc import Iterator
 
 import numpy as np
@@ -572,4 +573,26 @@ def test_a_pipeline_that_never_steps_its_scheduler_is_warned_about(toy, registry
     pipe = NoStepPipeline(toy)
     with blockdance.attach(pipe, "none", registry=registry):
         with pytest.warns(RuntimeWarning, match="never called FlowMatchEulerDiscreteScheduler"):
+            pipe()
+
+
+def test_a_pipeline_call_that_raises_gives_its_own_error_and_no_warning(toy, registry):
+    """An aborted call (e.g. a peer's hook failing on the first model call) is not a pipeline
+    that never steps: the caller sees the error, not a RuntimeWarning in front of it."""
+
+    class FailingPipeline:
+        def __init__(self, transformer) -> None:
+            self.transformer = transformer
+            self.scheduler = FlowMatchEulerDiscreteScheduler()
+
+        def __call__(self) -> None:
+            self.scheduler.set_timesteps(4)
+            with torch.no_grad():
+                self.transformer(x0(), self.scheduler.timesteps[0].expand(2))
+            raise KeyError("the sampler's own error")
+
+    pipe = FailingPipeline(toy)
+    with blockdance.attach(pipe, "none", registry=registry), warnings.catch_warnings():
+        warnings.simplefilter("error")
+        with pytest.raises(KeyError, match="own error"):
             pipe()

@@ -272,7 +272,6 @@ def run_counted(pipe: SD3Sampler, policies: list[tuple[str, Any]], seeds=(0, 1))
 
 #: blockdance warns when a generation that raised made fewer calls than steps; the tests
 #: check the peer's own error, which the warning would replace under ``-W error``
-ABORTED = pytest.mark.filterwarnings("ignore:SD3Sampler called the model:RuntimeWarning")
 
 
 @pytest.fixture
@@ -344,7 +343,6 @@ def test_magcache_skips_whole_steps_counted_as_block_calls(ratios_file):
     assert not torch.equal(run.samples, base.samples)
 
 
-@ABORTED
 def test_magcache_ratios_for_another_step_count_fail_the_row(ratios_file):
     pipe = tiny_sd3_pipe()
     mag = {"kind": "diffusers:magcache", "ratios": str(ratios_file)}
@@ -385,7 +383,6 @@ def test_taylorseer_forecasts_attention_outputs():
     assert not torch.equal(run.samples, base.samples)
 
 
-@ABORTED
 def test_taylorseer_lite_fails_on_sd3_as_a_failed_row():
     pipe = tiny_sd3_pipe()
     lite = {"kind": "diffusers:taylorseer", "lite": True, "cache_interval": 2,
@@ -412,7 +409,6 @@ def _sd3_registry():
     return make_registry(("sd3-workload", SD3Workload()), autoload=True)
 
 
-@ABORTED
 def test_bench_records_a_failing_peer_and_goes_on(ratios_file, tmp_path):
     bench = tmp_path / "sub" / "bench.yaml"
     bench.parent.mkdir()
@@ -474,7 +470,6 @@ def test_cache_dit_dbcache_skips_middle_blocks_and_is_removed():
     assert "forward" not in vars(pipe.transformer)  # blockdance's and cache-dit's wrappers gone
 
 
-@ABORTED
 def test_cache_dit_taylorseer_on_the_text_stream_fails_on_sd3_as_a_failed_row():
     pytest.importorskip("cache_dit")
     pipe = tiny_sd3_pipe()

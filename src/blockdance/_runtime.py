@@ -496,14 +496,16 @@ class Runtime:
         local.in_pipeline = True
         followed = self._tracker is not None and self._tracker.scheduler is scheduler
         tracker = None if followed else SchedulerTracker(self, scheduler)  # swapped since
+        completed = False
         try:
             yield
+            completed = True
         finally:
             if tracker is not None:
                 tracker.remove()
             local.in_pipeline = False
             local.plan = None
-            if local.gen is not None:
+            if completed and local.gen is not None:  # an aborted call raises its own error
                 _warn_if_never_stepped(pipeline, local.gen)
             self._end(local)
 
