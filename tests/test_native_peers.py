@@ -332,3 +332,55 @@ def test_dbcache_refuses_a_split_with_no_middle_block() -> None:
     model = ToyDenoiser(depth=DEPTH, dim=16)
     with pytest.raises(ValueError, match=r"Fn \+ Bn must be at most 7"):
         _attached(model, {"kind": "dbcache", "Fn": 4, "Bn": 4})
+
+
+# -- magcache against diffusers' own MagCache --------------------------------------------
+
+
+def _diffusers_sd3() -> tuple:
+    pytest.importorskip("diffusers.hooks.mag_cache")
+    import tiny_diffusers
+
+    return tiny_diffusers.sd3_pipe(), tiny_diffusers.run_sd3, tiny_diffusers.STEPS
+
+
+def test_recorder_and_magcache_agree_with_diffusers_magcache() -> None:
+    """On a tiny diffusers SD3 pipeline: the recorder's ratios are those diffusers'
+    ``MagCacheConfig(calibrate=True)`` prints, and ``magcache`` on them gives the latents
+    diffusers' MagCache gives with the same ratios (diffusers is the reference here)."""
+    import contextlib
+    import io
+
+    from diffusers.hooks import HookRegistry, MagCacheConfig, apply_mag_cache, mag_cache
+    from diffusers.models.cache_utils import CacheMixin
+
+    pipe, run_sd3, steps = _diffusers_sd3()
+    recorder = MagnitudeRecorder()
+    with blockdance.attach(pipe, recorder):
+        run_sd3(pipe, steps)
+    ratios = recorder.ratios()
+    policy = {"kind": "magcache", "mag_ratios": ratios, "threshold": 1.0, "max_skip_steps": 2}
+    with blockdance.attach(pipe, policy) as h:
+        ours = run_sd3(pipe, steps, output_type="latent")
+        stats = h.stats
+    assert stats is not None
+    assert {s for s, _ in stats.reused_pairs()} == {2, 3, 5, 6, 8, 9}  # retention: 0, 1
+
+    transformer = pipe.transformer
+    printed = io.StringIO()
+    apply_mag_cache(transformer, MagCacheConfig(calibrate=True, num_inference_steps=steps))
+    with contextlib.redirect_stdout(printed), CacheMixin.cache_context(transformer, "a"):
+        run_sd3(pipe, steps)
+    lines = printed.getvalue().splitlines()
+    line = next(s for s in lines if s.startswith("[") and not s.startswith("[MagCache]"))
+    assert ratios == pytest.approx(json.loads(line), rel=1e-5)
+    registry = HookRegistry.check_if_exists_or_initialize(transformer)
+    for name in (mag_cache._MAG_CACHE_LEADER_BLOCK_HOOK, mag_cache._MAG_CACHE_BLOCK_HOOK):
+        registry.remove_hook(name, recurse=True)
+    config = MagCacheConfig(
+        mag_ratios=ratios, threshold=1.0, max_skip_steps=2, num_inference_steps=steps
+    )
+    apply_mag_cache(transformer, config)
+    with CacheMixin.cache_context(transformer, "b"):
+        theirs = run_sd3(pipe, steps, output_type="latent")
+    torch.testing.assert_close(ours, theirs, rtol=1e-5, atol=1e-5)
