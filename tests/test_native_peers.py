@@ -384,3 +384,45 @@ def test_recorder_and_magcache_agree_with_diffusers_magcache() -> None:
     with CacheMixin.cache_context(transformer, "b"):
         theirs = run_sd3(pipe, steps, output_type="latent")
     torch.testing.assert_close(ours, theirs, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("order", [0, 1])
+def test_dbcache_matches_cache_dit(order: int) -> None:
+    """On a tiny diffusers SD3 pipeline, ``dbcache`` (F2B1) reuses the steps cache-dit's
+    DBCache reuses and gives its latents, with and without TaylorSeer order 1 (cache-dit is
+    the reference). The warm-up is 4 steps: cache-dit's TaylorSeer takes no derivative from
+    full steps before step 3, so earlier reuse steps would differ."""
+    cache_dit = pytest.importorskip("cache_dit")
+    pipe, run_sd3, _ = _diffusers_sd3()
+    steps, threshold = 20, 0.2
+    policy = {
+        "kind": "dbcache",
+        "Fn": 2,
+        "Bn": 1,
+        "residual_diff_threshold": threshold,
+        "max_warmup_steps": 4,
+        "taylorseer": bool(order),
+        "taylorseer_order": max(order, 1),
+    }
+    with blockdance.attach(pipe, policy) as h:
+        ours = run_sd3(pipe, steps, output_type="latent")
+        stats = h.stats
+    assert stats is not None
+    reused = sorted({s for s, _ in stats.reused_pairs()})
+    assert 4 <= len(reused) <= 14
+    config = cache_dit.DBCacheConfig(
+        Fn_compute_blocks=2,
+        Bn_compute_blocks=1,
+        residual_diff_threshold=threshold,
+        max_warmup_steps=4,
+        num_inference_steps=steps,
+    )
+    seer = cache_dit.TaylorSeerCalibratorConfig(taylorseer_order=order) if order else None
+    cache_dit.enable_cache(pipe, cache_config=config, calibrator_config=seer)
+    try:
+        theirs = run_sd3(pipe, steps, output_type="latent")
+        (summary, *_) = cache_dit.summary(pipe)
+    finally:
+        cache_dit.disable_cache(pipe)
+    assert list(summary.cached_steps) == reused
+    torch.testing.assert_close(ours, theirs, rtol=1e-5, atol=1e-5)
