@@ -141,6 +141,8 @@ def test_a_ratios_file_that_is_not_a_list_is_refused(tmp_path: Path) -> None:
     bad.write_text('{"ratios": [1.0]}')
     with pytest.raises(ValidationError, match=r"bad\.json.*list"):
         blockdance.default_registry().make_policy({"kind": "magcache", "mag_ratios": str(bad)})
+    bad.write_text('{"mag_ratios": [1.0, 0.5], "workload": "w"}')  # magcache-calibrate's file
+    assert load_ratios(bad) == [1.0, 0.5]
     bad.write_text("[1.0,")
     with pytest.raises(ValueError, match="cannot be read as JSON"):
         load_ratios(bad)

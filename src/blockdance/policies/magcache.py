@@ -62,7 +62,9 @@ __all__ = [
 
 
 def load_ratios(source: Sequence[float] | str | Path) -> list[float]:
-    """Magnitude ratios given inline, or read from a JSON file holding a list of floats.
+    """Magnitude ratios given inline, or read from a JSON file: a list of floats (diffusers'
+    ``MagCacheConfig(mag_ratios=...)``), or an object whose ``mag_ratios`` is one (the file
+    ``blockdance magcache-calibrate`` writes, with its provenance beside it).
 
     Raises:
         ValueError: The file is missing or not JSON, or the ratios are not a non-empty list
@@ -80,11 +82,14 @@ def load_ratios(source: Sequence[float] | str | Path) -> list[float]:
             ) from None
         except (OSError, json.JSONDecodeError) as exc:
             raise ValueError(f"{where} cannot be read as JSON: {exc}") from None
+        if isinstance(loaded, dict) and "mag_ratios" in loaded:  # magcache-calibrate's file
+            loaded = loaded["mag_ratios"]
     else:
         loaded = list(source)
     if not isinstance(loaded, list) or not loaded:
         raise ValueError(
-            f"{where} must be a non-empty list of floats, one per step; got "
+            f"{where} must be a non-empty list of floats, one per step (or an object whose "
+            f"'mag_ratios' is one); got "
             f"{type(loaded).__name__}{' (empty)' if loaded == [] else ''}"
         )
     ratios: list[float] = []
@@ -152,7 +157,8 @@ class MagCacheConfig(PolicyConfig):
     mag_ratios: list[float] | str = Field(
         ...,
         description="The calibrated magnitude ratios, one per step: a list of floats, or the "
-        "path of a JSON file holding one (diffusers' MagCacheConfig(mag_ratios=...) format). "
+        "path of a JSON file holding one (diffusers' MagCacheConfig(mag_ratios=...) format) "
+        "or an object whose 'mag_ratios' is one (blockdance magcache-calibrate's file). "
         "Resampled by nearest neighbour when the step count differs.",
     )
     threshold: float = Field(
