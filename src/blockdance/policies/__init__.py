@@ -6,6 +6,7 @@ from collections.abc import Callable
 
 from blockdance.hookspecs import hookimpl
 from blockdance.policies.blockdance import BlockDanceConfig, BlockDancePolicy
+from blockdance.policies.dbcache import DBCacheConfig, DBCachePolicy
 from blockdance.policies.deepcache import DeepCacheConfig, DeepCachePolicy
 from blockdance.policies.delta_dit import DeltaDiTConfig, DeltaDiTPolicy
 from blockdance.policies.first_block_cache import FirstBlockCacheConfig, FirstBlockCachePolicy
@@ -16,6 +17,7 @@ from blockdance.policies.forecast import (
     TaylorSeerConfig,
     TaylorSeerPolicy,
 )
+from blockdance.policies.magcache import MagCacheConfig, MagCachePolicy
 from blockdance.policies.none import NoneConfig, NonePolicy
 from blockdance.policies.random_reuse import RandomConfig, RandomPolicy
 from blockdance.policies.schedule import ScheduleConfig, SchedulePolicy
@@ -25,6 +27,8 @@ from blockdance.policy import Policy, PolicyConfig
 __all__ = [
     "BlockDanceConfig",
     "BlockDancePolicy",
+    "DBCacheConfig",
+    "DBCachePolicy",
     "DeepCacheConfig",
     "DeepCachePolicy",
     "DeltaDiTConfig",
@@ -35,6 +39,8 @@ __all__ = [
     "ForaPolicy",
     "ForecastConfig",
     "ForecastPolicy",
+    "MagCacheConfig",
+    "MagCachePolicy",
     "NoneConfig",
     "NonePolicy",
     "RandomConfig",
@@ -65,3 +71,5 @@ class BuiltinPolicies:
         register(RandomConfig, RandomPolicy)
         register(ForecastConfig, ForecastPolicy)
         register(TaylorSeerConfig, TaylorSeerPolicy)
+        register(MagCacheConfig, MagCachePolicy)
+        register(DBCacheConfig, DBCachePolicy)
