@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from blockdance.hookspecs import hookimpl
+from blockdance.policies.ada import AdaConfig, AdaPolicy
 from blockdance.policies.blockdance import BlockDanceConfig, BlockDancePolicy
 from blockdance.policies.deepcache import DeepCacheConfig, DeepCachePolicy
 from blockdance.policies.delta_dit import DeltaDiTConfig, DeltaDiTPolicy
@@ -53,3 +54,4 @@ class BuiltinPolicies:
         register(DeltaDiTConfig, DeltaDiTPolicy)
         register(FirstBlockCacheConfig, FirstBlockCachePolicy)
         register(RandomConfig, RandomPolicy)
+        register(AdaConfig, AdaPolicy)
