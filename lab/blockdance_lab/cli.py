@@ -238,3 +238,4 @@ def add_commands(sub: Any) -> None:
     p.set_defaults(func=cmd_bench)
 
     add_analysis_commands(sub)
+    __import__("blockdance_lab.ada_training", fromlist=["add_command"]).add_command(sub)

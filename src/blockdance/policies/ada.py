@@ -556,7 +556,7 @@ class AdaConfig(StepMaskConfig):
         "written by `blockdance train-ada`."
     )
     threshold: float = Field(
-        0.5,
+        default=0.5,
         ge=0.0,
         le=1.0,
         description="A remaining step is a cache step (full compute) where the network's "
