@@ -638,7 +638,16 @@ def train_ada(
     return AdaTrainResult(weights, curve, history, minutes)
 
 
+def _running_mean(values: list[float], window: int = 10) -> list[float]:
+    out, total = [], 0.0
+    for i, v in enumerate(values):
+        total += v - (values[i - window] if i >= window else 0.0)
+        out.append(total / min(i + 1, window))
+    return out
+
+
 def _save_curve(history: dict[str, list[float]], path: Path, title: str) -> Path | None:
+    """Reward, C and Q per update (thin) and their running mean over 10 updates (thick)."""
     from blockdance_lab.report import load_pyplot
 
     plt = load_pyplot()
@@ -646,15 +655,19 @@ def _save_curve(history: dict[str, list[float]], path: Path, title: str) -> Path
         return None
     fig, (left, right) = plt.subplots(1, 2, figsize=(9, 3.2))
     steps = range(1, len(history["reward"]) + 1)
-    left.plot(steps, history["reward"], label="reward R (rollout mean)")
-    left.set_xlabel("update")
-    left.legend(fontsize=8)
-    right.plot(steps, history["C"], label="C: reuse share (rollouts)")
-    right.plot(steps, history["greedy_C"], label="C: reuse share (greedy)", linestyle="--")
-    right.plot(steps, history["Q"], label="Q: SSIM to full compute")
-    right.set_xlabel("update")
+    series = [
+        (left, "reward", "reward R (rollouts)", "C0"),
+        (right, "C", "C: reuse share (rollouts)", "C1"),
+        (right, "greedy_C", "C: reuse share (greedy)", "C2"),
+        (right, "Q", "Q: SSIM to full compute", "C3"),
+    ]
+    for ax, key, label, color in series:
+        ax.plot(steps, history[key], color=color, alpha=0.3, linewidth=0.8)
+        ax.plot(steps, _running_mean(history[key]), color=color, label=label)
+    for ax in (left, right):
+        ax.set_xlabel("update")
+        ax.legend(fontsize=7)
     right.set_ylim(0, 1.02)
-    right.legend(fontsize=8)
     fig.suptitle(title, fontsize=10)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
