@@ -325,6 +325,7 @@ class Precomputed:
         conditions: The condition copies it reads there ``(k, n, ...)``, or None.
         full: The full-compute result (pixels).
         first_step: ``ρ``.
+        minutes: Wall time of the precompute.
     """
 
     seeds: list[int]
@@ -334,6 +335,7 @@ class Precomputed:
     conditions: torch.Tensor | None
     full: torch.Tensor
     first_step: int
+    minutes: float = 0.0
 
 
 def precompute(
@@ -348,6 +350,7 @@ def precompute(
 ) -> Precomputed:
     """Run each seed fully once, recording what :class:`Precomputed` holds."""
     first = round_half_up(rho * loop.num_steps)
+    began = time.perf_counter()
     parts: list[tuple[torch.Tensor, Cond, torch.Tensor, torch.Tensor | None, torch.Tensor]] = []
     chunks = [list(seeds[i : i + chunk]) for i in range(0, len(seeds), chunk)]
     for part in tqdm(chunks, desc="precompute", disable=not progress):
@@ -375,6 +378,7 @@ def precompute(
         conditions=None if conds[0] is None else torch.cat([c for c in conds if c is not None], 1),
         full=torch.cat([p[4] for p in parts]),
         first_step=first,
+        minutes=(time.perf_counter() - began) / 60,
     )
 
 
@@ -400,6 +404,9 @@ class AdaTrainConfig:
             output bias and per-condition logits, the static schedule's logits. Higher than
             ``lr`` so that a schedule moves within a CPU budget of a few hundred updates,
             and the same for both variants.
+        entropy: Weight of an entropy bonus on the cache-step probabilities (summed over
+            steps): keeps the policy drawing different actions, without which REINFORCE stops
+            learning once every m is near 0 or 1 (all K rollouts alike: no advantage).
         updates: Most updates (training also stops after ``max_minutes``).
         max_minutes: Wall-clock budget of the updates (the precompute is not counted).
         init_cache_prob: Cache-step probability of every step at initialisation.
@@ -421,6 +428,7 @@ class AdaTrainConfig:
     rollouts: int = 4
     lr: float = 3e-3
     schedule_lr: float = 3e-2
+    entropy: float = 0.0
     updates: int = 1000
     max_minutes: float = 10.0
     init_cache_prob: float = 0.5
@@ -449,8 +457,9 @@ class AdaTrainResult:
     Args:
         weights: The ``.safetensors`` file (its sidecar beside it).
         curve: The training-curve PNG, or None without matplotlib.
-        history: Per update: ``reward``, ``C``, ``Q`` (rollout means) and ``greedy_C`` (the
-            reuse share the greedy policy would give the update's states).
+        history: Per update: ``reward``, ``C``, ``Q`` (rollout means), ``greedy_C`` (the
+            reuse share the greedy policy would give the update's states) and ``entropy``
+            (mean per step, nats).
         minutes: Wall time of the updates.
     """
 
@@ -554,11 +563,13 @@ def train_ada(
     loop = loop_for(wl.build(), num_steps)
     boundary, architecture = _boundary_of(loop, cfg.boundary, registry)
     seeds = list(range(cfg.seed_offset, cfg.seed_offset + cfg.train_seeds))
-    start_all = time.perf_counter()
     pre = precomputed or precompute(loop, seeds, cfg.rho, boundary, registry, progress=progress)
     if pre.seeds != seeds or pre.first_step != round_half_up(cfg.rho * num_steps):
-        raise ValueError("the precomputed states were made for other seeds or another rho")
-    precompute_minutes = (time.perf_counter() - start_all) / 60
+        raise ValueError(
+            f"the precomputed states are for seeds {pre.seeds[0]}.. ({len(pre.seeds)}) and step "
+            f"{pre.first_step}; this run trains on {seeds[0]}.. ({len(seeds)}) from step "
+            f"{round_half_up(cfg.rho * num_steps)}: precompute them for this recipe"
+        )
 
     torch.manual_seed(cfg.seed)
     dcfg = _decider_config(cfg, loop, pre, num_steps)
@@ -567,7 +578,13 @@ def train_ada(
     opt = torch.optim.Adam(_param_groups(network, cfg))
     gen = torch.Generator().manual_seed(cfg.seed + 1)
     policy = RolloutPolicy(RolloutConfig(rho=cfg.rho, boundary=boundary))
-    history: dict[str, list[float]] = {"reward": [], "C": [], "Q": [], "greedy_C": []}
+    history: dict[str, list[float]] = {
+        "reward": [],
+        "C": [],
+        "Q": [],
+        "greedy_C": [],
+        "entropy": [],
+    }
     k, m, n_seeds = cfg.rollouts, cfg.states, len(seeds)
     order = torch.randperm(n_seeds, generator=gen)
     cursor = 0
@@ -596,7 +613,12 @@ def train_ada(
         log_prob = (
             u * nn.functional.logsigmoid(logits) + (1 - u) * nn.functional.logsigmoid(-logits)
         ).sum(-1)  # (K, M)
-        loss = -((reward - baseline).detach() * log_prob).mean()
+        entropy = -(probs * nn.functional.logsigmoid(logits)) - (
+            1 - probs
+        ) * nn.functional.logsigmoid(-logits)  # (M, R) Bernoulli entropy
+        loss = (
+            -((reward - baseline).detach() * log_prob).mean() - cfg.entropy * entropy.sum(-1).mean()
+        )
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
@@ -604,6 +626,7 @@ def train_ada(
         history["C"].append(float(c.mean()))
         history["Q"].append(float(q.mean()))
         history["greedy_C"].append(float((probs < 0.5).float().mean()))
+        history["entropy"].append(float(entropy.mean()))  # per step, nats (ln 2: m = 0.5)
         bar.set_postfix(R=f"{history['reward'][-1]:.3f}", C=f"{c.mean():.2f}", Q=f"{q.mean():.3f}")
         if time.perf_counter() - start > cfg.max_minutes * 60:
             break
@@ -624,7 +647,7 @@ def train_ada(
         "train_seeds": seeds,
         "updates": len(history["reward"]),
         "minutes": round(minutes, 2),
-        "precompute_minutes": round(precompute_minutes, 2),
+        "precompute_seconds": round(pre.minutes * 60, 2),
         "parameters": sum(p.numel() for p in network.parameters()),
         "threads": torch.get_num_threads(),
         "command": " ".join(sys.argv),
@@ -755,6 +778,7 @@ def cmd_train_ada(args: argparse.Namespace) -> int:
         rollouts=args.rollouts,
         lr=args.lr,
         schedule_lr=args.schedule_lr,
+        entropy=args.entropy,
         updates=args.updates,
         max_minutes=args.minutes,
         init_cache_prob=args.init_cache_prob,
@@ -847,6 +871,7 @@ def add_command(sub: Any) -> None:
         default=defaults.schedule_lr,
         help="Adam lr of the per-step logits (output bias, per-condition and static logits)",
     )
+    p.add_argument("--entropy", type=float, default=defaults.entropy, help="entropy bonus weight")
     p.add_argument("--rho", type=float, default=defaults.rho, help="share of full steps first")
     p.add_argument("--boundary", type=int, default=None, help="last reused block")
     p.add_argument("--steps", type=int, default=None, help="denoising steps (fixed by training)")

@@ -95,6 +95,9 @@ def test_train_ada_writes_a_network_the_policy_runs(tmp_path: Path, dit, variant
     assert sidecar["recipe"]["lam"] == 2.0 and sidecar["recipe"]["rollouts"] == 2
     assert sidecar["config"]["num_steps"] == STEPS and sidecar["config"]["first_step"] == 2
     assert sidecar["updates"] == 2 and len(sidecar["history"]["reward"]) == 2
+    assert sidecar["precompute_seconds"] > 0 and sidecar["boundary"] == 5  # 8 blocks: 0..5
+    if variant == "static":
+        assert set(sidecar["config"]) == {"kind", "num_steps", "first_step", "copies"}
     assert result.curve is not None and result.curve.stat().st_size > 1000
     for r, c, q in zip(*(result.history[k] for k in ("reward", "C", "Q"))):
         assert r == pytest.approx(c + 2.0 * q, abs=1e-5)

@@ -121,8 +121,11 @@ class DeciderConfig:
         return self.num_steps - self.first_step
 
     def to_dict(self) -> dict[str, Any]:
+        """The sidecar's ``"config"`` (a static schedule's without the network's entries)."""
         out = asdict(self)
         out["input_size"] = list(self.input_size)
+        if self.kind == "static":
+            return {k: out[k] for k in ("kind", "num_steps", "first_step", "copies")}
         return out
 
     @classmethod
