@@ -626,7 +626,7 @@ def train_ada(
         history["C"].append(float(c.mean()))
         history["Q"].append(float(q.mean()))
         history["greedy_C"].append(float((probs < 0.5).float().mean()))
-        history["entropy"].append(float(entropy.mean()))  # per step, nats (ln 2: m = 0.5)
+        history["entropy"].append(float(entropy.detach().mean()))  # per step, nats (ln 2: m = 0.5)
         bar.set_postfix(R=f"{history['reward'][-1]:.3f}", C=f"{c.mean():.2f}", Q=f"{q.mean():.3f}")
         if time.perf_counter() - start > cfg.max_minutes * 60:
             break

@@ -4,6 +4,7 @@ masks, and ``train-ada`` runs end to end on a tiny budget."""
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 
 import pytest
@@ -109,8 +110,11 @@ def test_train_ada_writes_a_network_the_policy_runs(tmp_path: Path, dit, variant
 
 def test_evaluation_reports_per_sample_reuse(tmp_path: Path, dit) -> None:
     workload, _ = dit
-    config = AdaTrainConfig(steps=STEPS, train_seeds=2, states=2, rollouts=2, updates=1, dim=16)
+    config = AdaTrainConfig(
+        steps=STEPS, train_seeds=2, states=2, rollouts=2, updates=1, dim=16, entropy=0.01
+    )
     result = train_ada(workload, 2.0, config=config, out=tmp_path, progress=False)
+    assert 0 < result.history["entropy"][0] <= math.log(2) + 1e-6  # fp32
     ada = {"kind": "blockdance-ada", "weights": str(result.weights), "threshold": 1.0}
     rows = evaluate_policies(workload, [("ada", ada)], seeds=[0, 1], steps=STEPS)
     assert [r["label"] for r in rows] == ["full compute", "ada"]
