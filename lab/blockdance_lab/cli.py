@@ -265,11 +265,13 @@ def cmd_workloads(args: argparse.Namespace) -> int:
 
 
 def add_commands(sub: Any) -> None:
-    """Add ``workloads``, ``demo``, ``bench``, ``analyze`` and ``calibrate``.
+    """Add the lab's commands: ``workloads``, ``demo``, ``bench``, ``analyze``, ``calibrate``,
+    ``magcache-calibrate`` and ``train-ada``.
 
     Args:
         sub: The ``blockdance`` command line's subparsers.
     """
+    from blockdance_lab.ada_training import add_command as add_ada_command
     from blockdance_lab.analysis.cli import add_commands as add_analysis_commands
     from blockdance_lab.magcache import add_commands as add_magcache_commands
 
@@ -361,3 +363,4 @@ def add_commands(sub: Any) -> None:
 
     add_analysis_commands(sub)
     add_magcache_commands(sub)
+    add_ada_command(sub)

@@ -40,7 +40,15 @@ __all__ = [
 ]
 
 #: Commands the lab (blockdance-lab) brings: named in the error when it is not installed.
-LAB_COMMANDS = ("workloads", "demo", "bench", "analyze", "calibrate", "magcache-calibrate")
+LAB_COMMANDS = (
+    "workloads",
+    "demo",
+    "bench",
+    "analyze",
+    "calibrate",
+    "magcache-calibrate",
+    "train-ada",
+)
 
 
 def owner_label(name: str) -> str:

@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from blockdance.hookspecs import hookimpl
+from blockdance.policies.ada import AdaConfig, AdaPolicy
 from blockdance.policies.blockdance import BlockDanceConfig, BlockDancePolicy
 from blockdance.policies.dbcache import DBCacheConfig, DBCachePolicy
 from blockdance.policies.deepcache import DeepCacheConfig, DeepCachePolicy
@@ -73,3 +74,4 @@ class BuiltinPolicies:
         register(TaylorSeerConfig, TaylorSeerPolicy)
         register(MagCacheConfig, MagCachePolicy)
         register(DBCacheConfig, DBCachePolicy)
+        register(AdaConfig, AdaPolicy)

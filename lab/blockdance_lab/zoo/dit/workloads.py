@@ -30,6 +30,12 @@ class DiTSampler:
     scheduler: Any
     guidance_scale: float = 4.0
 
+    @property
+    def do_classifier_free_guidance(self) -> bool:
+        """Whether each model call stacks the conditional and null-class halves (as diffusers'
+        pipelines say it; blockdance reads it as ``guidance_batch`` 2 or 1)."""
+        return self.guidance_scale > 1
+
     def __call__(self, request: GenerateRequest) -> torch.Tensor:
         model = self.transformer
         param = next(model.parameters())

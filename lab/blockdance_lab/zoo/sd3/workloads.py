@@ -45,6 +45,11 @@ class SD3Sampler:
     def transformer(self) -> SD3Transformer2DModel:
         return self.model.transformer
 
+    @property
+    def do_classifier_free_guidance(self) -> bool:
+        """Each model call stacks the unconditional and conditional halves."""
+        return True
+
     @torch.no_grad()
     def __call__(self, request: GenerateRequest) -> torch.Tensor:
         cfg = self.model.cfg

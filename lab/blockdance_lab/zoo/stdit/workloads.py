@@ -51,6 +51,11 @@ class STDiTSampler:
     def transformer(self) -> STDiT:
         return self.model.stdit
 
+    @property
+    def do_classifier_free_guidance(self) -> bool:
+        """Each model call stacks the conditional and null-caption halves."""
+        return True
+
     @torch.no_grad()
     def __call__(self, request: GenerateRequest) -> torch.Tensor:
         """Videos ``(N, F, 3, H, W)``, one per seed."""
