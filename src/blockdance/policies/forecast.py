@@ -15,7 +15,7 @@ rather than inside each block), natively on every architecture blockdance hooks.
 
 from __future__ import annotations
 
-from typing import Literal, cast
+from typing import ClassVar, Literal, cast
 
 import torch
 from pydantic import Field
@@ -23,7 +23,7 @@ from pydantic import Field
 from blockdance.policies._common import first_step, require_two_blocks
 from blockdance.policies.blockdance import BlockDanceConfig, BlockDancePolicy
 from blockdance.policies.fora import ForaPolicy
-from blockdance.policy import GenerationInfo, PolicyConfig, SlotInfo, StepContext
+from blockdance.policy import GenerationInfo, Policy, PolicyConfig, SlotInfo, StepContext
 
 __all__ = [
     "BoundaryHistory",
@@ -119,17 +119,15 @@ class BoundaryHistory:
         )
 
 
-class ForecastPolicy(BlockDancePolicy):
-    """BlockDance's schedule; a reuse step substitutes the boundary state forecast to it."""
+class _ForecastAtBoundary:
+    """What both forecasting policies share: keep the boundary block's states as it computes
+    (``observe``), substitute their extrapolation on a reuse (``forecast``), report them."""
 
-    config_class = ForecastConfig  # type: ignore[assignment]
-    config: ForecastConfig
-    observes = True
-    forecasts = True
-
-    def begin(self, info: GenerationInfo) -> None:
-        super().begin(info)
-        self.history = BoundaryHistory(self.config.order)
+    observes: ClassVar[bool] = True
+    forecasts: ClassVar[bool] = True
+    boundary: int
+    info: GenerationInfo | None
+    history: BoundaryHistory
 
     def observe(self, ctx: StepContext, slot: int, output: object) -> None:
         if slot == self.boundary:
@@ -143,6 +141,17 @@ class ForecastPolicy(BlockDancePolicy):
         return self.history.nbytes()
 
     def end(self) -> None:
+        self.history = BoundaryHistory(self.history.order)
+
+
+class ForecastPolicy(_ForecastAtBoundary, BlockDancePolicy):
+    """BlockDance's schedule; a reuse step substitutes the boundary state forecast to it."""
+
+    config_class = ForecastConfig  # type: ignore[assignment]
+    config: ForecastConfig
+
+    def begin(self, info: GenerationInfo) -> None:
+        super().begin(info)
         self.history = BoundaryHistory(self.config.order)
 
 
@@ -164,35 +173,19 @@ class TaylorSeerConfig(PolicyConfig):
     )
 
 
-class TaylorSeerPolicy(ForaPolicy):
+class TaylorSeerPolicy(_ForecastAtBoundary, ForaPolicy):
     """FORA's schedule; a reuse step substitutes the last block's output forecast to it."""
 
     config_class = TaylorSeerConfig  # type: ignore[assignment]
     config: TaylorSeerConfig  # type: ignore[assignment]
-    observes = True
-    forecasts = True
 
     def begin(self, info: GenerationInfo) -> None:
         cfg = self.config
         require_two_blocks(info, "taylorseer forecasts the last block")
-        self.info = info
+        Policy.begin(self, info)  # not ForaPolicy's: its options are not this config's
         self.boundary = info.num_blocks - 1
         self.first = first_step(cfg.start, self.require_num_steps(info)) if cfg.start else 0
         self.period = cfg.N
         self.stop = info.num_steps
         self.residual = False
         self.history = BoundaryHistory(cfg.order)
-
-    def observe(self, ctx: StepContext, slot: int, output: object) -> None:
-        if slot == self.boundary:
-            assert self.info is not None
-            self.history.add(self.info.slots[slot], ctx, output)
-
-    def forecast(self, ctx: StepContext, slot: int, cached: State) -> State:
-        return self.history.forecast(ctx, cached)
-
-    def memory_bytes(self) -> int:
-        return self.history.nbytes()
-
-    def end(self) -> None:
-        self.history = BoundaryHistory(self.config.order)
