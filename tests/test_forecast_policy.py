@@ -11,21 +11,10 @@ import blockdance
 from blockdance.policies.blockdance import window_steps
 from blockdance.policies.forecast import newton_forecast
 from blockdance.testing import make_registry
+from forecast_reference import lagrange
 from toymodel import ToyDenoiser, ToyPlugin, count_computes, run, run_by_hand
 
 T, DEPTH, BOUNDARY = 20, 8, 5
-
-
-def lagrange(points: list[tuple[int, torch.Tensor]], s: float) -> torch.Tensor:
-    """The interpolating polynomial in Lagrange form (independent of the Newton code)."""
-    total = torch.zeros_like(points[0][1])
-    for j, (xj, yj) in enumerate(points):
-        weight = 1.0
-        for m, (xm, _) in enumerate(points):
-            if m != j:
-                weight *= (s - xm) / (xj - xm)
-        total = total + weight * yj
-    return total
 
 
 @pytest.mark.parametrize("order", [0, 1, 2])

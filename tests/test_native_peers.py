@@ -19,6 +19,7 @@ from blockdance.policies.magcache import (
     resample_ratios,
 )
 from blockdance.testing import make_registry
+from forecast_reference import lagrange
 from toymodel import ToyDenoiser, ToyPlugin, count_computes, run, run_by_hand, timesteps
 
 T, DEPTH = 20, 8
@@ -34,17 +35,6 @@ def _attached(model: ToyDenoiser, policy: dict) -> tuple[list[torch.Tensor], blo
         with h.generation(num_steps=T):
             got = run(model, _x(1), T)
         return got, h
-
-
-def _lagrange(points: list[tuple[int, torch.Tensor]], s: float) -> torch.Tensor:
-    total = torch.zeros_like(points[0][1])
-    for j, (xj, yj) in enumerate(points):
-        weight = 1.0
-        for m, (xm, _) in enumerate(points):
-            if m != j:
-                weight *= (s - xm) / (xj - xm)
-        total = total + weight * yj
-    return total
 
 
 # -- magcache ---------------------------------------------------------------------------
@@ -224,7 +214,7 @@ def dbcache_by_hand(
             )
             if reuse:
                 recent = changes[-(order + 1) :]
-                h = h + (_lagrange(recent, float(step)) if len(recent) >= 2 else changes[-1][1])
+                h = h + (lagrange(recent, float(step)) if len(recent) >= 2 else changes[-1][1])
                 reused.append(step)
                 in_a_row += 1
             else:
