@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import importlib.util
 import re
-import sys
 from pathlib import Path
 from types import ModuleType
 
@@ -15,6 +13,7 @@ import blockdance
 import blockdance_lab.plugin
 from blockdance.hookspecs import all_hookspec_names
 from blockdance.testing import make_registry
+from docs_examples import load_example
 from toymodel import ToyPlugin, run
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -101,13 +100,7 @@ def test_plugin_tutorial_shows_every_file_of_the_example_package():
 
 # -- (c) the policy tutorial's example ---------------------------------------------------------
 def load_every_k() -> ModuleType:
-    path = DOCS / "examples" / "every_k_policy.py"
-    spec = importlib.util.spec_from_file_location("every_k_policy", path)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # pydantic resolves annotations through sys.modules
-    spec.loader.exec_module(module)
-    return module
+    return load_example("every_k_policy")
 
 
 @pytest.fixture

@@ -8,7 +8,6 @@ import importlib.util
 import inspect
 import sys
 from collections.abc import Callable, Iterator
-from pathlib import Path
 from types import ModuleType
 from typing import Any
 
@@ -31,20 +30,8 @@ from blockdance.cli import main
 from blockdance.errors import UnknownModelError, UnknownPolicyError
 from blockdance.testing import ArchitectureChecks, make_registry
 from blockdance_lab.workload import UnknownWorkloadError, Workload, workloads
+from docs_examples import load_example
 from toymodel import TOY_SPEC, ToyBlock, ToyDenoiser, ToyPlugin, run
-
-DOCS_EXAMPLES = Path(__file__).resolve().parents[1] / "docs" / "examples"
-
-
-def load_example(name: str) -> ModuleType:
-    """A module of docs/examples, imported under its file name."""
-    spec = importlib.util.spec_from_file_location(name, DOCS_EXAMPLES / f"{name}.py")
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[name] = module  # pydantic resolves annotations through sys.modules
-    spec.loader.exec_module(module)
-    return module
-
 
 two_list = load_example("two_list_plugin")
 ramp = load_example("blockdance_ramp_policy")

@@ -3,9 +3,6 @@ DiT, against the same sampler written out by hand without blockdance."""
 
 from __future__ import annotations
 
-import importlib.util
-import sys
-from pathlib import Path
 from types import ModuleType
 from typing import Any
 
@@ -15,20 +12,14 @@ from torch import nn
 
 import blockdance
 from blockdance.testing import count_block_calls, make_registry
+from docs_examples import load_example
 from toymodel import timesteps
 
 STEPS = 12
-DOCS = Path(__file__).resolve().parents[1] / "docs"
 
 
 def load_teacache() -> ModuleType:
-    path = DOCS / "examples" / "teacache_policy.py"
-    spec = importlib.util.spec_from_file_location("teacache_policy", path)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # pydantic resolves annotations through sys.modules
-    spec.loader.exec_module(module)
-    return module
+    return load_example("teacache_policy")
 
 
 def inputs() -> tuple[torch.Tensor, torch.Tensor]:
