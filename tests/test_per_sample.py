@@ -316,3 +316,25 @@ def test_guidance_batch_reaches_the_policy() -> None:
             sample(model, call, x, cond, "dit", guided=True)
     info: GenerationInfo | None = p.info
     assert info is not None and info.guidance_batch is None
+
+
+def test_reuse_map_shows_the_share_of_samples_that_reused() -> None:
+    reuse = ({2, 3}, {3}, {3, 4, 5}, {1, 3})  # step 3: every sample reuses
+    model, call, x, cond, blocks, boundary = build("toy")
+    with blockdance.attach(
+        model, policy(reuse, boundary), registry=registry(), num_steps=STEPS
+    ) as h:
+        sample(model, call, x, cond, "toy", False)
+    assert h.stats is not None
+    # written out from the sets: at a step, the share of the four samples whose set holds it
+    expected = [
+        [sum(step in s for s in reuse) / 4 if b <= boundary else 0.0 for b in range(len(blocks))]
+        for step in range(STEPS)
+    ]
+    assert h.stats.reuse_map() == expected
+    # a pair counts as reused only where every sample reused it
+    assert h.stats.reused_pairs() == {(3, b) for b in range(boundary + 1)}
+    marks = {0: "C", 1: "r", 2: "r", 3: "R", 4: "r", 5: "r"}  # step -> structural blocks' mark
+    assert [line[11] for line in h.stats.step_table().splitlines()] == [
+        marks[s] for s in range(STEPS)
+    ]

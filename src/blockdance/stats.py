@@ -98,14 +98,21 @@ class GenerationStats:
         return 1 + max((c.branch for c in self.calls), default=-1)
 
     def reused_pairs(self, branch: int = 0) -> set[tuple[int, int]]:
-        """The (step, block) pairs reused in ``branch``."""
+        """The (step, block) pairs reused in ``branch`` by the whole batch (a block run that
+        some samples computed is not among them: see :meth:`reuse_map`)."""
         return {(c.step, b) for c in self.calls if c.branch == branch for b in c.reused_slots()}
 
-    def reuse_map(self, branch: int = 0) -> list[list[bool]]:
-        """A steps × blocks grid, True where the block was reused (for plots)."""
-        grid = [[False] * self.num_blocks for _ in range(self.steps_seen)]
-        for step, block in self.reused_pairs(branch):
-            grid[step][block] = True
+    def reuse_map(self, branch: int = 0) -> list[list[float]]:
+        """A steps × blocks grid of the share of the batch's rows that reused the block in
+        ``branch``: 1.0 where the whole batch reused, 0.0 where it computed, and in between
+        where samples decided apart (for plots)."""
+        grid = [[0.0] * self.num_blocks for _ in range(self.steps_seen)]
+        for c in self.calls:
+            if c.branch != branch:
+                continue
+            slots = c.slots if len(c.slots) == len(c.reused) else range(len(c.reused))
+            for i, (slot, reused) in enumerate(zip(slots, c.reused, strict=True)):
+                grid[c.step][slot] = 1.0 if reused else c.partial.get(i, 0.0)
         return grid
 
     def to_dict(self) -> dict[str, Any]:
@@ -151,14 +158,15 @@ class GenerationStats:
         return "\n".join(lines)
 
     def step_table(self, branch: int = 0) -> str:
-        """One line per step: ``C`` computed, ``R`` reused, per block."""
+        """One line per step: ``C`` computed, ``R`` reused, ``r`` reused by some of the
+        batch's samples (per-sample decisions), per block."""
         rows = []
         for c in self.calls:
             if c.branch == branch:
                 row = ["-"] * self.num_blocks  # "-": the model did not call this slot
                 slots = c.slots if len(c.slots) == len(c.reused) else range(len(c.reused))
-                for slot, r in zip(slots, c.reused, strict=True):
-                    row[slot] = "R" if r else "C"
+                for i, (slot, r) in enumerate(zip(slots, c.reused, strict=True)):
+                    row[slot] = "R" if r else "r" if i in c.partial else "C"
                 marks = "".join(row)
                 rows.append(f"step {c.step:4d}  {marks}")
         return "\n".join(rows)
