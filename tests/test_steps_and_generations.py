@@ -12,6 +12,7 @@ import math
 import threading
 import warnings
 from collections.abc import Iterator
+from typing import ClassVar, Literal
 
 import numpy as np
 import pytest
@@ -25,6 +26,8 @@ from diffusers.hooks import HookRegistry, ModelHook
 from diffusers.pipelines.flux.pipeline_flux import calculate_shift
 
 import blockdance
+from blockdance.policies.ada import StepMaskConfig, StepMaskPolicy
+from blockdance.policy import PolicyConfig, StepContext
 from tiny_diffusers import DEPTH, TXT, flux_pipe, prompt_embeds, run_flux, run_sd3, sd3_pipe
 from toymodel import ToyDenoiser, run, timesteps
 
@@ -596,3 +599,56 @@ def test_a_pipeline_call_that_raises_gives_its_own_error_and_no_warning(toy, reg
         warnings.simplefilter("error")
         with pytest.raises(KeyError, match="own error"):
             pipe()
+
+
+# -- 11. a trajectory resumed part-way knows where it is in the schedule -------------------------
+class _MaskConfig(StepMaskConfig):
+    kind: Literal["test-mask"] = "test-mask"
+
+
+class _Mask(StepMaskPolicy[_MaskConfig]):
+    """From step ρ on, sample i caches every (i + 2)-th step (a per-sample schedule)."""
+
+    config_class: ClassVar[type[PolicyConfig]] = _MaskConfig
+
+    def choose(
+        self, latent: torch.Tensor, conditions: torch.Tensor | None, ctx: StepContext
+    ) -> tuple[torch.Tensor, None]:
+        assert self.info is not None and self.info.num_steps is not None
+        remaining = self.info.num_steps + self.offset - self.first_step
+        cols = torch.arange(remaining)
+        return torch.stack([cols % (i + 2) == 0 for i in range(latent.shape[0])]), None
+
+
+def test_a_resumed_trajectory_equals_the_tail_of_the_whole_one(toy, registry):
+    """Reference: the whole 20-step trajectory; resumed from its state at step k with
+    ``generation(num_steps=20 - k, schedule_offset=k)``, the tail is the same."""
+    k = 8  # = round(0.4 * 20): the policy decides at the first resumed call
+    x = x0(batch=3)
+    policy = _Mask(_MaskConfig(boundary=TOY_BOUNDARY))
+    with blockdance.attach(toy, policy, registry=registry, num_steps=T, guidance_batch=1) as h:
+        with h.generation(num_steps=T):
+            states = [x]
+            for out in run(toy, x, T):
+                states.append(states[-1] - 0.05 * out)
+    whole = [list(s) for s in policy.reuse_steps_per_sample]
+    resumed = _Mask(_MaskConfig(boundary=TOY_BOUNDARY))
+    with blockdance.attach(toy, resumed, registry=registry, guidance_batch=1) as h:
+        with h.generation(num_steps=T - k, schedule_offset=k):
+            y = states[k]
+            with torch.no_grad():
+                for t in timesteps(T)[k:]:
+                    y = y - 0.05 * toy(y, torch.full((3,), t))
+        info = resumed.info
+    assert info is not None and (info.num_steps, info.schedule_offset) == (T - k, k)
+    torch.testing.assert_close(y, states[-1], rtol=1e-5, atol=1e-6)
+    assert resumed.reuse_steps_per_sample == whole
+    assert whole[0] == [s for s in range(k, T) if (s - k) % 2]  # written out from the rule
+
+
+@pytest.mark.parametrize("bad", [-1, 1.5, True, "3"])
+def test_a_bad_schedule_offset_is_refused(toy, registry, bad):
+    with blockdance.attach(toy, "blockdance", registry=registry) as handle:
+        with pytest.raises(blockdance.InvalidInputError, match=r"schedule_offset=\.\.\.\) must"):
+            with handle.generation(num_steps=5, schedule_offset=bad):
+                pass

@@ -270,7 +270,7 @@ class RolloutPolicy(StepMaskPolicy[RolloutConfig]):
         self.seen = (latent.detach().clone(), None if conditions is None else conditions.clone())
         assert self.info is not None and self.info.num_steps is not None
         if self.mask is None:
-            remaining = self.info.num_steps - self.first_step
+            remaining = self.info.num_steps + self.offset - self.first_step
             return torch.ones(latent.shape[0], remaining, dtype=torch.bool), None
         return self.mask, None
 
@@ -287,8 +287,8 @@ def rollout(
     """Run steps ``first..s-1`` from ``x`` under ``policy``; the final pixels, and the state
     entering step ``capture`` when asked.
 
-    Steps before ``first`` are marked as done without model calls
-    (``handle.end_step()``), so the policy sees the schedule's own step indices.
+    The generation starts at ``first`` of the schedule (``schedule_offset``), so the policy
+    places its decision step on the schedule's own indices.
     """
     loop.begin_run(first)
     captured = None
@@ -300,11 +300,9 @@ def rollout(
             num_steps=loop.num_steps,
             guidance_batch=loop.copies,
         ) as handle,
-        handle.generation(num_steps=loop.num_steps),
+        handle.generation(num_steps=loop.num_steps - first, schedule_offset=first),
         torch.inference_mode(),
     ):
-        for _ in range(first):
-            handle.end_step()
         for i in range(first, loop.num_steps):
             if i == capture:
                 captured = x.clone()

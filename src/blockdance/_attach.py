@@ -127,7 +127,9 @@ class Handle:
         self.runtime.reset()
 
     @contextlib.contextmanager
-    def generation(self, num_steps: int | None = None) -> Iterator[Handle]:
+    def generation(
+        self, num_steps: int | None = None, *, schedule_offset: int = 0
+    ) -> Iterator[Handle]:
         """Mark one generation on a bare model: fresh cache, known step count.
 
         Inside it a step is read from the timestep values (same value: next guidance branch;
@@ -136,10 +138,16 @@ class Handle:
         steps from a diffusers scheduler, attach with ``scheduler=`` instead.
 
         Args:
-            num_steps: Number of denoising steps (defaults to ``attach(num_steps=)``).
+            num_steps: Number of denoising steps this run makes (defaults to
+                ``attach(num_steps=)``).
+            schedule_offset: Where in a longer schedule the run starts: a trajectory resumed
+                at step ``k`` of ``s`` is ``generation(num_steps=s - k, schedule_offset=k)``.
+                Steps are numbered from 0 over the steps that run, as for an img2img
+                pipeline; policies read the offset from
+                :attr:`~blockdance.GenerationInfo.schedule_offset`.
         """
         runtime = self.runtime
-        runtime.begin_generation(num_steps)
+        runtime.begin_generation(num_steps, schedule_offset)
         try:
             yield self
         finally:

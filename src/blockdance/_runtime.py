@@ -320,12 +320,21 @@ class Runtime:
         self._end(local)
         local.plan = None
 
-    def begin_generation(self, num_steps: int | None) -> None:
+    def begin_generation(self, num_steps: int | None, schedule_offset: int = 0) -> None:
         """Start an explicit generation on a bare model (``handle.generation``)."""
         steps = check_num_steps(num_steps, "handle.generation(num_steps=...)")
+        if (
+            isinstance(schedule_offset, bool)
+            or not isinstance(schedule_offset, int)
+            or schedule_offset < 0
+        ):
+            raise InvalidInputError(
+                "handle.generation(schedule_offset=...) must be an int >= 0 (the schedule "
+                f"step the run starts at), got {schedule_offset!r}"
+            )
         local = self._local()
         local.plan = None
-        self._begin(local, num_steps=steps, source="explicit")
+        self._begin(local, num_steps=steps, source="explicit", offset=schedule_offset)
 
     def end_step(self) -> None:
         """The caller's sampling loop finished a step (``handle.end_step()``)."""
@@ -368,7 +377,13 @@ class Runtime:
                 )
 
     def _begin(
-        self, local: Local, *, num_steps: int | None, source: str, plan: Plan | None = None
+        self,
+        local: Local,
+        *,
+        num_steps: int | None,
+        source: str,
+        plan: Plan | None = None,
+        offset: int = 0,
     ) -> Generation:
         """Start a generation in ``local``: empty cache, new statistics, policy told the plan."""
         self._end(local)
@@ -385,7 +400,7 @@ class Runtime:
             default_boundary=self.spec.default_boundary(len(self.slots)),
             default_window=self.spec.window,
             step_source=source,
-            schedule_offset=plan.offset if plan is not None else 0,
+            schedule_offset=plan.offset if plan is not None else offset,
             guidance_batch=self._guidance_batch(),
         )
         policy = self._acquire_policy()
