@@ -7,6 +7,7 @@ model with its blocks' outputs replaced through forward hooks; never by the runt
 from __future__ import annotations
 
 import dataclasses
+from typing import ClassVar, Literal
 
 import pytest
 import torch
@@ -338,3 +339,69 @@ def test_a_residual_run_across_a_change_of_form_is_refused_when_the_generation_s
         with pytest.raises(blockdance.ReuseError, match=r"blocks 0\.\.5.*'two-stream'.*'joined'"):
             with h.generation(num_steps=T):
                 pass  # refused before any model call
+
+
+# -- per-sample decisions with side flows and in-place blocks (issue 17) --------------------
+class RowStepsConfig(blockdance.PolicyConfig):
+    kind: Literal["row-steps"] = "row-steps"
+    reuse: tuple[frozenset[int], ...]  # per row of the batch: the steps it reuses
+    boundary: int = BOUNDARY
+
+
+class RowSteps(blockdance.Policy[RowStepsConfig]):
+    """Row ``i`` reuses blocks ``0..boundary`` at the steps ``reuse[i]``."""
+
+    config_class: ClassVar[type[blockdance.PolicyConfig]] = RowStepsConfig
+
+    def boundaries(self) -> frozenset[int]:
+        return frozenset({self.config.boundary})
+
+    def decide(self, ctx: blockdance.StepContext, slot: int) -> blockdance.Decision | torch.Tensor:
+        if slot > self.config.boundary:
+            return blockdance.Decision.COMPUTE
+        return torch.tensor([ctx.step in steps for steps in self.config.reuse])
+
+
+def test_per_sample_reuse_serves_each_rows_own_side_flows():
+    """Row 0 reuses on BlockDance's steps, row 1 never: row 0 must equal the hand-written
+    BlockDance run (its long skips from its cache step) and row 1 the unhooked model."""
+    torch.manual_seed(0)
+    model = SkipDenoiser().eval()
+    want_reusing = by_hand(model)
+    want_computing = sample(model)  # not attached
+    policy = RowSteps(RowStepsConfig(reuse=(frozenset(REUSE_STEPS), frozenset())))
+    with blockdance.attach(model, policy, registry=registry_of(SKIP_SPEC), num_steps=T) as h:
+        got = sample(model)
+    for step, out in enumerate(got):
+        torch.testing.assert_close(out[0], want_reusing[step][0], msg=f"row 0, step {step}")
+        torch.testing.assert_close(out[1], want_computing[step][1], msg=f"row 1, step {step}")
+    assert h.stats is not None
+    assert h.stats.reused_blocks == len(REUSE_STEPS) * (BOUNDARY + 1) / 2
+
+
+def test_per_sample_reuse_with_in_place_blocks_keeps_each_rows_cache():
+    """In-place blocks write into what they get; a row's cached state must survive the other
+    row's computing. Reference: each row alone, decided for its whole (one-row) batch."""
+    torch.manual_seed(0)
+    model = InPlaceDenoiser().eval()
+    registry = registry_of(IN_PLACE_SPEC)
+    rows = (frozenset(REUSE_STEPS), frozenset({7, 8, 9, 13}))
+
+    def run_rows(x: torch.Tensor) -> torch.Tensor:
+        with torch.no_grad():
+            for t in timesteps(T):
+                x = x - 0.05 * model(x, torch.full((x.shape[0],), t))
+        return x
+
+    alone = []
+    for i, steps in enumerate(rows):
+        with blockdance.attach(
+            model, RowSteps(RowStepsConfig(reuse=(steps,))), registry=registry, num_steps=T
+        ):
+            alone.append(run_rows(x0()[i : i + 1]))
+    with blockdance.attach(
+        model, RowSteps(RowStepsConfig(reuse=rows)), registry=registry, num_steps=T
+    ) as h:
+        together = run_rows(x0())
+    torch.testing.assert_close(together, torch.cat(alone), rtol=1e-5, atol=1e-6)
+    assert h.stats is not None and h.stats.reused_blocks > 0
