@@ -319,6 +319,18 @@ def test_handle_stays_readable_after_removal(toy, registry):
     assert handle.policy.name == "blockdance"
     assert len(handle.history) == 1 and handle.stats.reused_blocks > 0
     assert not handle.attached
+    assert handle.model is toy
+
+
+def test_handle_model_is_the_hooked_module_inside_a_pipeline_or_compile_wrapper(toy, registry):
+    from tiny_diffusers import sd3_pipe
+
+    pipe = sd3_pipe()
+    with blockdance.attach(pipe, "blockdance") as handle:
+        assert handle.model is pipe.transformer
+    compiled = torch.compile(toy)
+    with blockdance.attach(compiled, "blockdance", registry=registry) as handle:
+        assert handle.model is toy
 
 
 def test_register_plugin_at_run_time(toy):

@@ -76,6 +76,7 @@ class Handle:
         self._policy = runtime.policy
         self._spec = runtime.spec
         self._slots = list(runtime.slots)
+        self._model = runtime.model
         self._history: list[GenerationStats] = []
 
     @property
@@ -87,6 +88,12 @@ class Handle:
     @property
     def policy(self) -> Policy:
         return self._policy
+
+    @property
+    def model(self) -> nn.Module:
+        """The model whose blocks are hooked: the module given, a pipeline's transformer
+        (or UNet), the module inside a ``torch.compile`` wrapper."""
+        return self._model
 
     @property
     def architecture(self) -> ArchitectureSpec:
