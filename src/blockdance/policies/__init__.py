@@ -6,6 +6,7 @@ from collections.abc import Callable
 
 from blockdance.hookspecs import hookimpl
 from blockdance.policies.ada import AdaConfig, AdaPolicy
+from blockdance.policies.adaptive import AdaptiveConfig, AdaptivePolicy
 from blockdance.policies.blockdance import BlockDanceConfig, BlockDancePolicy
 from blockdance.policies.dbcache import DBCacheConfig, DBCachePolicy
 from blockdance.policies.deepcache import DeepCacheConfig, DeepCachePolicy
@@ -26,6 +27,8 @@ from blockdance.policies.step_set import StepSetPolicy, window_steps
 from blockdance.policy import Policy, PolicyConfig
 
 __all__ = [
+    "AdaptiveConfig",
+    "AdaptivePolicy",
     "BlockDanceConfig",
     "BlockDancePolicy",
     "DBCacheConfig",
@@ -75,3 +78,4 @@ class BuiltinPolicies:
         register(MagCacheConfig, MagCachePolicy)
         register(DBCacheConfig, DBCachePolicy)
         register(AdaConfig, AdaPolicy)
+        register(AdaptiveConfig, AdaptivePolicy)
