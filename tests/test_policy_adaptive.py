@@ -271,3 +271,83 @@ def test_the_estimate_of_order_two_is_the_interpolation_remainder() -> None:
     d3 = [0.0] * 3 + [0.5] * (T - 3)
     got = _reused_steps([zeros, zeros, d3], order=2, threshold=0.5, max_consecutive=1)
     assert got == {5, 9, 13, 17}
+
+
+# -- the online variant ---------------------------------------------------------------------
+def _online_by_hand(
+    model: ToyDenoiser, x: torch.Tensor, threshold: float, order: int, max_consecutive: int
+) -> tuple[list[torch.Tensor], set[int]]:
+    """The toy's sampling loop with the online rule written out: block 0 always runs; blocks
+    1..BOUNDARY reuse (the boundary's Lagrange extrapolation enters the deep blocks) when
+    block 0's output is within ``threshold`` relative L2 of its own extrapolation."""
+    from toymodel import timesteps
+
+    window = range(5, 19)  # WINDOW of 20 steps
+    first: list[tuple[int, torch.Tensor]] = []
+    front: list[tuple[int, torch.Tensor]] = []
+    reused: set[int] = set()
+    in_a_row, outs = 0, []
+    with torch.no_grad():
+        for step, t in enumerate(timesteps(T)):
+            tf = torch.full((x.shape[0], 1), float(t)) / 1000
+            c = torch.sigmoid(model.t_proj(tf))[:, None, :]
+            a = model.blocks[0](x, c)
+            reuse = False
+            if first and step in window and in_a_row < max_consecutive:
+                kept = first[-(order + 1) :]
+                f = lagrange(kept, float(step)) if len(kept) > 1 else kept[-1][1]
+                reuse = bool((a - f).norm() <= threshold * f.norm())
+            if reuse:
+                in_a_row += 1
+                reused.add(step)
+                pts = front[-(order + 1) :]
+                h = lagrange(pts, float(step)) if len(pts) > 1 else pts[-1][1]
+            else:
+                in_a_row = 0
+                first.append((step, a))
+                h = a
+                for block in model.blocks[1 : BOUNDARY + 1]:
+                    h = block(h, c)
+                front.append((step, h))
+            for block in model.blocks[BOUNDARY + 1 :]:
+                h = block(h, c)
+            out = model.head(h)
+            outs.append(out)
+            x = x - 0.05 * out
+    return outs, reused
+
+
+@pytest.mark.parametrize(("order", "threshold"), [(0, 0.05), (1, 0.0055)])
+def test_online_reuses_while_block_zero_follows_its_forecast(order: int, threshold: float) -> None:
+    with torch.random.fork_rng():
+        torch.manual_seed(4)  # the thresholds are set for these weights
+        model = ToyDenoiser(depth=DEPTH, dim=16)
+    x = torch.randn(2, 4, 16, generator=torch.Generator().manual_seed(4))
+    expected, reuse = _online_by_hand(model, x, threshold, order, 2)
+    assert 0 < len(reuse) < 14  # the threshold decides some steps each way
+    counts = count_computes(model)
+    options = {"threshold": threshold, "order": order, "max_consecutive": 2}
+    with blockdance.attach(
+        model,
+        "blockdance-adaptive-online",
+        registry=toy_registry(),
+        boundary=BOUNDARY,
+        window=WINDOW,
+        **options,
+    ) as h:
+        with h.generation(num_steps=T):
+            got = run(model, x, T)
+        stats = h.stats
+    for a, b in zip(got, expected, strict=True):
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-5)
+    assert stats is not None and {s for s, _ in stats.reused_pairs()} == reuse
+    assert counts[0] == T
+    assert all(counts[b] == T - len(reuse) for b in range(1, BOUNDARY + 1))
+    assert all(counts[b] == T for b in range(BOUNDARY + 1, DEPTH))
+
+
+def test_online_refuses_boundary_zero() -> None:
+    with pytest.raises(ValidationError, match="boundary"):
+        blockdance.default_registry().make_policy(
+            {"kind": "blockdance-adaptive-online", "boundary": 0}
+        )

@@ -6,7 +6,12 @@ from collections.abc import Callable
 
 from blockdance.hookspecs import hookimpl
 from blockdance.policies.ada import AdaConfig, AdaPolicy
-from blockdance.policies.adaptive import AdaptiveConfig, AdaptivePolicy
+from blockdance.policies.adaptive import (
+    AdaptiveConfig,
+    AdaptivePolicy,
+    OnlineAdaptiveConfig,
+    OnlineAdaptivePolicy,
+)
 from blockdance.policies.blockdance import BlockDanceConfig, BlockDancePolicy
 from blockdance.policies.dbcache import DBCacheConfig, DBCachePolicy
 from blockdance.policies.deepcache import DeepCacheConfig, DeepCachePolicy
@@ -47,6 +52,8 @@ __all__ = [
     "MagCachePolicy",
     "NoneConfig",
     "NonePolicy",
+    "OnlineAdaptiveConfig",
+    "OnlineAdaptivePolicy",
     "RandomConfig",
     "RandomPolicy",
     "ScheduleConfig",
@@ -79,3 +86,4 @@ class BuiltinPolicies:
         register(DBCacheConfig, DBCachePolicy)
         register(AdaConfig, AdaPolicy)
         register(AdaptiveConfig, AdaptivePolicy)
+        register(OnlineAdaptiveConfig, OnlineAdaptivePolicy)
