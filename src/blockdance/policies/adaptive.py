@@ -108,7 +108,8 @@ class Calibration:
             raise ValueError(
                 f"{kind}: {self.source} was calibrated at block(s) {measured}, but the policy's "
                 f"boundary is {boundary}; record the changes at boundary {boundary} "
-                f"(BoundaryChangeRecorder(boundary={boundary})) or set boundary={measured[0]}"
+                f"(BoundaryChangeRecorderConfig(boundary={boundary})) or set "
+                f"boundary={measured[0]}"
             )
         if len(diffs[0]) != num_steps:
             raise ValueError(
