@@ -6,6 +6,12 @@ from collections.abc import Callable
 
 from blockdance.hookspecs import hookimpl
 from blockdance.policies.ada import AdaConfig, AdaPolicy
+from blockdance.policies.adaptive import (
+    AdaptiveConfig,
+    AdaptivePolicy,
+    OnlineAdaptiveConfig,
+    OnlineAdaptivePolicy,
+)
 from blockdance.policies.blockdance import BlockDanceConfig, BlockDancePolicy
 from blockdance.policies.dbcache import DBCacheConfig, DBCachePolicy
 from blockdance.policies.deepcache import DeepCacheConfig, DeepCachePolicy
@@ -26,6 +32,8 @@ from blockdance.policies.step_set import StepSetPolicy, window_steps
 from blockdance.policy import Policy, PolicyConfig
 
 __all__ = [
+    "AdaptiveConfig",
+    "AdaptivePolicy",
     "BlockDanceConfig",
     "BlockDancePolicy",
     "DBCacheConfig",
@@ -44,6 +52,8 @@ __all__ = [
     "MagCachePolicy",
     "NoneConfig",
     "NonePolicy",
+    "OnlineAdaptiveConfig",
+    "OnlineAdaptivePolicy",
     "RandomConfig",
     "RandomPolicy",
     "ScheduleConfig",
@@ -75,3 +85,5 @@ class BuiltinPolicies:
         register(MagCacheConfig, MagCachePolicy)
         register(DBCacheConfig, DBCachePolicy)
         register(AdaConfig, AdaPolicy)
+        register(AdaptiveConfig, AdaptivePolicy)
+        register(OnlineAdaptiveConfig, OnlineAdaptivePolicy)
