@@ -9,8 +9,6 @@ from blockdance.policies.ada import AdaConfig, AdaPolicy
 from blockdance.policies.adaptive import (
     AdaptiveConfig,
     AdaptivePolicy,
-    OnlineAdaptiveConfig,
-    OnlineAdaptivePolicy,
 )
 from blockdance.policies.blockdance import BlockDanceConfig, BlockDancePolicy
 from blockdance.policies.dbcache import DBCacheConfig, DBCachePolicy
@@ -52,8 +50,6 @@ __all__ = [
     "MagCachePolicy",
     "NoneConfig",
     "NonePolicy",
-    "OnlineAdaptiveConfig",
-    "OnlineAdaptivePolicy",
     "RandomConfig",
     "RandomPolicy",
     "ScheduleConfig",
@@ -86,4 +82,3 @@ class BuiltinPolicies:
         register(DBCacheConfig, DBCachePolicy)
         register(AdaConfig, AdaPolicy)
         register(AdaptiveConfig, AdaptivePolicy)
-        register(OnlineAdaptiveConfig, OnlineAdaptivePolicy)

@@ -44,8 +44,8 @@ from typing import Any, Literal, cast
 import torch
 from pydantic import Field, field_validator
 
-from blockdance.policies._common import resolve_boundary, window_steps
-from blockdance.policies.forecast import BoundaryHistory, _ForecastAtBoundary, newton_forecast
+from blockdance.policies._common import window_steps
+from blockdance.policies.forecast import BoundaryHistory, _ForecastAtBoundary
 from blockdance.policies.step_set import StepSetPolicy
 from blockdance.policy import Decision, GenerationInfo, Policy, PolicyConfig, StepContext
 
@@ -55,8 +55,6 @@ __all__ = [
     "BoundaryChangeRecorder",
     "BoundaryChangeRecorderConfig",
     "Calibration",
-    "OnlineAdaptiveConfig",
-    "OnlineAdaptivePolicy",
     "adaptive_reuse_steps",
     "estimated_error",
     "load_calibration",
@@ -518,154 +516,3 @@ class BoundaryChangeRecorder(Policy[BoundaryChangeRecorderConfig]):
             for _, flat in kept
             for t in flat
         )
-
-
-# -- the online variant -----------------------------------------------------------------------
-class OnlineAdaptiveConfig(PolicyConfig):
-    """Configuration of the ``blockdance-adaptive-online`` policy."""
-
-    kind: Literal["blockdance-adaptive-online"] = "blockdance-adaptive-online"
-    threshold: float = Field(
-        0.05,
-        ge=0.0,
-        description="Reuse blocks 1..boundary while block 0's output is within this relative "
-        "L2 of its forecast from the last fully computed steps (0: never reuse).",
-    )
-    max_consecutive: int = Field(2, ge=1, description="At most this many reused steps in a row.")
-    order: int = Field(
-        1,
-        ge=0,
-        le=2,
-        description="Finite-difference order of the forecast, of block 0's output (the test) "
-        "and of the boundary state (what a reuse substitutes).",
-    )
-    boundary: int | None = Field(
-        None,
-        ge=1,
-        description="Last structural block; None: the architecture's default. At least 1: "
-        "block 0 always computes.",
-    )
-    window: tuple[float, float] | None = Field(
-        None,
-        description="Window (start, end) fractions of the trajectory in which steps may "
-        "reuse; None: the architecture's default.",
-    )
-
-    @field_validator("window")
-    @classmethod
-    def _check_window(cls, v: tuple[float, float] | None) -> tuple[float, float] | None:
-        if v is not None and not 0.0 <= v[0] < v[1] <= 1.0:
-            raise ValueError(f"window must satisfy 0 <= start < end <= 1, got {v}")
-        return v
-
-
-class OnlineAdaptivePolicy(_ForecastAtBoundary, Policy[OnlineAdaptiveConfig]):
-    """Compute block 0 at every step; reuse blocks ``1..boundary`` (substituting the
-    boundary state's forecast) while block 0's output follows its own forecast.
-
-    Block 0 is the cheapest view of the structural state: what changes there reaches the
-    boundary. Right after block 0 the policy extrapolates block 0's outputs at the last
-    ``order + 1`` fully computed steps of the branch to this step (order 0: the last one, as
-    DBCache compares) and measures the relative L2 ``||a - f|| / ||f||`` of the actual output
-    ``a`` to that forecast ``f``. Inside the window, at or below ``threshold`` and within
-    ``max_consecutive``, blocks ``1..boundary`` reuse; otherwise the step computes fully and
-    its block-0 and boundary outputs join the forecasts' points. One host sync per step and
-    branch; a batch decides as a whole.
-    """
-
-    config_class = OnlineAdaptiveConfig
-
-    def __init__(self, config: OnlineAdaptiveConfig) -> None:
-        super().__init__(config)
-        self.boundary = -1
-        self.window = range(0)
-        self.history = BoundaryHistory(config.order)
-        self._first: dict[int, list[tuple[int, tuple[torch.Tensor, ...]]]] = {}
-        self._reuse_at: dict[int, int] = {}  # branch -> the step that reuses
-        self._in_a_row: dict[int, int] = {}
-
-    def begin(self, info: GenerationInfo) -> None:
-        super().begin(info)
-        cfg = self.config
-        self.boundary = resolve_boundary(info, cfg.boundary, self.name, deep=True)
-        if self.boundary < 1:
-            raise ValueError(
-                f"{self.name} boundary=0 leaves no structural block to reuse after block 0, "
-                "which always computes; use a boundary of at least 1"
-            )
-        window = info.default_window if cfg.window is None else cfg.window
-        self.window = window_steps(window, self.require_num_steps(info))
-        self.end()
-
-    def end(self) -> None:
-        self.history = BoundaryHistory(self.config.order)
-        self._first = {}
-        self._reuse_at = {}
-        self._in_a_row = {}
-
-    def decide(self, ctx: StepContext, slot: int) -> Decision:
-        if 1 <= slot <= self.boundary and self._reuse_at.get(ctx.branch) == ctx.step:
-            return Decision.REUSE
-        return Decision.COMPUTE
-
-    def observe(self, ctx: StepContext, slot: int, output: Any) -> None:
-        assert self.info is not None
-        if slot == 0:
-            self._indicate(ctx, output)
-        elif slot == self.boundary:
-            super().observe(ctx, slot, output)
-
-    def _indicate(self, ctx: StepContext, output: Any) -> None:
-        assert self.info is not None
-        io = self.info.slots[0].io
-        state = io.to_state(output) if io is not None else (cast(torch.Tensor, output),)
-        current = tuple(t.detach() for t in state if t is not None)
-        branch, cfg = ctx.branch, self.config
-        points = self._first.get(branch, [])
-        in_a_row = self._in_a_row.get(branch, 0)
-        if (
-            points
-            and ctx.step in self.window
-            and in_a_row < cfg.max_consecutive
-            and self._close(current, points, ctx.step)
-        ):
-            self._reuse_at[branch] = ctx.step
-            self._in_a_row[branch] = in_a_row + 1
-            return
-        self._reuse_at.pop(branch, None)
-        self._in_a_row[branch] = 0
-        points.append((ctx.step, tuple(t.clone() for t in current)))
-        del points[: -(cfg.order + 1)]
-        self._first[branch] = points
-
-    def _close(
-        self,
-        current: tuple[torch.Tensor, ...],
-        points: list[tuple[int, tuple[torch.Tensor, ...]]],
-        step: int,
-    ) -> bool:
-        last = points[-1][1]
-        if len(last) != len(current) or any(a.shape != b.shape for a, b in zip(current, last)):
-            return False  # the input changed form: compute
-        forecast = newton_forecast(cast(Any, points), step) if len(points) >= 2 else last
-        change = current[0].new_zeros((), dtype=torch.float32)
-        scale = current[0].new_zeros((), dtype=torch.float32)
-        for a, f in zip(current, forecast, strict=True):
-            assert f is not None
-            change = change + (a.float() - f.float()).pow(2).sum()
-            scale = scale + f.float().pow(2).sum()
-        # sqrt(change / scale) <= threshold, without dividing (scale may be 0): one host sync
-        return bool((change <= self.config.threshold**2 * scale).item())
-
-    def boundaries(self) -> frozenset[int]:
-        return frozenset({self.boundary})
-
-    def memory_bytes(self) -> int:
-        """Block 0's and the boundary's outputs kept for the forecasts."""
-        held = sum(
-            t.numel() * t.element_size()
-            for points in self._first.values()
-            for _, state in points
-            for t in state
-        )
-        return held + self.history.nbytes()
