@@ -89,8 +89,16 @@ __all__ = [
 BASELINE_LABEL = "baseline"
 
 #: Per-seed metrics -> the name of their summary in the rows (``correct`` averages to the
-#: accuracy).
-PER_SEED_SUMMARY = {"ssim": "ssim", "psnr": "psnr", "correct": "accuracy", "class_logit": "logit"}
+#: accuracy). ``temporal`` and ``temporal_change`` are on video workloads only
+#: (:func:`blockdance_lab.report.add_consistency_metrics`).
+PER_SEED_SUMMARY = {
+    "ssim": "ssim",
+    "psnr": "psnr",
+    "temporal": "temporal",
+    "temporal_change": "temporal_change",
+    "correct": "accuracy",
+    "class_logit": "logit",
+}
 
 #: The key of a policy entry that sweeps options: ``{kind: blockdance, sweep: {N: [2, 3]}}``.
 SWEEP_KEY = "sweep"
@@ -307,12 +315,31 @@ def _is_path(entry: str) -> bool:
     return entry.endswith(".json") or "/" in entry or "\\" in entry
 
 
+#: Options of built-in policies that name a file, read relative to the bench file's folder.
+NATIVE_PATH_FIELDS = {"magcache": ("mag_ratios",)}
+
+
+def _resolve_native_paths(entry: Any, folder: Path) -> Any:
+    """A bench-file entry with the relative file options of a built-in policy
+    (:data:`NATIVE_PATH_FIELDS`, e.g. ``magcache``'s ``mag_ratios``) joined to ``folder``."""
+    if not isinstance(entry, Mapping):
+        return entry
+    fields = NATIVE_PATH_FIELDS.get(str(entry.get("kind")), ())
+    out = dict(entry)
+    for key in fields:
+        value = out.get(key)
+        if isinstance(value, str) and not Path(value).is_absolute():
+            out[key] = str(folder / value)
+    return out
+
+
 def load_bench_spec(path: str | Path, **overrides: Any) -> BenchSpec:
     """Read a bench file (``.json``, ``.yaml`` or ``.yml``).
 
-    A policy entry that is a file path (it ends in ``.json`` or holds a separator), and an
-    external cache's file option (MagCache's ``ratios``), are read relative to the bench
-    file's folder, not the working directory.
+    A policy entry that is a file path (it ends in ``.json`` or holds a separator), an
+    external cache's file option (diffusers MagCache's ``ratios``) and a built-in policy's
+    (``magcache``'s ``mag_ratios``) are read relative to the bench file's folder, not the
+    working directory.
 
     Args:
         path: The file.
@@ -339,7 +366,7 @@ def load_bench_spec(path: str | Path, **overrides: Any) -> BenchSpec:
         data["policies"] = [
             str(path.parent / p)
             if isinstance(p, str) and _is_path(p)
-            else resolve_paths(p, path.parent)
+            else _resolve_native_paths(resolve_paths(p, path.parent), path.parent)
             for p in data["policies"]
         ]
     data.update({k: v for k, v in overrides.items() if v is not None})
@@ -613,15 +640,29 @@ def _diff_cell(row: dict[str, Any], name: str, fmt: str, reference: str) -> str:
     return f"{fmt.format(value)} [{fmt.format(low)}, {fmt.format(high)}]{mark}"
 
 
+def _change_cell(row: dict[str, Any], name: str, fmt: str) -> str:
+    """A per-seed change to the baseline (``temporal_change``) with its interval, ``~``
+    where the interval crosses zero; ``(baseline)`` on the baseline's own row."""
+    if row["policy"] == BASELINE_LABEL:
+        return "(baseline)"
+    value, low, high = (row.get(f"{name}{s}") for s in ("", "_ci_low", "_ci_high"))
+    if value is None or low is None or high is None:
+        return "-"
+    mark = " ~" if low <= 0.0 <= high else "  "
+    return f"{fmt.format(value)} [{fmt.format(low)}, {fmt.format(high)}]{mark}"
+
+
 def format_bench_table(rows: Sequence[dict[str, Any]], meta: dict[str, Any]) -> str:
     """The bench's table: means with 95% intervals, paired differences to the reference
     (``~`` where the interval crosses zero), and a footer saying what the numbers rest on.
 
     A step sweep's rows (they have ``steps``) get one table per step count, with the
-    columns aligned across them."""
+    columns aligned across them. A video workload's rows (they have ``temporal``) add the
+    temporal consistency and its change to the baseline, seed by seed."""
     reference = meta["reference"]
     seeds = meta["seeds"]
     probe = any(r.get("fd_probe") is not None for r in rows)
+    video = any(r.get("temporal") is not None for r in rows)
     cols: list[tuple[str, Any]] = [
         ("reduction", lambda r: _cell(r, "reduction", "{:.1%}")),
         ("ideal", lambda r: _cell(r, "ideal", "{:.1%}")),
@@ -630,6 +671,11 @@ def format_bench_table(rows: Sequence[dict[str, Any]], meta: dict[str, Any]) -> 
         ("PSNR dB", lambda r: _cell(r, "psnr", "{:.2f}", interval=False)),
         ("ΔPSNR [95% CI]", lambda r: _diff_cell(r, "psnr", "{:+.2f}", reference)),
     ]
+    if video:
+        cols += [
+            ("temporal [95% CI]", lambda r: _cell(r, "temporal", "{:.4f}")),
+            ("Δtemporal/base [95% CI]", lambda r: _change_cell(r, "temporal_change", "{:+.2%}")),
+        ]
     if probe:
         cols += [
             ("FD-probe", lambda r: _cell(r, "fd_probe", "{:.2f}")),
@@ -684,6 +730,12 @@ def format_bench_table(rows: Sequence[dict[str, Any]], meta: dict[str, Any]) -> 
         "ideal: share of block calls skipped (exact). reduction: measured wall time against "
         "the baseline; on a busy or shared machine it is noisy, so compare rows by ideal.",
     ]
+    if video:
+        lines.append(
+            "temporal: mean SSIM between adjacent frames of each video (its own smoothness). "
+            "Δtemporal/base: seed by seed, the row's temporal over the baseline's, minus 1 "
+            "(-2.00% is 2% less smooth than the baseline's video of the same seed)."
+        )
     if probe:
         lines.append(
             f"FD-probe is one number for the whole set of {n} seeds, with no interval; at a "

@@ -25,11 +25,18 @@ def _per_seed(values: torch.Tensor, seeds: int) -> list[float]:
 
 def add_consistency_metrics(runs: Sequence[PolicyRun]) -> None:
     """SSIM and PSNR of each run's samples against the first run's (same seeds), per seed
-    (``run.per_seed``) and their means (``run.metrics``); failed runs are left out."""
+    (``run.per_seed``) and their means (``run.metrics``); failed runs are left out.
+
+    Videos ``(N, F, C, H, W)`` of more than one frame are compared frame by frame, and also
+    get, per seed, ``temporal`` (the mean SSIM between the video's adjacent frames: its own
+    smoothness, :func:`temporal_per_seed`) and ``temporal_change`` (that value over the first
+    run's for the same seed, minus 1: ``-0.02`` is 2% less smooth than the baseline)."""
     base = _frames(runs[0].samples).float()
     seeds = runs[0].samples.shape[0]
     data_range = float(base.max() - base.min()) or 1.0
     t_base = runs[0].latency
+    video = runs[0].samples.dim() == 5 and runs[0].samples.shape[1] > 1
+    base_temporal = temporal_per_seed(runs[0].samples, data_range) if video else []
     for run in runs:
         if run.error is not None:
             continue
@@ -38,8 +45,12 @@ def add_consistency_metrics(runs: Sequence[PolicyRun]) -> None:
         run.per_seed["psnr"] = _per_seed(psnr(x, base, data_range=data_range, max_db=100.0), seeds)
         for key in ("ssim", "psnr"):
             run.metrics[key] = sum(run.per_seed[key]) / seeds
-        if run.samples.dim() == 5 and run.samples.shape[1] > 1:
-            run.metrics["temporal"] = temporal_consistency(run.samples, data_range)
+        if video:
+            temporal = temporal_per_seed(run.samples, data_range)
+            run.per_seed["temporal"] = temporal
+            run.per_seed["temporal_change"] = [t / b - 1.0 for t, b in zip(temporal, base_temporal)]
+            run.metrics["temporal"] = sum(temporal) / seeds
+            run.metrics["temporal_change"] = sum(run.per_seed["temporal_change"]) / seeds
         run.metrics["reduction"] = 1.0 - run.latency / t_base
         if not run.external:
             run.metrics["ideal"] = run.stats.saved_fraction
@@ -51,9 +62,24 @@ def add_consistency_metrics(runs: Sequence[PolicyRun]) -> None:
 def temporal_consistency(videos: torch.Tensor, data_range: float = 2.0) -> float:
     """Mean SSIM between adjacent frames of videos ``(N, F, C, H, W)``: how smoothly they
     move (compare a policy's with the baseline's)."""
+    return sum(temporal_per_seed(videos, data_range)) / videos.shape[0]
+
+
+def temporal_per_seed(videos: torch.Tensor, data_range: float = 2.0) -> list[float]:
+    """Per video of ``(N, F, C, H, W)``, the mean SSIM between its adjacent frames: one
+    value per seed, in order.
+
+    Raises:
+        ValueError: ``videos`` is not 5-D or has fewer than two frames.
+    """
+    if videos.dim() != 5 or videos.shape[1] < 2:
+        raise ValueError(
+            f"temporal consistency needs videos (N, F, C, H, W) of at least 2 frames, got "
+            f"shape {tuple(videos.shape)}"
+        )
     a = videos[:, 1:].flatten(0, 1).float()  # (N*(F-1), C, H, W)
     b = videos[:, :-1].flatten(0, 1).float()
-    return float(ssim(a, b, data_range=data_range).mean())
+    return _per_seed(ssim(a, b, data_range=data_range), videos.shape[0])
 
 
 def add_quality_metrics(
