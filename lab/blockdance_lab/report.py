@@ -99,7 +99,8 @@ def add_quality_metrics(
             continue
         x = run.samples.clamp(-1, 1)
         logits = probe.logits(x).float()
-        run.metrics["fd_probe"] = frechet_distance(probe.features(x), real)
+        if x.shape[0] > 1:  # a set metric: one sample has no covariance to compare
+            run.metrics["fd_probe"] = frechet_distance(probe.features(x), real)
         run.metrics["accuracy"] = class_accuracy(logits, labels)
         asked = labels.to(logits.device)
         run.per_seed["correct"] = (logits.argmax(dim=-1) == asked).float().tolist()
