@@ -93,6 +93,17 @@ def test_combination_takes_the_least_reuse_distance_over_n():
                         "window": [0.125, 0.875], "order": 1}  # fmt: skip
 
 
+def test_combination_for_a_target_similarity_takes_the_most_saving_over_n():
+    """Any distance allowed (τ = 1), windows from step 1: N=4 reuses 2, 3, 4, 6, 7 (5/16 =
+    31.25%), N=3 only 2, 3, 5, 6, N=2 only 2, 4, 6. N=4's errors: D2, D2+D3, D2+D3+D4, D6,
+    D6+D7 = 0.1, 0.2, 0.3, 0.1, 0.4: mean 0.22."""
+    result = calibrate_combination(hand_trace(), [2, 3, 4], target_similarity=1.0, end=1.0)
+    assert result.target == "similarity"
+    assert (result.chosen.N, result.chosen.reuse_steps) == (4, (2, 3, 4, 6, 7))
+    assert result.chosen.saving == pytest.approx(5 / 16)
+    assert result.chosen.distance == pytest.approx(0.22)
+
+
 def test_combination_leaves_out_an_n_that_cannot_reach_the_target():
     """30% needs 5 reuse steps: N=2 has at most 4 in 8 steps (1, 3, 5, 7); N=3 from s=0
     reuses 1, 2, 4, 5, 7."""

@@ -196,8 +196,10 @@ def validation_figure(calibration: Calibration, title: str = "") -> tuple[Any, l
         raise ValueError("the calibration was not validated: nothing measured to plot")
     plt = load_pyplot()
     combination = calibration.is_combination
-    fig, ax = plt.subplots(figsize=(9, 5.6) if combination else (8, 4.8))
     shown = [m for m in validation.measured if m.saving is not None]
+    # a combination measures tens of configurations: room for a label each
+    size = (10, max(5.6, 0.22 * len(shown))) if combination else (8, 4.8)
+    fig, ax = plt.subplots(figsize=size)
     points = [(float(m.saving), m.ssim.mean) for m in shown]  # type: ignore[arg-type]
     for m, (x, y) in zip(shown, points):
         colour, marker = _style(m.planned, combination)
