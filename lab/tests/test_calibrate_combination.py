@@ -154,6 +154,9 @@ def test_validation_chooses_the_order_and_n_by_measured_ssim(analysis_registry):
     text = checked.summary()
     assert "chosen by validation: " + best.label in text
     assert "blockdance-forecast order 2 N=3" in text
+    rule = result.chosen  # before validation: the rule's choice over all N is starred
+    (star,) = [line for line in text.splitlines() if line.startswith(" * N=")]
+    assert star.startswith(f" * N={rule.N} boundary={rule.boundary} window=")
     # the plot names N and order of every measured configuration
     from blockdance_lab.analysis.plots import validation_figure
 

@@ -257,11 +257,13 @@ class Calibration:
             f"{', '.join(map(str, self.orders))}; structure settles at step "
             + (f"{self.settle_step}" if self.settle_step is not None else "(unknown)")
             + f" (x̂₀ SSIM >= {self.ssim_threshold:g})",
-            "the rule's choice at each N (reuse distance: the trace's estimate, order 0):",
+            "the rule's choice at each N (reuse distance: the trace's estimate, order 0; "
+            "* the rule's choice over all N):",
         ]
+        rule = self.shortlist[0] if self.shortlist else self.chosen  # before validation
         for cal in self.per_n or (self,):
             c = cal.chosen
-            mark = "*" if c == self.chosen else " "
+            mark = "*" if c == rule else " "
             lines.append(
                 f" {mark} N={c.N} boundary={c.boundary} window=({c.window[0]:.4g}, "
                 f"{c.window[1]:.4g}) -> {len(c.reuse_steps)} reuse steps, saving {c.saving:.1%}, "
