@@ -173,7 +173,8 @@ def test_calibrate_cli_searches_n_and_orders(tmp_path, capsys):
     policy, report = tmp_path / "policy.json", tmp_path / "report.json"
     args = ["calibrate", "--workload", "dit-tiny-shapes", "--seeds", "1", "--steps", "8", "--quiet",
             "--ssim-threshold", "0.0", "--target-saving", "0.2"]  # fmt: skip
-    search = ["--N", "2", "3", "--orders", "0", "1", "--validate", "1", "--validate-seeds", "1"]
+    search = ["--N", "2", "3", "--orders", "0", "1", "--validate", "1", "--validate-seeds", "2",
+              "--validate-seed-step", "17"]  # fmt: skip
     code = main([*args, *search, "--out", str(policy), "--report", str(report)])
     assert code == 0
     text = capsys.readouterr().out
@@ -186,6 +187,7 @@ def test_calibrate_cli_searches_n_and_orders(tmp_path, capsys):
     best = max(eligible, key=lambda m: (m["ssim"], m["saving"]))
     assert details["validation"]["chosen"] == best["label"]
     assert json.loads(policy.read_text()) == best["policy"]
+    assert details["validation"]["seeds"] == [100000, 100017]
     assert details["orders"] == [0, 1] and [p["N"] for p in details["per_n"]] == [2, 3]
     assert (tmp_path / "policy_validation.png").stat().st_size > 5000
 
@@ -198,7 +200,8 @@ def test_calibrate_cli_searches_n_and_orders(tmp_path, capsys):
         (["--orders", "3", "--validate", "1"], "--orders 3 is out of range"),
         (["--orders", "0", "0", "--validate", "1"], "--orders 0 0 repeats"),
         (["--orders", "1"], "chosen by validation"),
-        (["--validate", "1", "--validate-seeds", "0"], "--validate-seeds >= 1"),
+        (["--validate", "1", "--validate-seeds", "0"], "--validate-seed-step >= 1"),
+        (["--validate", "1", "--validate-seed-step", "0"], "--validate-seed-step >= 1"),
     ],
 )
 def test_calibrate_cli_rejects_bad_search_values(extra, message):

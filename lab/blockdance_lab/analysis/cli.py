@@ -116,8 +116,10 @@ def _check_search(args: argparse.Namespace, validating: bool) -> None:
             raise SystemExit(f"error: {name} {bad[0]} is out of range: {want}")
         if len(set(values)) != len(values):
             raise SystemExit(f"error: {name} {' '.join(map(str, values))} repeats a value")
-    if args.validate < 0 or args.validate_seeds < 1:
-        raise SystemExit("error: --validate is >= 0 and --validate-seeds >= 1")
+    if args.validate < 0 or args.validate_seeds < 1 or args.validate_seed_step < 1:
+        raise SystemExit(
+            "error: --validate is >= 0, --validate-seeds and --validate-seed-step >= 1"
+        )
     if any(args.orders) and not validating:
         raise SystemExit(
             "error: a forecast order is chosen by validation (the trace cannot estimate a "
@@ -152,7 +154,8 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
         registry = default_registry()
         name = trace.meta.get("workload") or args.workload
         workload = get_workload(name, registry)
-        seeds = range(VALIDATION_SEED0, VALIDATION_SEED0 + args.validate_seeds)
+        step = args.validate_seed_step
+        seeds = range(VALIDATION_SEED0, VALIDATION_SEED0 + step * args.validate_seeds, step)
         if combination:
             planned, _, _ = plan_validation(result, candidates=candidates, registry=registry)
             per_n = ", ".join(f"N={c.chosen.N}: {len(c.shortlist) or 1}" for c in result.per_n)
@@ -297,6 +300,15 @@ def add_commands(subparsers: Any) -> None:
         type=int,
         default=16,
         help=f"seeds per validation generation (from {VALIDATION_SEED0}, apart from the demo's)",
+    )
+    p.add_argument(
+        "--validate-seed-step",
+        type=int,
+        default=1,
+        metavar="STEP",
+        help=f"validation seeds are {VALIDATION_SEED0}, {VALIDATION_SEED0}+STEP, ...: a step "
+        "that spreads them over the workload's conditions (the tiny SD3's caption is class "
+        "seed %% 16 on background (seed // 16) %% 5: 17 covers both with 16 seeds)",
     )
     p.add_argument("--out", default="outputs/calibrate/policy.json", help="policy JSON path")
     p.add_argument("--report", default=None, help="also write the calibration details here")
