@@ -4,7 +4,8 @@
   the relative L2 and cosine similarity of every block's output to the previous step's, and
   the SSIM of adjacent steps' predicted clean samples x̂₀ (:func:`predicted_x0`);
 - :class:`Trace` holds the numbers (``to_json``, ``to_csv``);
-- :func:`calibrate` proposes a BlockDance boundary block and reuse window for a target;
+- :func:`calibrate` proposes a BlockDance boundary block and reuse window for a target
+  (:func:`calibrate_combination`: over several N, with forecast orders for validation);
   :func:`validate` measures its shortlist, the default and any other policy configurations
   on a few generations and keeps the best.
 
@@ -19,6 +20,7 @@ from blockdance_lab.analysis.calibrate import (
     CalibrationError,
     Candidate,
     calibrate,
+    calibrate_combination,
     evaluate_config,
     settle_step,
 )
@@ -34,6 +36,7 @@ from blockdance_lab.analysis.validate import (
     Measured,
     Planned,
     Validation,
+    candidate_policy,
     plan_validation,
     read_candidates,
     validate,
@@ -53,6 +56,8 @@ __all__ = [
     "Validation",
     "XInput",
     "calibrate",
+    "calibrate_combination",
+    "candidate_policy",
     "default_x_input",
     "evaluate_config",
     "model_prediction",

@@ -23,11 +23,18 @@ The rule (docs/analysis.md has the reasoning):
    **Target saving** ``σ``: among candidates with saving ``>= σ``, the one with the smallest
    reuse distance (ties: larger saving, then earlier start). If no candidate starting at or
    after ``s*`` reaches ``σ``, earlier starts are allowed, and the result says so.
+
+:func:`calibrate_combination` runs the rule at several ``N`` and compares their choices by
+the same reuse distance. It cannot rank the forecast orders of ``blockdance-forecast``: the
+trace holds only adjacent-step distances, not how well an extrapolation of earlier states
+predicts a later one, so the order is left to validation, which measures every shortlisted
+``(N, boundary, window)`` at every order asked for.
 """
 
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -46,6 +53,7 @@ __all__ = [
     "CalibrationError",
     "Candidate",
     "calibrate",
+    "calibrate_combination",
     "evaluate_config",
     "settle_step",
 ]
@@ -120,6 +128,10 @@ class Calibration:
             does not).
         validation: What :func:`~blockdance_lab.analysis.validate.validate` measured and
             chose, and what it left out; None when not validated.
+        orders: Forecast orders validation measures each found configuration at (0 is
+            ``blockdance``, 1 and 2 ``blockdance-forecast``); ``(0,)`` for plain BlockDance.
+        per_n: For a combination (:func:`calibrate_combination`), the calibration at each
+            ``N``, smallest first; empty for one ``N``.
     """
 
     chosen: Candidate
@@ -134,6 +146,14 @@ class Calibration:
     shortlist_asked: int = 0
     shortfall: tuple[str, ...] = field(default_factory=tuple)
     validation: Validation | None = None
+    orders: tuple[int, ...] = (0,)
+    per_n: tuple[Calibration, ...] = ()
+
+    @property
+    def is_combination(self) -> bool:
+        """Whether several ``N`` or a forecast order are searched (the summary and the
+        validation labels then name N and the order of every configuration)."""
+        return bool(self.per_n) or self.orders != (0,)
 
     @property
     def config(self) -> BlockDanceConfig:
@@ -167,6 +187,20 @@ class Calibration:
         return path
 
     def to_dict(self) -> dict[str, Any]:
+        extra: dict[str, Any] = {}
+        if self.is_combination:
+            extra = {
+                "orders": list(self.orders),
+                "per_n": [
+                    {
+                        "N": c.chosen.N,
+                        "chosen": c.chosen.to_dict(),
+                        "default": c.default.to_dict() if c.default else None,
+                        "notes": list(c.notes),
+                    }
+                    for c in self.per_n
+                ],
+            }
         return {
             "policy": self.policy_dict(),
             "chosen": self.chosen.to_dict(),
@@ -180,9 +214,12 @@ class Calibration:
             "shortlist_asked": self.shortlist_asked,
             "shortfall": list(self.shortfall),
             "validation": self.validation.to_dict() if self.validation else None,
+            **extra,
         }
 
     def summary(self) -> str:
+        if self.is_combination:
+            return self._combination_summary()
         c = self.chosen
         lines = [
             f"target {self.target} {self.target_value:g}; structure settles at step "
@@ -209,6 +246,43 @@ class Calibration:
                     "(a given configuration; the policy file holds it)"
                 )
         elif self.shortfall:
+            lines += [f"shortlist: {why}" for why in self.shortfall]
+        lines += [f"note: {n}" for n in self.notes]
+        return "\n".join(lines)
+
+    def _combination_summary(self) -> str:
+        ns = ", ".join(str(c.chosen.N) for c in self.per_n) or str(self.chosen.N)
+        lines = [
+            f"target {self.target} {self.target_value:g}; N in {ns}, forecast orders "
+            f"{', '.join(map(str, self.orders))}; structure settles at step "
+            + (f"{self.settle_step}" if self.settle_step is not None else "(unknown)")
+            + f" (x̂₀ SSIM >= {self.ssim_threshold:g})",
+            "the rule's choice at each N (reuse distance: the trace's estimate, order 0; "
+            "* the rule's choice over all N):",
+        ]
+        rule = self.shortlist[0] if self.shortlist else self.chosen  # before validation
+        for cal in self.per_n or (self,):
+            c = cal.chosen
+            mark = "*" if c == rule else " "
+            lines.append(
+                f" {mark} N={c.N} boundary={c.boundary} window=({c.window[0]:.4g}, "
+                f"{c.window[1]:.4g}) -> {len(c.reuse_steps)} reuse steps, saving {c.saving:.1%}, "
+                f"reuse distance {c.distance:.4f} (max {c.max_distance:.4f})"
+            )
+        if self.validation is not None:
+            lines.append("measured SSIM to the full model:")
+            lines += self.validation.summary_lines()
+            best = self.validation.chosen
+            if best is not None:
+                lines.append(
+                    f"chosen by validation: {best.label} {json.dumps(best.planned.policy)}"
+                )
+        else:
+            if any(o != 0 for o in self.orders):
+                lines.append(
+                    "forecast orders are chosen by validation only (the trace cannot estimate "
+                    "a forecast's error): run with --validate K"
+                )
             lines += [f"shortlist: {why}" for why in self.shortfall]
         lines += [f"note: {n}" for n in self.notes]
         return "\n".join(lines)
@@ -474,3 +548,111 @@ def _shortfall(
             f"<= {value:g} (the least: " + ", ".join(f"{d:.4g}" for d in least) + ")"
         )
     return [f"{head}: {'; '.join(reasons)}"]
+
+
+def _rule_key(c: Candidate, target: str) -> tuple[float, ...]:
+    """The rule's order across N: least distance (saving target) or most saving (similarity
+    target), then the other number, then the smaller N."""
+    if target == "similarity":
+        return (-c.saving, c.distance, c.N)
+    return (c.distance, -c.saving, c.N)
+
+
+def calibrate_combination(
+    trace: Trace,
+    ns: Sequence[int],
+    *,
+    orders: Sequence[int] = (0,),
+    target_similarity: float | None = None,
+    target_saving: float | None = None,
+    ssim_threshold: float = SSIM_THRESHOLD,
+    end: float = WINDOW_END,
+    shortlist: int = 0,
+) -> Calibration:
+    """Run the rule at each ``N`` and take the best of their choices by the same rule.
+
+    Each ``N`` is calibrated as :func:`calibrate` does (an ``N`` that cannot reach the
+    target is left out with a note); the result's ``chosen`` is the choice with the least
+    reuse distance (saving target) or the most saving (similarity target), and its
+    ``shortlist`` the union of each ``N``'s shortlist (its choice alone with
+    ``shortlist=0``) in that order. The forecast ``orders``
+    are not ranked here (the trace cannot estimate a forecast's error): validation measures
+    each shortlisted configuration at each order.
+
+    Args:
+        trace: A recorded trace (the ``none`` policy).
+        ns: Group sizes to search, each >= 2.
+        orders: Forecast orders validation measures (0: ``blockdance``; 1, 2:
+            ``blockdance-forecast``).
+        target_similarity: As :func:`calibrate`.
+        target_saving: As :func:`calibrate`; with no target, the saving of the
+            architecture's default configuration at the smallest ``N``.
+        ssim_threshold: As :func:`calibrate`.
+        end: As :func:`calibrate`.
+        shortlist: Boundaries shortlisted at each ``N``.
+
+    Raises:
+        ValueError: An ``N`` below 2, an order outside 0..2, a repeated value, or both
+            targets.
+        CalibrationError: No ``N`` meets the target.
+    """
+    ns, orders = tuple(int(n) for n in ns), tuple(int(o) for o in orders)
+    if not ns:
+        raise ValueError("give at least one N")
+    bad = [n for n in ns if n < 2]
+    if bad:
+        raise ValueError(f"N must be >= 2 for any reuse, got {bad[0]}")
+    if not orders or any(not 0 <= o <= 2 for o in orders):
+        raise ValueError(f"forecast orders are 0, 1 or 2 (0: plain blockdance), got {orders}")
+    for name, values in (("N", ns), ("orders", orders)):
+        if len(set(values)) != len(values):
+            raise ValueError(f"{name} {values} repeats a value; give each once")
+    if target_similarity is not None and target_saving is not None:
+        raise ValueError("give target_similarity or target_saving, not both")
+    if target_similarity is None and target_saving is None and trace.num_blocks >= 2:
+        boundary = min(trace.default_boundary, trace.num_blocks - 2)
+        target_saving = evaluate_config(trace, min(ns), boundary, trace.default_window).saving
+    found: list[Calibration] = []
+    failed: list[tuple[int, str]] = []
+    for n in sorted(ns):
+        try:
+            found.append(
+                calibrate(
+                    trace,
+                    n=n,
+                    target_similarity=target_similarity,
+                    target_saving=target_saving,
+                    ssim_threshold=ssim_threshold,
+                    end=end,
+                    shortlist=shortlist,
+                )
+            )
+        except CalibrationError as err:
+            failed.append((n, str(err)))
+    if not found:
+        raise CalibrationError(
+            "no N meets the target: " + " | ".join(f"N={n}: {why}" for n, why in failed)
+        )
+    target = found[0].target
+    best = min(found, key=lambda c: _rule_key(c.chosen, target))
+    short = sorted(
+        (c for cal in found for c in cal.shortlist or (cal.chosen,)),
+        key=lambda c: _rule_key(c, target),
+    )
+    notes = [f"N={n} left out: {why}" for n, why in failed]
+    notes += [f"N={cal.chosen.N}: {note}" for cal in found for note in cal.notes]
+    return Calibration(
+        chosen=best.chosen,
+        default=best.default,
+        settle_step=best.settle_step,
+        target=target,
+        target_value=best.target_value,
+        ssim_threshold=ssim_threshold,
+        notes=tuple(notes),
+        shortlist=tuple(short),
+        num_steps=trace.num_steps,
+        shortlist_asked=shortlist,
+        shortfall=tuple(f"N={cal.chosen.N}: {why}" for cal in found for why in cal.shortfall),
+        orders=orders,
+        per_n=tuple(found),
+    )

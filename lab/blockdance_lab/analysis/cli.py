@@ -12,7 +12,13 @@ import torch
 
 from blockdance import default_registry
 from blockdance.policies.blockdance import window_steps
-from blockdance_lab.analysis.calibrate import SSIM_THRESHOLD, WINDOW_END, calibrate, settle_step
+from blockdance_lab.analysis.calibrate import (
+    SSIM_THRESHOLD,
+    WINDOW_END,
+    calibrate,
+    calibrate_combination,
+    settle_step,
+)
 from blockdance_lab.analysis.plots import (
     save_heatmap,
     save_surface,
@@ -20,7 +26,12 @@ from blockdance_lab.analysis.plots import (
     save_x0_curve,
 )
 from blockdance_lab.analysis.trace import Trace, record_trace
-from blockdance_lab.analysis.validate import VALIDATION_SEED0, read_candidates, validate
+from blockdance_lab.analysis.validate import (
+    VALIDATION_SEED0,
+    plan_validation,
+    read_candidates,
+    validate,
+)
 from blockdance_lab.workload import DEFAULT_WORKLOAD, get_workload
 
 __all__ = ["add_commands", "cmd_analyze", "cmd_calibrate"]
@@ -94,36 +105,74 @@ def validation_plot_path(out: str | Path) -> Path:
     return out.with_name(f"{out.stem}_validation.png")
 
 
+def _check_search(args: argparse.Namespace, validating: bool) -> None:
+    """Exit with a message naming the fix for a bad --N, --orders or --validate-seeds."""
+    for name, values, ok, want in (
+        ("--N", args.N, lambda v: v >= 2, "each >= 2 (N - 1 reuse steps per group)"),
+        ("--orders", args.orders, lambda v: 0 <= v <= 2, "each 0, 1 or 2"),
+    ):
+        bad = [v for v in values if not ok(v)]
+        if bad:
+            raise SystemExit(f"error: {name} {bad[0]} is out of range: {want}")
+        if len(set(values)) != len(values):
+            raise SystemExit(f"error: {name} {' '.join(map(str, values))} repeats a value")
+    if args.validate < 0 or args.validate_seeds < 1 or args.validate_seed_step < 1:
+        raise SystemExit(
+            "error: --validate is >= 0, --validate-seeds and --validate-seed-step >= 1"
+        )
+    if any(args.orders) and not validating:
+        raise SystemExit(
+            "error: a forecast order is chosen by validation (the trace cannot estimate a "
+            "forecast's error): add --validate K, or keep --orders 0"
+        )
+
+
 def cmd_calibrate(args: argparse.Namespace) -> int:
     candidates = [entry for spec in args.candidate or [] for entry in read_candidates(spec)]
     validating = bool(args.validate or candidates)
+    _check_search(args, validating)
     if validating and args.target_similarity is not None:
         raise SystemExit(
             "error: --validate and --candidate compare configurations that reach one saving; "
             "use them with --target-saving (or no target), not --target-similarity"
         )
+    combination = len(args.N) > 1 or args.orders != [0]
     trace = Trace.from_json(args.trace) if args.trace else _run_trace(args)
-    result = calibrate(
-        trace,
-        n=args.N,
-        target_similarity=args.target_similarity,
-        target_saving=args.target_saving,
-        ssim_threshold=args.ssim_threshold,
-        end=args.end,
-        shortlist=args.validate,
-    )
+    options: dict[str, Any] = {
+        "target_similarity": args.target_similarity,
+        "target_saving": args.target_saving,
+        "ssim_threshold": args.ssim_threshold,
+        "end": args.end,
+        "shortlist": args.validate,
+    }
+    if combination:
+        result = calibrate_combination(trace, args.N, orders=args.orders, **options)
+    else:
+        result = calibrate(trace, n=args.N[0], **options)
     written: list[Path] = []
     if validating:
         registry = default_registry()
         name = trace.meta.get("workload") or args.workload
         workload = get_workload(name, registry)
-        seeds = range(VALIDATION_SEED0, VALIDATION_SEED0 + args.validate_seeds)
-        shortlisted = len(result.shortlist) or 1
-        print(
-            f"validating on {workload.name}, {len(seeds)} seeds, {trace.num_steps} steps: "
-            f"{shortlisted} shortlisted (of {max(args.validate, 1)} asked), the default, "
-            f"{len(candidates)} given"
-        )
+        step = args.validate_seed_step
+        seeds = range(VALIDATION_SEED0, VALIDATION_SEED0 + step * args.validate_seeds, step)
+        if combination:
+            planned, _, _ = plan_validation(result, candidates=candidates, registry=registry)
+            per_n = ", ".join(f"N={c.chosen.N}: {len(c.shortlist) or 1}" for c in result.per_n)
+            print(
+                f"validating on {workload.name}, {len(seeds)} seeds, {trace.num_steps} steps: "
+                f"shortlisted ({per_n}; of {max(args.validate, 1)} asked per N) x orders "
+                f"{' '.join(map(str, args.orders))}, the defaults, {len(candidates)} given: "
+                f"{len(planned)} configurations + none = {len(planned) + 1} generations of "
+                f"{len(seeds)} seeds"
+            )
+        else:
+            shortlisted = len(result.shortlist) or 1
+            print(
+                f"validating on {workload.name}, {len(seeds)} seeds, {trace.num_steps} steps: "
+                f"{shortlisted} shortlisted (of {max(args.validate, 1)} asked), the default, "
+                f"{len(candidates)} given"
+            )
         result = validate(
             result,
             workload,
@@ -132,7 +181,9 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
             registry=registry,
             progress=not args.quiet,
         )
-        title = f"{workload.name}: N={args.N}, {trace.num_steps} steps"
+        ns = ",".join(map(str, args.N))
+        orders = f", orders {','.join(map(str, args.orders))}" if combination else ""
+        title = f"{workload.name}: N={ns}{orders}, {trace.num_steps} steps"
         plot = save_validation_plot(result, validation_plot_path(args.out), title)
         written += [plot] if plot is not None else []
     path = result.write(args.out)
@@ -192,7 +243,24 @@ def add_commands(subparsers: Any) -> None:
     )
     _run_options(p, seeds=8)
     p.add_argument("--trace", default=None, help="a trace.json from `blockdance analyze`")
-    p.add_argument("--N", type=int, default=2, help="group size of the proposed configuration")
+    p.add_argument(
+        "--N",
+        type=int,
+        nargs="+",
+        default=[2],
+        help="group size of the proposed configuration; several (--N 2 3 4) search them "
+        "all, the rule comparing their choices by reuse distance",
+    )
+    p.add_argument(
+        "--orders",
+        type=int,
+        nargs="+",
+        default=[0],
+        metavar="ORDER",
+        help="forecast orders validation measures each found configuration at: 0 is "
+        "blockdance, 1 and 2 blockdance-forecast (needs --validate: the trace cannot "
+        "estimate a forecast's error); the winner's kind goes into the policy JSON",
+    )
     target = p.add_mutually_exclusive_group()
     target.add_argument(
         "--target-similarity",
@@ -232,6 +300,15 @@ def add_commands(subparsers: Any) -> None:
         type=int,
         default=16,
         help=f"seeds per validation generation (from {VALIDATION_SEED0}, apart from the demo's)",
+    )
+    p.add_argument(
+        "--validate-seed-step",
+        type=int,
+        default=1,
+        metavar="STEP",
+        help=f"validation seeds are {VALIDATION_SEED0}, {VALIDATION_SEED0}+STEP, ...: a step "
+        "that spreads them over the workload's conditions (the tiny SD3's caption is class "
+        "seed %% 16 on background (seed // 16) %% 5: 17 covers both with 16 seeds)",
     )
     p.add_argument("--out", default="outputs/calibrate/policy.json", help="policy JSON path")
     p.add_argument("--report", default=None, help="also write the calibration details here")

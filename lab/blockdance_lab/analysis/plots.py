@@ -41,6 +41,8 @@ SOURCE_COLOURS = {
     "default": "tab:orange",
     "given": "tab:purple",
 }
+#: Marker colour of each forecast order in a combination's plot (0: plain blockdance).
+ORDER_COLOURS = {0: "tab:blue", 1: "tab:green", 2: "tab:brown"}
 
 
 def _title(trace: Trace) -> str:
@@ -179,7 +181,9 @@ def place_labels(
 def validation_figure(calibration: Calibration, title: str = "") -> tuple[Any, list[Any]]:
     """SSIM to the full model (95% interval over the seeds) against the ideal saving (the
     share of block calls skipped; exact) of each validated configuration, with the target
-    saving drawn; the chosen one is ringed, those below the target are hollow.
+    saving drawn; the chosen one is ringed, those below the target are hollow. For a
+    combination (several N or forecast orders) the found configurations are coloured by
+    their forecast order, the defaults drawn as squares, and each label names N and order.
 
     Returns:
         The figure and its label annotations.
@@ -191,17 +195,20 @@ def validation_figure(calibration: Calibration, title: str = "") -> tuple[Any, l
     if validation is None:
         raise ValueError("the calibration was not validated: nothing measured to plot")
     plt = load_pyplot()
-    fig, ax = plt.subplots(figsize=(8, 4.8))
+    combination = calibration.is_combination
     shown = [m for m in validation.measured if m.saving is not None]
+    # a combination measures tens of configurations: room for a label each
+    size = (10, max(5.6, 0.22 * len(shown))) if combination else (8, 4.8)
+    fig, ax = plt.subplots(figsize=size)
     points = [(float(m.saving), m.ssim.mean) for m in shown]  # type: ignore[arg-type]
     for m, (x, y) in zip(shown, points):
-        colour = SOURCE_COLOURS.get(m.planned.source, "tab:gray")
+        colour, marker = _style(m.planned, combination)
         err = [[y - m.ssim.low], [m.ssim.high - y]]
         ax.errorbar(
             x,
             y,
             yerr=err,
-            fmt="o",
+            fmt=marker,
             ms=6,
             capsize=2,
             color=colour,
@@ -217,8 +224,18 @@ def validation_figure(calibration: Calibration, title: str = "") -> tuple[Any, l
         lw=1,
         label=f"target saving {validation.target_saving:.1%}",
     )
+    if combination:
+        for order in sorted({m.planned.order for m in shown if m.planned.candidate}):
+            kind = "blockdance" if order == 0 else f"blockdance-forecast order {order}"
+            ax.plot([], [], "o", color=ORDER_COLOURS[order], label=kind)
+        if any(m.planned.source == "default" for m in shown):
+            ax.plot([], [], "s", color="0.4", label="default boundary and window")
+        if any(m.planned.source == "given" for m in shown):
+            ax.plot([], [], "o", color=SOURCE_COLOURS["given"], label="given (--candidate)")
     for source, name in (("rule", "found by calibration"), ("default", "default"),
                          ("given", "given (--candidate)")):  # fmt: skip
+        if combination:
+            break
         if any(m.planned.source in (source, "shortlist" if source == "rule" else source)
                for m in shown):  # fmt: skip
             ax.plot([], [], "o", color=SOURCE_COLOURS[source], label=name)
@@ -242,16 +259,28 @@ def validation_figure(calibration: Calibration, title: str = "") -> tuple[Any, l
     fig.tight_layout()
     ax.set_xlim(ax.get_xlim())  # freeze the limits the labels are measured against
     ax.set_ylim(ax.get_ylim())
-    annotations = place_labels(ax, points, [_short_label(m.planned) for m in shown])
+    labels = [_short_label(m.planned, combination) for m in shown]
+    annotations = place_labels(ax, points, labels, fontsize=6 if combination else 7)
     return fig, annotations
 
 
-def _short_label(planned: Planned) -> str:
-    """A plot label: a found candidate by its boundary and window (N is in the title)."""
+def _style(planned: Planned, combination: bool) -> tuple[str, str]:
+    """Marker colour and shape of a validated configuration."""
+    if not combination or planned.candidate is None:
+        return SOURCE_COLOURS.get(planned.source, "tab:gray"), "o"
+    marker = "s" if planned.source == "default" else "o"
+    return ORDER_COLOURS.get(planned.order, "tab:gray"), marker
+
+
+def _short_label(planned: Planned, combination: bool = False) -> str:
+    """A plot label: a found candidate by its boundary and window (N is in the title), or
+    for a combination by N, boundary, window and forecast order."""
     c = planned.candidate
     if c is None:
         return planned.label
     tag = {"rule": " (rule)", "default": " (default)"}.get(planned.source, "")
+    if combination:
+        return f"N={c.N} b{c.boundary} {c.window[0]:.0%}-{c.window[1]:.0%} o{planned.order}{tag}"
     return f"boundary {c.boundary}, {c.window[0]:.0%}-{c.window[1]:.0%}{tag}"
 
 

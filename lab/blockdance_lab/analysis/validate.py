@@ -31,6 +31,7 @@ from blockdance import PolicyLike, Registry, default_registry
 from blockdance.errors import InvalidInputError
 from blockdance.policies._common import group_steps
 from blockdance.policies.blockdance import window_steps
+from blockdance.policies.forecast import ForecastConfig
 from blockdance_lab.analysis.calibrate import Calibration, Candidate
 from blockdance_lab.compare import attached, compare_policies
 from blockdance_lab.external import is_external, parse_external
@@ -44,6 +45,7 @@ __all__ = [
     "Measured",
     "Planned",
     "Validation",
+    "candidate_policy",
     "plan_validation",
     "read_candidates",
     "validate",
@@ -68,12 +70,15 @@ class Planned:
             ``"given"`` (asked for by the caller).
         candidate: The calibration's estimate for a configuration it found; None for
             given ones.
+        order: Forecast order a found configuration runs at (0: ``blockdance``; 1, 2:
+            ``blockdance-forecast``; the estimate is the order-0 one).
     """
 
     label: str
     policy: dict[str, Any]
     source: str
     candidate: Candidate | None = None
+    order: int = 0
 
 
 @dataclass(frozen=True)
@@ -116,6 +121,7 @@ class Measured:
             "eligible": self.eligible,
             "note": self.note,
             "estimate": estimate,
+            "order": self.planned.order if self.planned.candidate else None,
         }
 
 
@@ -221,22 +227,46 @@ def _window_label(window: tuple[float, float]) -> str:
     return f"{window[0] * 100:.4g}%-{window[1] * 100:.4g}%"
 
 
-def _candidate_label(c: Candidate) -> str:
+def _candidate_label(c: Candidate, order: int = 0) -> str:
+    if order:
+        return (
+            f"blockdance-forecast order {order} N={c.N} boundary {c.boundary}, "
+            f"{_window_label(c.window)}"
+        )
     return f"blockdance N={c.N} boundary {c.boundary}, {_window_label(c.window)}"
+
+
+def candidate_policy(c: Candidate, order: int = 0) -> dict[str, Any]:
+    """The policy configuration of a found candidate at a forecast order: ``blockdance`` at
+    order 0 (what ``blockdance-forecast`` order 0 runs), else ``blockdance-forecast``."""
+    if order == 0:
+        return c.config.model_dump(mode="json")
+    config = ForecastConfig(N=c.N, boundary=c.boundary, window=c.window, order=order)
+    return config.model_dump(mode="json")
 
 
 def _schedule_key(policy: dict[str, Any], calibration: Calibration) -> str:
     """What makes two configurations run the same: a ``blockdance`` configuration by its N,
     boundary and reuse steps (windows that round to the same steps are one), any other by
     its whole validated configuration."""
-    if policy.get("kind") == "blockdance" and calibration.default is not None:
+    kind = policy.get("kind")
+    if kind in ("blockdance", "blockdance-forecast") and calibration.default is not None:
         default = calibration.default
         boundary = default.boundary if policy.get("boundary") is None else policy["boundary"]
         window = default.window if policy.get("window") is None else tuple(policy["window"])
         steps = window_steps(window, calibration.num_steps)
         _, reuse = group_steps(steps, int(policy["N"]))
-        return json.dumps(["blockdance", policy["N"], boundary, sorted(reuse)])
+        order = int(policy.get("order", 1)) if kind == "blockdance-forecast" else 0
+        extra = {k: v for k, v in policy.items() if k not in _SCHEDULE_OPTIONS}
+        return json.dumps(
+            ["blockdance", order, policy["N"], boundary, sorted(reuse), extra], sort_keys=True
+        )
     return json.dumps(policy, sort_keys=True)
+
+
+#: Options of ``blockdance`` / ``blockdance-forecast`` that :func:`_schedule_key` reads
+#: (any other option keeps two configurations apart).
+_SCHEDULE_OPTIONS = frozenset({"kind", "N", "boundary", "window", "order"})
 
 
 def _config_data(policy: PolicyLike, registry: Registry) -> dict[str, Any]:
@@ -257,8 +287,9 @@ def plan_validation(
     option fails here.
 
     The shortlist (or the rule's choice alone when the calibration kept none) comes first,
-    then the default when it reaches the target saving, then each given entry. A
-    configuration that runs the same schedule as one before it is left out.
+    then the default (at each ``N`` of a combination) when it reaches the target saving, each
+    at every forecast order of ``calibration.orders`` (order 0 as ``blockdance``), then each
+    given entry. A configuration that runs the same schedule as one before it is left out.
 
     Args:
         calibration: A result of ``calibrate(...)`` for a target saving.
@@ -271,8 +302,11 @@ def plan_validation(
     """
     registry = registry or default_registry()
     short = list(calibration.shortlist) or [calibration.chosen]
-    with_default = include_default and calibration.default is not None
-    asked = max(calibration.shortlist_asked, 1) + int(with_default) + len(candidates)
+    orders = calibration.orders
+    per_n = calibration.per_n or (calibration,)
+    defaults = [c.default for c in per_n if c.default is not None] if include_default else []
+    found = max(calibration.shortlist_asked, 1) * len(per_n)
+    asked = (found + len(defaults)) * len(orders) + len(candidates)
     planned: list[Planned] = []
     left_out = [("shortlist", why) for why in calibration.shortfall]
     seen: dict[str, str] = {}
@@ -289,18 +323,20 @@ def plan_validation(
 
     for i, c in enumerate(short):
         is_rule = c == calibration.chosen and i == 0
-        label = _candidate_label(c) + (" (rule)" if is_rule else "")
-        add(Planned(label, c.config.model_dump(mode="json"), "rule" if is_rule else "shortlist", c))
-    default = calibration.default
-    if include_default and default is not None:
-        label = _candidate_label(default) + " (default)"
-        if default.saving < calibration.target_value - _EPS:
-            left_out.append(
-                (label, f"skips {default.saving:.1%}, below the target saving "
-                 f"{calibration.target_value:.1%}; it could not be chosen")
-            )  # fmt: skip
-        else:
-            add(Planned(label, default.config.model_dump(mode="json"), "default", default))
+        source = "rule" if is_rule else "shortlist"
+        for order in orders:
+            label = _candidate_label(c, order) + (" (rule)" if is_rule else "")
+            add(Planned(label, candidate_policy(c, order), source, c, order))
+    for default in defaults:
+        for order in orders:
+            label = _candidate_label(default, order) + " (default)"
+            if default.saving < calibration.target_value - _EPS:
+                left_out.append(
+                    (label, f"skips {default.saving:.1%}, below the target saving "
+                     f"{calibration.target_value:.1%}; it could not be chosen")
+                )  # fmt: skip
+            else:
+                add(Planned(label, candidate_policy(default, order), "default", default, order))
     for label, policy in labelled(candidates):
         try:
             data = _config_data(policy, registry)
