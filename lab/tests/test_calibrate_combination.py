@@ -208,3 +208,20 @@ def test_calibrate_cli_rejects_bad_search_values(extra, message):
     args = ["calibrate", "--workload", "dit-s2", "--seeds", "1", "--steps", "4", "--quiet"]
     with pytest.raises(SystemExit, match=message):
         main([*args, *extra])
+
+
+def test_default_validation_seeds_cover_every_caption_condition() -> None:
+    """The shipped workloads ask seed s for class s % 16 on background (s // 16) % 5: the
+    default validation seeds must ask for all of them (consecutive seeds ask for one
+    background, which made the SD3's validation pick configurations that did not carry over
+    to the demo seeds)."""
+    from blockdance_lab.analysis.validate import validation_seeds
+    from blockdance_lab.zoo.workloads import seed_captions
+
+    seeds = validation_seeds()
+    assert len(seeds) == 16 and min(seeds) >= 100_000
+    captions = seed_captions(seeds)
+    backgrounds = {c.split(" on ")[1] for c in captions}
+    things = {c.split(" on ")[0] for c in captions}
+    assert len(things) == 16 and len(backgrounds) == 5  # every class, every background
+    assert len({c.split(" on ")[1] for c in seed_captions(validation_seeds(step=1))}) == 1

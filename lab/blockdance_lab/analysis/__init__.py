@@ -33,6 +33,7 @@ from blockdance_lab.analysis.trace import (
 )
 from blockdance_lab.analysis.validate import (
     VALIDATION_SEED0,
+    VALIDATION_SEED_STEP,
     Measured,
     Planned,
     Validation,
@@ -40,11 +41,13 @@ from blockdance_lab.analysis.validate import (
     plan_validation,
     read_candidates,
     validate,
+    validation_seeds,
 )
 from blockdance_lab.analysis.x0 import UnsupportedSchedulerError, model_prediction, predicted_x0
 
 __all__ = [
     "VALIDATION_SEED0",
+    "VALIDATION_SEED_STEP",
     "Calibration",
     "CalibrationError",
     "Candidate",
@@ -67,4 +70,5 @@ __all__ = [
     "record_trace",
     "settle_step",
     "validate",
+    "validation_seeds",
 ]

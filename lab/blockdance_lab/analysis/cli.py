@@ -28,9 +28,11 @@ from blockdance_lab.analysis.plots import (
 from blockdance_lab.analysis.trace import Trace, record_trace
 from blockdance_lab.analysis.validate import (
     VALIDATION_SEED0,
+    VALIDATION_SEED_STEP,
     plan_validation,
     read_candidates,
     validate,
+    validation_seeds,
 )
 from blockdance_lab.workload import DEFAULT_WORKLOAD, get_workload
 
@@ -154,8 +156,7 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
         registry = default_registry()
         name = trace.meta.get("workload") or args.workload
         workload = get_workload(name, registry)
-        step = args.validate_seed_step
-        seeds = range(VALIDATION_SEED0, VALIDATION_SEED0 + step * args.validate_seeds, step)
+        seeds = validation_seeds(args.validate_seeds, args.validate_seed_step)
         if combination:
             planned, _, _ = plan_validation(result, candidates=candidates, registry=registry)
             per_n = ", ".join(f"N={c.chosen.N}: {len(c.shortlist) or 1}" for c in result.per_n)
@@ -304,11 +305,12 @@ def add_commands(subparsers: Any) -> None:
     p.add_argument(
         "--validate-seed-step",
         type=int,
-        default=1,
+        default=VALIDATION_SEED_STEP,
         metavar="STEP",
         help=f"validation seeds are {VALIDATION_SEED0}, {VALIDATION_SEED0}+STEP, ...: a step "
         "that spreads them over the workload's conditions (the tiny SD3's caption is class "
-        "seed %% 16 on background (seed // 16) %% 5: 17 covers both with 16 seeds)",
+        "seed %% 16 on background (seed // 16) %% 5: the default 17 covers both with 16 "
+        "seeds; 1 gives the consecutive seeds of earlier releases)",
     )
     p.add_argument("--out", default="outputs/calibrate/policy.json", help="policy JSON path")
     p.add_argument("--report", default=None, help="also write the calibration details here")
