@@ -316,7 +316,7 @@ def _is_path(entry: str) -> bool:
 
 
 #: Options of built-in policies that name a file, read relative to the bench file's folder.
-NATIVE_PATH_FIELDS = {"magcache": ("mag_ratios",)}
+NATIVE_PATH_FIELDS = {"magcache": ("mag_ratios",), "blockdance-adaptive": ("changes",)}
 
 
 def _resolve_native_paths(entry: Any, folder: Path) -> Any:
