@@ -59,6 +59,7 @@ from blockdance_lab.report import (
     add_consistency_metrics,
     add_quality_metrics,
     load_pyplot,
+    place_labels,
     save_reuse_maps,
 )
 from blockdance_lab.statistics import (
@@ -783,60 +784,6 @@ def write_results(result: BenchResult, out: Path, title: str = "") -> list[Path]
         plot = save_pareto_plot(rows, out / "pareto.png", title)
     reuse = save_reuse_maps(maps, out / "reuse_maps.png") if plot else None
     return written + [p for p in (plot, reuse) if p is not None]
-
-
-def _intersects(a: Any, b: Any) -> bool:
-    """Whether two display boxes share area (touching edges do not count)."""
-    return a.x0 < b.x1 and b.x0 < a.x1 and a.y0 < b.y1 and b.y0 < a.y1
-
-
-def place_labels(
-    ax: Any,
-    points: Sequence[tuple[float, float]],
-    labels: Sequence[str],
-    fontsize: float = 7,
-    colors: Sequence[str] | None = None,
-) -> list[Any]:
-    """Annotate each point with its label, moving a label up or down (a leader line joins
-    it to its point) until its box overlaps no label already placed.
-
-    Call it after the axes' limits and the figure's layout are final: it measures the
-    labels with the figure's renderer.
-
-    Args:
-        ax: The axes.
-        points: Data coordinates of the points.
-        labels: One label per point.
-        fontsize: Label size in points.
-        colors: One text colour per point (default: matplotlib's text colour).
-    """
-    from matplotlib.text import Text
-
-    renderer = ax.figure.canvas.get_renderer()
-    step = fontsize + 2  # points
-    text_box = Text.get_window_extent  # the label's text only, not its leader line
-    placed: list[Any] = []
-    annotations = []
-    for i in sorted(range(len(points)), key=lambda i: -points[i][1]):
-        ann = ax.annotate(
-            labels[i],
-            points[i],
-            xytext=(4, 2),
-            textcoords="offset points",
-            fontsize=fontsize,
-            arrowprops={"arrowstyle": "-", "lw": 0.4, "color": "0.6", "shrinkA": 0, "shrinkB": 3},
-            **({"color": colors[i]} if colors is not None else {}),
-        )
-        for k in range(1, 200):
-            ann.update_positions(renderer)  # Text's extent alone would measure the old place
-            box = text_box(ann, renderer)
-            if not any(_intersects(box, other) for other in placed):
-                break
-            offset = (k + 1) // 2 * step * (1 if k % 2 else -1)  # up, down, further up, ...
-            ann.xyann = (4, 2 + offset)
-        placed.append(text_box(ann, renderer))
-        annotations.append(ann)
-    return annotations
 
 
 def pareto_figure(rows: Sequence[dict[str, Any]], title: str = "") -> tuple[Any, list[list[Any]]]:

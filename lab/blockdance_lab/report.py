@@ -215,6 +215,73 @@ def load_pyplot() -> Any:
     return plt
 
 
+def label_boxes(annotations: Sequence[Any], renderer: Any) -> list[Any]:
+    """The display boxes of annotations' texts (not their leader lines), each measured at
+    its current position."""
+    from matplotlib.text import Text
+
+    boxes = []
+    for ann in annotations:
+        ann.update_positions(renderer)  # an annotation moves its text only when drawn
+        boxes.append(Text.get_window_extent(ann, renderer))
+    return boxes
+
+
+def _overlaps(a: Any, b: Any) -> bool:
+    """Whether two display boxes share area (touching edges do not count)."""
+    return bool(a.x0 < b.x1 and b.x0 < a.x1 and a.y0 < b.y1 and b.y0 < a.y1)
+
+
+def place_labels(
+    ax: Any,
+    points: Sequence[tuple[float, float]],
+    labels: Sequence[str],
+    fontsize: float = 7,
+    colors: Sequence[str] | None = None,
+    offset: float = 4,
+) -> list[Any]:
+    """Annotate each point with its label, moving a label up or down (a leader line joins
+    it to its point) until its text overlaps no label already placed.
+
+    Call it after the axes' limits and the figure's layout are final: it measures the
+    labels with the figure's renderer.
+
+    Args:
+        ax: The axes.
+        points: Data coordinates of the points.
+        labels: One label per point.
+        fontsize: Label size in points.
+        colors: One text colour per point (default: matplotlib's text colour).
+        offset: Horizontal distance of a label from its point, in points.
+
+    Returns:
+        The annotations, in the order of ``points``.
+    """
+    renderer = ax.figure.canvas.get_renderer()
+    step = fontsize + 2  # points
+    placed: list[Any] = []
+    annotations: list[Any] = [None] * len(points)
+    for i in sorted(range(len(points)), key=lambda i: -points[i][1]):  # top label first
+        ann = ax.annotate(
+            labels[i],
+            points[i],
+            xytext=(offset, 2),
+            textcoords="offset points",
+            fontsize=fontsize,
+            arrowprops={"arrowstyle": "-", "lw": 0.4, "color": "0.6", "shrinkA": 0, "shrinkB": 3},
+            **({"color": colors[i]} if colors is not None else {}),
+        )
+        for k in range(1, 400):
+            (box,) = label_boxes([ann], renderer)
+            if not any(_overlaps(box, other) for other in placed):
+                break
+            shift = (k + 1) // 2 * step * (1 if k % 2 else -1)  # up, down, further up, ...
+            ann.xyann = (offset, 2 + shift)
+        placed.extend(label_boxes([ann], renderer))
+        annotations[i] = ann
+    return annotations
+
+
 def save_reuse_maps(runs: Sequence[PolicyRun], path: Path) -> Path | None:
     """A PNG of each run's (step, block) map: computed vs reused."""
     plt = load_pyplot()

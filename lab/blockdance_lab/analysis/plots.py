@@ -10,7 +10,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -18,7 +17,7 @@ import numpy as np
 
 from blockdance.policies.blockdance import window_steps
 from blockdance_lab.analysis.trace import Trace
-from blockdance_lab.report import load_pyplot
+from blockdance_lab.report import label_boxes, load_pyplot, place_labels
 
 if TYPE_CHECKING:
     from blockdance_lab.analysis.calibrate import Calibration
@@ -129,55 +128,6 @@ def save_x0_curve(
     return _save(plt, fig, path)
 
 
-def label_boxes(annotations: Sequence[Any], renderer: Any) -> list[Any]:
-    """The display boxes of annotations' texts (not their leader lines), each measured at
-    its current position."""
-    from matplotlib.text import Text
-
-    boxes = []
-    for ann in annotations:
-        ann.update_positions(renderer)  # an annotation moves its text only when drawn
-        boxes.append(Text.get_window_extent(ann, renderer))
-    return boxes
-
-
-def _overlaps(a: Any, b: Any) -> bool:
-    return bool(a.x0 < b.x1 and b.x0 < a.x1 and a.y0 < b.y1 and b.y0 < a.y1)
-
-
-def place_labels(
-    ax: Any, points: Sequence[tuple[float, float]], labels: Sequence[str], fontsize: float = 7
-) -> list[Any]:
-    """Annotate each point with its label, moving a label up or down (a leader line joins
-    it to its point) until its text overlaps no label already placed.
-
-    Call it after the axes' limits and the figure's layout are final: it measures the
-    labels with the figure's renderer.
-    """
-    renderer = ax.figure.canvas.get_renderer()
-    step = fontsize + 2  # points
-    placed: list[Any] = []
-    annotations: list[Any] = [None] * len(points)
-    for i in sorted(range(len(points)), key=lambda i: -points[i][1]):
-        ann = ax.annotate(
-            labels[i],
-            points[i],
-            xytext=(6, 2),
-            textcoords="offset points",
-            fontsize=fontsize,
-            arrowprops={"arrowstyle": "-", "lw": 0.4, "color": "0.6", "shrinkA": 0, "shrinkB": 3},
-        )
-        for k in range(1, 400):
-            (box,) = label_boxes([ann], renderer)
-            if not any(_overlaps(box, other) for other in placed):
-                break
-            offset = (k + 1) // 2 * step * (1 if k % 2 else -1)  # up, down, further up, ...
-            ann.xyann = (6, 2 + offset)
-        placed.extend(label_boxes([ann], renderer))
-        annotations[i] = ann
-    return annotations
-
-
 def validation_figure(calibration: Calibration, title: str = "") -> tuple[Any, list[Any]]:
     """SSIM to the full model (95% interval over the seeds) against the ideal saving (the
     share of block calls skipped; exact) of each validated configuration, with the target
@@ -260,7 +210,7 @@ def validation_figure(calibration: Calibration, title: str = "") -> tuple[Any, l
     ax.set_xlim(ax.get_xlim())  # freeze the limits the labels are measured against
     ax.set_ylim(ax.get_ylim())
     labels = [_short_label(m.planned, combination) for m in shown]
-    annotations = place_labels(ax, points, labels, fontsize=6 if combination else 7)
+    annotations = place_labels(ax, points, labels, fontsize=6 if combination else 7, offset=6)
     return fig, annotations
 
 
