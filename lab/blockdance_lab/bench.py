@@ -40,7 +40,7 @@ import itertools
 import json
 import shlex
 import sys
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
@@ -824,24 +824,42 @@ def pareto_figure(rows: Sequence[dict[str, Any]], title: str = "") -> tuple[Any,
         plotted.append((ax, points, [r["policy"] for r in shown]))
     axes[0].set_ylabel("SSIM to the baseline (95% CI over seeds)")
     fig.suptitle(title or "policies: saving against consistency", fontsize=10)
+    return fig, _label_panels(fig, [(ax, pts, labels, None) for ax, pts, labels in plotted])
+
+
+def _label_panels(
+    fig: Any, panels: Sequence[tuple[Any, list[tuple[float, float]], list[str], list[str] | None]]
+) -> list[list[Any]]:
+    """Lay the figure out, freeze each panel's limits, then place its labels (they are
+    measured against the final layout); each panel's annotations."""
     fig.tight_layout()
     annotations = []
-    for ax, points, labels in plotted:
-        ax.set_xlim(ax.get_xlim())  # freeze the limits the labels are measured against
+    for ax, points, labels, colors in panels:
+        ax.set_xlim(ax.get_xlim())
         ax.set_ylim(ax.get_ylim())
-        annotations.append(place_labels(ax, points, labels))
-    return fig, annotations
+        annotations.append(place_labels(ax, points, labels, colors=colors))
+    return annotations
+
+
+def _save_figure(
+    figure: Callable[[Sequence[dict[str, Any]], str], tuple[Any, Any]],
+    rows: Sequence[dict[str, Any]],
+    path: Path,
+    title: str,
+) -> Path | None:
+    """Write ``figure(rows, title)`` to ``path``; None when matplotlib is not installed."""
+    plt = load_pyplot()
+    if plt is None:
+        return None
+    fig, _ = figure(rows, title)
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path
 
 
 def save_pareto_plot(rows: Sequence[dict[str, Any]], path: Path, title: str = "") -> Path | None:
     """Write :func:`pareto_figure` to ``path``; None when matplotlib is not installed."""
-    plt = load_pyplot()
-    if plt is None:
-        return None
-    fig, _ = pareto_figure(rows, title)
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-    return path
+    return _save_figure(pareto_figure, rows, path, title)
 
 
 #: Marker of each step count's series in ``sweep.png`` (cycled).
@@ -939,21 +957,9 @@ def sweep_figure(rows: Sequence[dict[str, Any]], title: str = "") -> tuple[Any, 
         plotted.append((ax, points, labels, label_colors))
     axes[0].set_ylabel("SSIM to the same step count's baseline (95% CI)")
     fig.suptitle(title or "step sweep: saving against consistency", fontsize=10)
-    fig.tight_layout()
-    annotations = []
-    for ax, points, labels, label_colors in plotted:
-        ax.set_xlim(ax.get_xlim())  # freeze the limits the labels are measured against
-        ax.set_ylim(ax.get_ylim())
-        annotations.append(place_labels(ax, points, labels, colors=label_colors))
-    return fig, annotations
+    return fig, _label_panels(fig, plotted)
 
 
 def save_sweep_plot(rows: Sequence[dict[str, Any]], path: Path, title: str = "") -> Path | None:
     """Write :func:`sweep_figure` to ``path``; None when matplotlib is not installed."""
-    plt = load_pyplot()
-    if plt is None:
-        return None
-    fig, _ = sweep_figure(rows, title)
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-    return path
+    return _save_figure(sweep_figure, rows, path, title)
