@@ -3,11 +3,24 @@
 from __future__ import annotations
 
 import math
-from typing import Literal, TypeVar
+from typing import Annotated, Literal, TypeVar
+
+from pydantic import AfterValidator
 
 from blockdance.policy import Decision, GenerationInfo, Policy, PolicyConfig, StepContext
 
 C = TypeVar("C", bound=PolicyConfig)
+
+
+def _check_window(v: tuple[float, float] | None) -> tuple[float, float] | None:
+    if v is not None and not 0.0 <= v[0] < v[1] <= 1.0:
+        raise ValueError(f"window must satisfy 0 <= start < end <= 1, got {v}")
+    return v
+
+
+#: A reuse window option: fractions ``(start, end)`` of the trajectory, or None for the
+#: architecture's default.
+Window = Annotated[tuple[float, float] | None, AfterValidator(_check_window)]
 
 #: How a reused run of blocks is served: ``output`` substitutes the boundary's cached
 #: state; ``residual`` adds the run's cached change to the run's current input.

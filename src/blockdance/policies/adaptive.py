@@ -44,7 +44,7 @@ from typing import Any, Literal, cast
 import torch
 from pydantic import Field, field_validator
 
-from blockdance.policies._common import window_steps
+from blockdance.policies._common import Window, window_steps
 from blockdance.policies.forecast import BoundaryHistory, _ForecastAtBoundary
 from blockdance.policies.step_set import StepSetPolicy
 from blockdance.policy import Decision, GenerationInfo, Policy, PolicyConfig, StepContext
@@ -328,18 +328,11 @@ class AdaptiveConfig(PolicyConfig):
     boundary: int | None = Field(
         None, ge=0, description="Last structural block; None: the architecture's default."
     )
-    window: tuple[float, float] | None = Field(
+    window: Window = Field(
         None,
         description="Window (start, end) fractions of the trajectory in which steps may "
         "reuse; None: the architecture's default.",
     )
-
-    @field_validator("window")
-    @classmethod
-    def _check_window(cls, v: tuple[float, float] | None) -> tuple[float, float] | None:
-        if v is not None and not 0.0 <= v[0] < v[1] <= 1.0:
-            raise ValueError(f"window must satisfy 0 <= start < end <= 1, got {v}")
-        return v
 
     @field_validator("changes")
     @classmethod

@@ -11,9 +11,9 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import Field, field_validator
+from pydantic import Field
 
-from blockdance.policies._common import group_steps
+from blockdance.policies._common import Window, group_steps
 from blockdance.policies.step_set import StepSetPolicy, window_steps
 from blockdance.policy import GenerationInfo, PolicyConfig
 
@@ -31,18 +31,11 @@ class BlockDanceConfig(PolicyConfig):
         description="Last structural block (its output is cached); None: the architecture's "
         "default (block 20 of 28 in the paper, scaled to depth).",
     )
-    window: tuple[float, float] | None = Field(
+    window: Window = Field(
         None,
         description="Reuse window as fractions (start, end) of the trajectory; None: the "
         "architecture's default (25%-95% for DiT, 40%-95% for PixArt-alpha).",
     )
-
-    @field_validator("window")
-    @classmethod
-    def _check_window(cls, v: tuple[float, float] | None) -> tuple[float, float] | None:
-        if v is not None and not 0.0 <= v[0] < v[1] <= 1.0:
-            raise ValueError(f"window must satisfy 0 <= start < end <= 1, got {v}")
-        return v
 
 
 class BlockDancePolicy(StepSetPolicy[BlockDanceConfig]):
