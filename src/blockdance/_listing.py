@@ -13,6 +13,12 @@ from typing import Any
 
 import pluggy
 from pydantic.fields import FieldInfo
+from pydantic.functional_validators import (
+    AfterValidator,
+    BeforeValidator,
+    PlainValidator,
+    WrapValidator,
+)
 from pydantic_core import PydanticUndefined
 
 from blockdance._manager import (
@@ -48,10 +54,15 @@ _BOUNDS = {"ge": ">=", "gt": ">", "le": "<=", "lt": "<", "multiple_of": "multipl
 _LENGTHS = {"min_length": "min length", "max_length": "max length"}
 
 
+_VALIDATORS = (AfterValidator, BeforeValidator, PlainValidator, WrapValidator)
+
+
 def _constraints(field: FieldInfo) -> list[str]:
     """A field's constraints (``>= 1``, ``< 1.0``) from its metadata."""
     out = []
     for meta in field.metadata:
+        if isinstance(meta, _VALIDATORS):
+            continue  # code, not a bound: the field's description states its rule
         found = False
         for attr, text in {**_BOUNDS, **_LENGTHS}.items():
             value = getattr(meta, attr, None)
