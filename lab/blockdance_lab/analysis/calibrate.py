@@ -95,6 +95,15 @@ class Candidate:
     def config(self) -> BlockDanceConfig:
         return BlockDanceConfig(N=self.N, boundary=self.boundary, window=self.window)
 
+    def describe(self) -> str:
+        """One line: the configuration, its reuse steps, saving and reuse distance."""
+        return (
+            f"N={self.N} boundary={self.boundary} window=({self.window[0]:.4g}, "
+            f"{self.window[1]:.4g}) -> {len(self.reuse_steps)} reuse steps, saving "
+            f"{self.saving:.1%}, reuse distance {self.distance:.4f} "
+            f"(max {self.max_distance:.4f})"
+        )
+
     def to_dict(self) -> dict[str, Any]:
         return {
             "N": self.N,
@@ -225,17 +234,10 @@ class Calibration:
             f"target {self.target} {self.target_value:g}; structure settles at step "
             + (f"{self.settle_step}" if self.settle_step is not None else "(unknown)")
             + f" (x̂₀ SSIM >= {self.ssim_threshold:g})",
-            f"proposed: N={c.N} boundary={c.boundary} window=({c.window[0]:.4g}, "
-            f"{c.window[1]:.4g}) -> {len(c.reuse_steps)} reuse steps, saving {c.saving:.1%}, "
-            f"reuse distance {c.distance:.4f} (max {c.max_distance:.4f})",
+            f"proposed: {c.describe()}",
         ]
         if self.default is not None:
-            d = self.default
-            lines.append(
-                f"default : N={d.N} boundary={d.boundary} window=({d.window[0]:.4g}, "
-                f"{d.window[1]:.4g}) -> {len(d.reuse_steps)} reuse steps, saving "
-                f"{d.saving:.1%}, reuse distance {d.distance:.4f} (max {d.max_distance:.4f})"
-            )
+            lines.append(f"default : {self.default.describe()}")
         if self.validation is not None:
             lines.append("measured SSIM to the full model:")
             lines += self.validation.summary_lines()
@@ -264,11 +266,7 @@ class Calibration:
         for cal in self.per_n or (self,):
             c = cal.chosen
             mark = "*" if c == rule else " "
-            lines.append(
-                f" {mark} N={c.N} boundary={c.boundary} window=({c.window[0]:.4g}, "
-                f"{c.window[1]:.4g}) -> {len(c.reuse_steps)} reuse steps, saving {c.saving:.1%}, "
-                f"reuse distance {c.distance:.4f} (max {c.max_distance:.4f})"
-            )
+            lines.append(f" {mark} {c.describe()}")
         if self.validation is not None:
             lines.append("measured SSIM to the full model:")
             lines += self.validation.summary_lines()
