@@ -634,26 +634,28 @@ def _cell(row: dict[str, Any], key: str, fmt: str, interval: bool = True) -> str
     return text
 
 
+def _signed_interval_cell(row: dict[str, Any], key: str, fmt: str) -> str:
+    """``key`` with its interval (``key_ci_low``, ``key_ci_high``), ``~`` where the interval
+    crosses zero; ``-`` when any of the three is missing."""
+    value, low, high = (row.get(f"{key}{s}") for s in ("", "_ci_low", "_ci_high"))
+    if value is None or low is None or high is None:
+        return "-"
+    mark = " ~" if low <= 0.0 <= high else "  "
+    return f"{fmt.format(value)} [{fmt.format(low)}, {fmt.format(high)}]{mark}"
+
+
 def _diff_cell(row: dict[str, Any], name: str, fmt: str, reference: str) -> str:
     if row["policy"] == reference:
         return "(reference)"
-    value, low, high = (row.get(f"{name}_diff{s}") for s in ("", "_ci_low", "_ci_high"))
-    if value is None or low is None or high is None:
-        return "-"
-    mark = " ~" if low <= 0.0 <= high else "  "
-    return f"{fmt.format(value)} [{fmt.format(low)}, {fmt.format(high)}]{mark}"
+    return _signed_interval_cell(row, f"{name}_diff", fmt)
 
 
 def _change_cell(row: dict[str, Any], name: str, fmt: str) -> str:
-    """A per-seed change to the baseline (``temporal_change``) with its interval, ``~``
-    where the interval crosses zero; ``(baseline)`` on the baseline's own row."""
+    """A per-seed change to the baseline (``temporal_change``) with its interval;
+    ``(baseline)`` on the baseline's own row."""
     if row["policy"] == BASELINE_LABEL:
         return "(baseline)"
-    value, low, high = (row.get(f"{name}{s}") for s in ("", "_ci_low", "_ci_high"))
-    if value is None or low is None or high is None:
-        return "-"
-    mark = " ~" if low <= 0.0 <= high else "  "
-    return f"{fmt.format(value)} [{fmt.format(low)}, {fmt.format(high)}]{mark}"
+    return _signed_interval_cell(row, name, fmt)
 
 
 def format_bench_table(rows: Sequence[dict[str, Any]], meta: dict[str, Any]) -> str:
