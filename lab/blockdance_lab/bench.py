@@ -53,7 +53,7 @@ from blockdance import PolicyLike, Registry, default_registry
 from blockdance.errors import InvalidInputError
 from blockdance_lab._distributed import DistContext, gather_runs, shard
 from blockdance_lab.compare import PolicyRun, attached, compare_policies
-from blockdance_lab.external import is_external, parse_external, resolve_paths
+from blockdance_lab.external import is_external, join_relative, parse_external, resolve_paths
 from blockdance_lab.policy_entries import labelled
 from blockdance_lab.report import (
     add_consistency_metrics,
@@ -325,13 +325,7 @@ def _resolve_native_paths(entry: Any, folder: Path) -> Any:
     (:data:`NATIVE_PATH_FIELDS`, e.g. ``magcache``'s ``mag_ratios``) joined to ``folder``."""
     if not isinstance(entry, Mapping):
         return entry
-    fields = NATIVE_PATH_FIELDS.get(str(entry.get("kind")), ())
-    out = dict(entry)
-    for key in fields:
-        value = out.get(key)
-        if isinstance(value, str) and not Path(value).is_absolute():
-            out[key] = str(folder / value)
-    return out
+    return join_relative(entry, NATIVE_PATH_FIELDS.get(str(entry.get("kind")), ()), folder)
 
 
 def load_bench_spec(path: str | Path, **overrides: Any) -> BenchSpec:

@@ -40,7 +40,7 @@ import contextlib
 import importlib.util
 import json
 import logging
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -527,8 +527,13 @@ def resolve_paths(entry: Any, folder: Path) -> Any:
     folder; any other entry as it is."""
     if not (isinstance(entry, Mapping) and is_external(entry)):
         return entry
+    return join_relative(entry, PATH_FIELDS, folder)
+
+
+def join_relative(entry: Mapping[str, Any], keys: Iterable[str], folder: Path) -> dict[str, Any]:
+    """``entry`` with each relative path string under ``keys`` joined to ``folder``."""
     out = dict(entry)
-    for key in PATH_FIELDS:
+    for key in keys:
         value = out.get(key)
         if isinstance(value, str) and not Path(value).is_absolute():
             out[key] = str(folder / value)
