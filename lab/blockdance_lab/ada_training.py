@@ -405,6 +405,9 @@ class AdaTrainConfig:
         entropy: Weight of an entropy bonus on the cache-step probabilities (summed over
             steps): keeps the policy drawing different actions, without which REINFORCE stops
             learning once every m is near 0 or 1 (all K rollouts alike: no advantage).
+        entropy_decay: Lower the entropy bonus linearly to 0 over the budget (the larger of
+            the share of ``updates`` done and the share of ``max_minutes`` spent), so the
+            policy explores early and ends deterministic, as greedy inference uses it.
         updates: Most updates (training also stops after ``max_minutes``).
         max_minutes: Wall-clock budget of the updates (the precompute is not counted).
         init_cache_prob: Cache-step probability of every step at initialisation.
@@ -427,6 +430,7 @@ class AdaTrainConfig:
     lr: float = 3e-3
     schedule_lr: float = 3e-2
     entropy: float = 0.0
+    entropy_decay: bool = False
     updates: int = 1000
     max_minutes: float = 10.0
     init_cache_prob: float = 0.5
@@ -456,8 +460,8 @@ class AdaTrainResult:
         weights: The ``.safetensors`` file (its sidecar beside it).
         curve: The training-curve PNG, or None without matplotlib.
         history: Per update: ``reward``, ``C``, ``Q`` (rollout means), ``greedy_C`` (the
-            reuse share the greedy policy would give the update's states) and ``entropy``
-            (mean per step, nats).
+            reuse share the greedy policy would give the update's states), ``entropy``
+            (mean per step, nats) and ``entropy_weight`` (the bonus's weight that update).
         minutes: Wall time of the updates.
     """
 
@@ -582,6 +586,7 @@ def train_ada(
         "Q": [],
         "greedy_C": [],
         "entropy": [],
+        "entropy_weight": [],
     }
     k, m, n_seeds = cfg.rollouts, cfg.states, len(seeds)
     order = torch.randperm(n_seeds, generator=gen)
@@ -590,7 +595,9 @@ def train_ada(
     bar = tqdm(
         range(cfg.updates), desc=f"train-ada {cfg.variant} λ={cfg.lam:g}", disable=not progress
     )
-    for _ in bar:
+    for update in bar:
+        spent = max(update / cfg.updates, (time.perf_counter() - start) / (cfg.max_minutes * 60))
+        beta = cfg.entropy * (max(0.0, 1.0 - spent) if cfg.entropy_decay else 1.0)
         if cursor + m > n_seeds:  # a new epoch: a new order of the states
             order, cursor = torch.randperm(n_seeds, generator=gen), 0
         idx = order[cursor : cursor + m]
@@ -614,9 +621,7 @@ def train_ada(
         entropy = -(probs * nn.functional.logsigmoid(logits)) - (
             1 - probs
         ) * nn.functional.logsigmoid(-logits)  # (M, R) Bernoulli entropy
-        loss = (
-            -((reward - baseline).detach() * log_prob).mean() - cfg.entropy * entropy.sum(-1).mean()
-        )
+        loss = -((reward - baseline).detach() * log_prob).mean() - beta * entropy.sum(-1).mean()
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
@@ -625,6 +630,7 @@ def train_ada(
         history["Q"].append(float(q.mean()))
         history["greedy_C"].append(float((probs < 0.5).float().mean()))
         history["entropy"].append(float(entropy.detach().mean()))  # per step, nats (ln 2: m = 0.5)
+        history["entropy_weight"].append(beta)
         bar.set_postfix(R=f"{history['reward'][-1]:.3f}", C=f"{c.mean():.2f}", Q=f"{q.mean():.3f}")
         if time.perf_counter() - start > cfg.max_minutes * 60:
             break
@@ -777,6 +783,7 @@ def cmd_train_ada(args: argparse.Namespace) -> int:
         lr=args.lr,
         schedule_lr=args.schedule_lr,
         entropy=args.entropy,
+        entropy_decay=args.entropy_decay,
         updates=args.updates,
         max_minutes=args.minutes,
         init_cache_prob=args.init_cache_prob,
@@ -870,6 +877,11 @@ def add_command(sub: Any) -> None:
         help="Adam lr of the per-step logits (output bias, per-condition and static logits)",
     )
     p.add_argument("--entropy", type=float, default=defaults.entropy, help="entropy bonus weight")
+    p.add_argument(
+        "--entropy-decay",
+        action="store_true",
+        help="lower the entropy bonus linearly to 0 over the budget",
+    )
     p.add_argument("--rho", type=float, default=defaults.rho, help="share of full steps first")
     p.add_argument("--boundary", type=int, default=None, help="last reused block")
     p.add_argument("--steps", type=int, default=None, help="denoising steps (fixed by training)")

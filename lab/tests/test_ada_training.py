@@ -124,6 +124,18 @@ def test_evaluation_reports_per_sample_reuse(tmp_path: Path, dit) -> None:
     assert rows[1]["ideal"] == pytest.approx(3 * 6 / (STEPS * 8))
 
 
+def test_a_decaying_entropy_bonus_falls_linearly_to_zero(tmp_path: Path, dit) -> None:
+    workload, _ = dit
+    common = dict(steps=STEPS, train_seeds=2, states=2, rollouts=2, updates=4, dim=16)
+    config = AdaTrainConfig(entropy=0.02, entropy_decay=True, max_minutes=60.0, **common)
+    result = train_ada(workload, 2.0, config=config, out=tmp_path, progress=False)
+    # 4 updates, well inside the hour: the update count sets the pace
+    assert result.history["entropy_weight"] == pytest.approx([0.02, 0.015, 0.01, 0.005])
+    flat = AdaTrainConfig(entropy=0.02, **common)
+    result = train_ada(workload, 2.0, config=flat, out=tmp_path, progress=False)
+    assert result.history["entropy_weight"] == [0.02] * 4
+
+
 def test_the_command_trains_and_evaluates(tmp_path: Path, capsys) -> None:
     code = main(
         [
