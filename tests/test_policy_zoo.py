@@ -15,6 +15,7 @@ import torch
 from pydantic import ValidationError
 
 import blockdance
+from blockdance.errors import GenerationError
 from toymodel import ToyDenoiser, count_computes, run, timesteps
 
 T = 20
@@ -406,6 +407,24 @@ def test_random_reuses_the_target_fraction_of_steps(toy, registry, fraction, cou
     assert h.stats.reused_pairs() == pairs(steps, range(DEFAULT_BOUNDARY + 1))
     for b in ALL:
         assert counts[b] == (T - count if b <= DEFAULT_BOUNDARY else T)
+
+
+def test_random_in_a_window_draws_only_the_windows_steps(toy, registry):
+    """The control for a late-reusing policy (Ada after ρ): steps 8..19 of 20 only."""
+    counts = count_computes(toy)
+    with blockdance.attach(
+        toy, "random", fraction=0.3, window=(0.4, 1.0), registry=registry, num_steps=T
+    ) as h:
+        run(toy, x0(), T)
+    steps = reused_steps(h)
+    assert len(steps) == round(0.3 * T) and steps <= set(range(8, T))
+    assert counts[0] == T - len(steps) and counts[DEPTH - 1] == T
+    # more steps than the window holds: refused, not clipped
+    with blockdance.attach(
+        toy, "random", fraction=0.7, window=(0.4, 1.0), registry=registry, num_steps=T
+    ) as h:
+        with pytest.raises(GenerationError, match=r"asks for 14 of 20 steps.*holds 12"):
+            run(toy, x0(), T)
 
 
 def test_random_is_deterministic_given_seed_and_step_count(toy, registry):
