@@ -57,3 +57,27 @@ def test_registering_works_after_a_refusal():
     with pytest.raises(pluggy.PluginValidationError):  # refused again, not left over
         blockdance.register_plugin(Misspelt(), name="refused")
     assert "toy-after" in names() and "refused" not in names()
+
+
+def test_file_options_are_typed_paths_or_marked_ones() -> None:
+    """What a tool reading policies from a file (the bench) joins to that file's folder."""
+    from pathlib import Path
+
+    from pydantic import Field
+
+    from blockdance import FILE_OPTION, PolicyConfig, file_options
+
+    class ThirdParty(PolicyConfig):
+        kind: str = "third-party"
+        weights: Path
+        extra: Path | None = None
+        table: list[float] | str = Field("t.json", json_schema_extra=FILE_OPTION)
+        label: str = "x.json"  # a string, not a file option
+        ratio: float = 0.5
+
+    assert file_options(ThirdParty) == ("weights", "extra", "table")
+    shipped = blockdance.list_policies()
+    assert file_options(shipped["magcache"]) == ("mag_ratios",)
+    assert file_options(shipped["blockdance-adaptive"]) == ("changes",)
+    assert file_options(shipped["blockdance-ada"]) == ("weights",)
+    assert file_options(shipped["blockdance"]) == ()

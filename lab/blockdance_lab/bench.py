@@ -49,7 +49,7 @@ from typing import Any
 import torch
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-from blockdance import PolicyLike, Registry, default_registry
+from blockdance import PolicyLike, Registry, default_registry, file_options
 from blockdance.errors import InvalidInputError
 from blockdance_lab._distributed import DistContext, gather_runs, shard
 from blockdance_lab.compare import PolicyRun, attached, compare_policies
@@ -316,24 +316,24 @@ def _is_path(entry: str) -> bool:
     return entry.endswith(".json") or "/" in entry or "\\" in entry
 
 
-#: Options of built-in policies that name a file, read relative to the bench file's folder.
-NATIVE_PATH_FIELDS = {"magcache": ("mag_ratios",), "blockdance-adaptive": ("changes",)}
-
-
 def _resolve_native_paths(entry: Any, folder: Path) -> Any:
-    """A bench-file entry with the relative file options of a built-in policy
-    (:data:`NATIVE_PATH_FIELDS`, e.g. ``magcache``'s ``mag_ratios``) joined to ``folder``."""
+    """A bench-file entry with the relative file options of a registered policy joined to
+    ``folder``: its options typed ``Path`` or marked ``blockdance.FILE_OPTION`` (e.g.
+    ``magcache``'s ``mag_ratios``, ``blockdance-ada``'s ``weights``), for a third-party
+    policy as for a built-in one. An unknown kind is left for validation to name."""
     if not isinstance(entry, Mapping):
         return entry
-    return join_relative(entry, NATIVE_PATH_FIELDS.get(str(entry.get("kind")), ()), folder)
+    found = default_registry().policy_kinds.get(str(entry.get("kind")))
+    return join_relative(entry, file_options(found[0]) if found else (), folder)
 
 
 def load_bench_spec(path: str | Path, **overrides: Any) -> BenchSpec:
     """Read a bench file (``.json``, ``.yaml`` or ``.yml``).
 
     A policy entry that is a file path (it ends in ``.json`` or holds a separator), an
-    external cache's file option (diffusers MagCache's ``ratios``) and a built-in policy's
-    (``magcache``'s ``mag_ratios``) are read relative to the bench file's folder, not the
+    external cache's file option (diffusers MagCache's ``ratios``) and a registered policy's
+    file options (``blockdance.file_options``: ``magcache``'s ``mag_ratios``,
+    ``blockdance-ada``'s ``weights``) are read relative to the bench file's folder, not the
     working directory.
 
     Args:

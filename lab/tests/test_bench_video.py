@@ -157,12 +157,20 @@ def test_native_ratio_files_are_read_from_the_bench_files_folder(tmp_path: Path)
         json.dumps(
             {
                 "workload": "stdit-tiny-shapes",
-                "policies": [{"kind": "magcache", "mag_ratios": "ratios.json", "label": "mc"}],
+                "policies": [
+                    {"kind": "magcache", "mag_ratios": "ratios.json", "label": "mc"},
+                    {"kind": "blockdance-ada", "weights": "ada/net.safetensors"},
+                    {"kind": "blockdance-adaptive", "changes": "/abs/changes.json"},
+                    {"kind": "blockdance", "N": 2, "label": "n2.json"},  # not a file option
+                ],
             }
         )
     )
     spec = load_bench_spec(folder / "b.json")
     assert spec.policies[0]["mag_ratios"] == str(folder / "ratios.json")
+    assert spec.policies[1]["weights"] == str(folder / "ada" / "net.safetensors")
+    assert spec.policies[2]["changes"] == "/abs/changes.json"  # absolute: as given
+    assert spec.policies[3]["label"] == "n2.json"
     shipped = Path(__file__).resolve().parents[2] / "benchmarks" / "policies_tiny_stdit.yaml"
     magcache = [p for p in load_bench_spec(shipped).policies if p["kind"] == "magcache"]
     assert magcache and all(Path(p["mag_ratios"]).is_file() for p in magcache)

@@ -74,6 +74,7 @@ from blockdance.observer import Observer
 from blockdance.policies import BlockDanceConfig, NoneConfig, ScheduleConfig
 from blockdance.policies.step_set import StepSetPolicy
 from blockdance.policy import (
+    FILE_OPTION,
     BlockCall,
     Decision,
     GenerationInfo,
@@ -83,12 +84,14 @@ from blockdance.policy import (
     SampleDecision,
     SlotInfo,
     StepContext,
+    file_options,
 )
 from blockdance.stats import CallRecord, GenerationStats
 
 __version__ = "0.1.0"
 
 __all__ = [
+    "FILE_OPTION",
     "AlreadyAttachedError",
     "ArchitectureExample",
     "ArchitectureSpec",
@@ -144,6 +147,7 @@ __all__ = [
     "default_registry",
     "diffusers_class",
     "diffusers_spec",
+    "file_options",
     "get_plugin_manager",
     "hookimpl",
     "imported_class",

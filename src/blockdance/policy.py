@@ -26,8 +26,11 @@ from __future__ import annotations
 
 import copy
 import enum
+import types
+import typing
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, ClassVar, Generic, TypeAlias, TypeVar
 
 import torch
@@ -60,6 +63,27 @@ class PolicyConfig(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     kind: str
+
+
+#: Give a config field ``json_schema_extra=FILE_OPTION`` when it may name a file but is not
+#: typed ``Path`` (e.g. ``list[float] | str``): tools that read policies from a file
+#: (``blockdance bench``) then read a relative path from that file's folder.
+FILE_OPTION: dict[str, Any] = {"blockdance_file": True}
+
+
+def file_options(config_class: type[PolicyConfig]) -> tuple[str, ...]:
+    """The options of ``config_class`` that name a file: typed ``Path`` (or ``Path | None``)
+    or marked with :data:`FILE_OPTION`."""
+    names = []
+    for name, info in config_class.model_fields.items():
+        ann = info.annotation
+        union = typing.get_origin(ann) in (typing.Union, types.UnionType)
+        args = typing.get_args(ann) if union else ()
+        extra = info.json_schema_extra
+        marked = isinstance(extra, dict) and extra.get("blockdance_file") is True
+        if marked or ann is Path or Path in args:
+            names.append(name)
+    return tuple(names)
 
 
 @dataclass(frozen=True)

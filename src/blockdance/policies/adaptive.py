@@ -47,7 +47,14 @@ from pydantic import Field, field_validator
 from blockdance.policies._common import Window, window_steps
 from blockdance.policies.forecast import BoundaryHistory, _ForecastAtBoundary
 from blockdance.policies.step_set import StepSetPolicy
-from blockdance.policy import Decision, GenerationInfo, Policy, PolicyConfig, StepContext
+from blockdance.policy import (
+    FILE_OPTION,
+    Decision,
+    GenerationInfo,
+    Policy,
+    PolicyConfig,
+    StepContext,
+)
 
 __all__ = [
     "AdaptiveConfig",
@@ -310,6 +317,7 @@ class AdaptiveConfig(PolicyConfig):
         "one per step), a list of lists (D_1, D_2, ...), or the path of a JSON file holding "
         "one, the file BoundaryChangeRecorder.write writes, or blockdance analyze's "
         "trace.json. Its step count must equal the generation's.",
+        json_schema_extra=FILE_OPTION,
     )
     threshold: float = Field(
         0.05,

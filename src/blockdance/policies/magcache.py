@@ -41,6 +41,7 @@ from pydantic import Field, field_validator
 
 from blockdance.policies._common import require_two_blocks
 from blockdance.policy import (
+    FILE_OPTION,
     BlockCall,
     Decision,
     GenerationInfo,
@@ -160,6 +161,7 @@ class MagCacheConfig(PolicyConfig):
         "path of a JSON file holding one (diffusers' MagCacheConfig(mag_ratios=...) format) "
         "or an object whose 'mag_ratios' is one (blockdance magcache-calibrate's file). "
         "Resampled by nearest neighbour when the step count differs.",
+        json_schema_extra=FILE_OPTION,
     )
     threshold: float = Field(
         0.06,
