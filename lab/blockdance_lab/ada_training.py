@@ -23,7 +23,6 @@ import argparse
 import copy
 import dataclasses
 import json
-import math
 import sys
 import time
 from collections.abc import Sequence
@@ -410,7 +409,13 @@ class AdaTrainConfig:
             policy explores early and ends deterministic, as greedy inference uses it.
         updates: Most updates (training also stops after ``max_minutes``).
         max_minutes: Wall-clock budget of the updates (the precompute is not counted).
-        init_cache_prob: Cache-step probability of every step at initialisation.
+        init_cache_prob: Cache-step probability of every step at initialisation; with
+            ``init_group``, that of the grouping's cache steps (the others start at
+            ``1 - init_cache_prob``).
+        init_group: Start from BlockDance-N's grouping of the decided steps (N =
+            ``init_group``): the first of every N steps from step ρ a cache step, the others
+            reuse steps, so the rollouts explore around a known schedule instead of around
+            random reuse of half the steps. None: every step at ``init_cache_prob``.
         dim: Token width of the network.
         depth: Its Transformer blocks.
         heads: Its attention heads.
@@ -434,6 +439,7 @@ class AdaTrainConfig:
     updates: int = 1000
     max_minutes: float = 10.0
     init_cache_prob: float = 0.5
+    init_group: int | None = None
     dim: int = 64
     depth: int = 3
     heads: int = 4
@@ -448,6 +454,8 @@ class AdaTrainConfig:
             raise ValueError(f"states={self.states} must be in 1..train_seeds={self.train_seeds}")
         if not 0 < self.init_cache_prob < 1:
             raise ValueError(f"init_cache_prob={self.init_cache_prob} must be in (0, 1)")
+        if self.init_group is not None and self.init_group < 1:
+            raise ValueError(f"init_group={self.init_group} must be at least 1 (BlockDance's N)")
         if self.variant not in ("network", "static"):
             raise ValueError(f"variant={self.variant!r}: 'network' or 'static'")
 
@@ -502,16 +510,26 @@ def _decider_config(
     )
 
 
-def _init_bias(network: nn.Module, p: float) -> None:
-    """Every step's cache-step probability ``p`` at initialisation (the last layer is zero)."""
-    logit = math.log(p / (1 - p))
+def initial_cache_probs(cfg: AdaTrainConfig, decided: int) -> torch.Tensor:
+    """Each decided step's cache-step probability at initialisation, ``(decided,)``."""
+    p = torch.full((decided,), cfg.init_cache_prob)
+    if cfg.init_group is not None:
+        reuse = torch.arange(decided) % cfg.init_group != 0  # BlockDance-N's grouping from ρ
+        p[reuse] = 1 - cfg.init_cache_prob
+    return p
+
+
+def _init_bias(network: nn.Module, p: torch.Tensor) -> None:
+    """Every step's cache-step probability ``p`` ``(decided,)`` at initialisation (the last
+    layer is zero, so the bias alone sets the logits)."""
+    logit = torch.log(p / (1 - p))
     with torch.no_grad():
         if isinstance(network, StaticSchedule):
-            network.logits.fill_(logit)
+            network.logits.copy_(logit)
         elif isinstance(network, DecisionNetwork):
             final = network.head[-1]
             assert isinstance(final, nn.Linear)
-            final.bias.fill_(logit)
+            final.bias.copy_(logit)
 
 
 def _param_groups(network: nn.Module, cfg: AdaTrainConfig) -> list[dict[str, Any]]:
@@ -576,7 +594,7 @@ def train_ada(
     torch.manual_seed(cfg.seed)
     dcfg = _decider_config(cfg, loop, pre, num_steps)
     network = build_decider(dcfg).train()
-    _init_bias(network, cfg.init_cache_prob)
+    _init_bias(network, initial_cache_probs(cfg, num_steps - pre.first_step))
     opt = torch.optim.Adam(_param_groups(network, cfg))
     gen = torch.Generator().manual_seed(cfg.seed + 1)
     policy = RolloutPolicy(RolloutConfig(rho=cfg.rho, boundary=boundary))
@@ -787,6 +805,7 @@ def cmd_train_ada(args: argparse.Namespace) -> int:
         updates=args.updates,
         max_minutes=args.minutes,
         init_cache_prob=args.init_cache_prob,
+        init_group=args.init_group,
         dim=args.dim,
         depth=args.depth,
         heads=args.heads,
@@ -885,7 +904,18 @@ def add_command(sub: Any) -> None:
     p.add_argument("--rho", type=float, default=defaults.rho, help="share of full steps first")
     p.add_argument("--boundary", type=int, default=None, help="last reused block")
     p.add_argument("--steps", type=int, default=None, help="denoising steps (fixed by training)")
-    p.add_argument("--init-cache-prob", type=float, default=defaults.init_cache_prob)
+    p.add_argument(
+        "--init-cache-prob",
+        type=float,
+        default=defaults.init_cache_prob,
+        help="initial cache-step probability (with --init-group: of the grouping's cache steps)",
+    )
+    p.add_argument(
+        "--init-group",
+        type=int,
+        default=None,
+        help="start from BlockDance-N's grouping of the decided steps (N)",
+    )
     p.add_argument("--dim", type=int, default=defaults.dim, help="network width")
     p.add_argument("--depth", type=int, default=defaults.depth, help="Transformer blocks")
     p.add_argument("--heads", type=int, default=defaults.heads, help="attention heads")

@@ -136,6 +136,33 @@ def test_a_decaying_entropy_bonus_falls_linearly_to_zero(tmp_path: Path, dit) ->
     assert result.history["entropy_weight"] == [0.02] * 4
 
 
+@pytest.mark.parametrize("variant", ["network", "static"])
+def test_a_warm_start_from_blockdance_n_reuses_its_grouping(tmp_path: Path, dit, variant) -> None:
+    """Untrained (learning rates 0), the policy is BlockDance N=2 from ρ: steps 2, 4 of 5
+    are cache steps and step 3 reuses, for every sample, as the runtime counts it."""
+    workload, _ = dit
+    config = AdaTrainConfig(
+        variant=variant,
+        steps=STEPS,
+        train_seeds=2,
+        states=2,
+        rollouts=2,
+        updates=1,
+        dim=16,
+        lr=0.0,
+        schedule_lr=0.0,
+        init_group=2,
+        init_cache_prob=0.9,
+    )
+    result = train_ada(workload, 2.0, config=config, out=tmp_path, progress=False)
+    assert result.history["greedy_C"] == [pytest.approx(1 / 3)]
+    ada = {"kind": "blockdance-ada", "weights": str(result.weights)}
+    rows = evaluate_policies(workload, [("ada", ada)], seeds=[0, 1, 2], steps=STEPS)
+    assert rows[1]["reuse_steps"] == [[3], [3], [3]]
+    with pytest.raises(ValueError, match="init_group=0"):
+        AdaTrainConfig(init_group=0).check()
+
+
 def test_the_command_trains_and_evaluates(tmp_path: Path, capsys) -> None:
     code = main(
         [
