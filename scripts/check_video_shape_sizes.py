@@ -7,7 +7,8 @@ For ``make_video_batch(..., shape_size=s)`` with ``s`` in ``SHAPE_SIZES`` (held-
 single frames and on whole videos (log-probabilities averaged over the frames, as
 :func:`blockdance_lab.evaluation.shapes_probe.video_shapes_probe` scores them), the share of
 videos :func:`blockdance_lab.evaluation.motion.motion_direction` reads in the captioned
-direction, the pixels travelled, and FD-probe (video probe) between two disjoint real sets
+direction, the pixels travelled, the temporal consistency (mean SSIM of adjacent frames,
+on 256 clips), and FD-probe (video probe) between two disjoint real sets
 and against the other size's videos. Writes a JSON beside the printout.
 """
 
@@ -37,6 +38,7 @@ from blockdance_lab.evaluation.probe import (
     load_probe,
     probe_features,
 )
+from blockdance_lab.report import temporal_consistency
 
 HELD_OUT_SEED = 1_000_003
 
@@ -68,6 +70,7 @@ def measure(shape_size: ShapeSize, n: int, probes: dict[str, ProbeNet]) -> dict[
         [next(i for i, d in enumerate(DIRECTIONS) if f"moving {d}" in c) for c in captions]
     )
     out["direction_accuracy"] = float((motion_direction(videos) == truth).float().mean())
+    out["temporal"] = temporal_consistency(videos[:256])
     ds = ShapesVideoDataset(n, seed=HELD_OUT_SEED, shape_size=shape_size)
     travel = torch.stack([ds[i].centers[-1] - ds[i].centers[0] for i in range(min(n, 256))])
     dist = travel.norm(dim=-1)
