@@ -10,7 +10,8 @@ cannot tell a model that follows the caption from one that always moves left. He
 ``i`` uses the seed asking for class ``i % 16`` on background ``(i // 4) % 5`` moving in
 direction ``(i + i // 16) % 4``, through the same seed-to-caption map, sampler (DDIM-50,
 classifier-free guidance), probe (the shipped video-frame probe) and motion reader. FD-probe
-compares with 1,024 real videos of the given shape size (the held-out reference seed).
+compares with 1,024 real videos of the given shape size (the held-out reference seed), and
+is also reported against each size, to tell at which size the model draws its shapes.
 """
 
 from __future__ import annotations
@@ -42,11 +43,12 @@ from blockdance_lab.zoo.stdit.workloads import tiny_stdit_sampler
 from blockdance_lab.zoo.workloads import seed_directions, video_probe
 
 
-def balanced_seeds(n: int) -> tuple[int, ...]:
-    """``n`` seeds covering the classes, backgrounds and directions (see the module doc)."""
+def balanced_seeds(n: int, first: int = 0) -> tuple[int, ...]:
+    """Seeds of samples ``first .. first + n - 1``, covering the classes, backgrounds and
+    directions (see the module doc)."""
     span = num_classes * len(BACKGROUNDS)  # seeds per direction: 80
     seeds = []
-    for i in range(n):
+    for i in range(first, first + n):
         k, b, d = i % num_classes, (i // 4) % len(BACKGROUNDS), (i + i // 16) % len(DIRECTIONS)
         seeds.append(span * d + num_classes * b + k)
     return tuple(seeds)
@@ -57,6 +59,7 @@ def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("weights", type=Path)
     p.add_argument("--samples", type=int, default=32)
+    p.add_argument("--first", type=int, default=0, help="index of the first sample")
     p.add_argument("--steps", type=int, default=50)
     p.add_argument("--guidance", type=float, default=6.0)
     p.add_argument("--shape-size", choices=SHAPE_SIZES, default="video", help="FD reference")
@@ -64,7 +67,7 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--out", type=Path, default=None, help="default: <weights>.eval.json")
     args = p.parse_args(argv)
     torch.set_num_threads(args.threads)
-    seeds = balanced_seeds(args.samples)
+    seeds = balanced_seeds(args.samples, args.first)
     asked = seed_directions(seeds)
     sampler = tiny_stdit_sampler(load_tiny_stdit(args.weights), guidance_scale=args.guidance)
     start = time.perf_counter()
@@ -76,7 +79,13 @@ def main(argv: list[str] | None = None) -> None:
     shape_pred, shape_true = logits.argmax(1) // len(COLORS), labels // len(COLORS)
     color_pred, color_true = logits.argmax(1) % len(COLORS), labels % len(COLORS)
     moved = motion_direction(videos)
-    real = make_video_batch(1024, seed=REFERENCE_SEED, shape_size=args.shape_size)[0]
+    features = probe.features(videos)
+    fd_by_size = {}
+    for size in SHAPE_SIZES:
+        real_size = make_video_batch(1024, seed=REFERENCE_SEED, shape_size=size)[0]
+        fd_by_size[size] = frechet_distance(features, probe.features(real_size))
+        if size == args.shape_size:
+            real = real_size
     result: dict[str, Any] = {
         "weights": str(args.weights),
         "seeds": list(seeds),
@@ -96,7 +105,8 @@ def main(argv: list[str] | None = None) -> None:
         "directions_drawn": [DIRECTIONS[int(d)] for d in moved],
         "temporal": temporal_consistency(videos),
         "real_temporal": temporal_consistency(real[:256]),
-        "fd_probe": frechet_distance(probe.features(videos), probe.features(real)),
+        "fd_probe": fd_by_size[args.shape_size],
+        "fd_probe_by_reference_size": fd_by_size,
         "fd_reference": f"1024 real videos, shape_size={args.shape_size}",
         "sampling_seconds": seconds,
     }
