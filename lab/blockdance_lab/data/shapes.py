@@ -5,6 +5,8 @@ blue, yellow) on a muted background of one of five kinds (plain, stripes, checke
 noise). The 16 shape × colour pairs are the classes; every sample also has a caption such as
 ``"a red circle on a striped background"``. Videos show one shape moving in a straight line
 across a static background, captioned ``"a red circle moving left on a striped background"``.
+By default their shapes are smaller than the stills', so that they have room to travel;
+``shape_size="image"`` draws them at the stills' sizes, travelling the little room left.
 
 Sample ``i`` of seed ``s`` is a pure function of ``(s, i)``: every random draw comes from a
 counter-based hash of ``(seed, stream, index, slot)``, so batches, datasets and data-loader
@@ -18,7 +20,7 @@ Images are float32 tensors in ``[-1, 1]`` of shape ``(3, H, W)``; videos ``(T, 3
 from __future__ import annotations
 
 import math
-from typing import NamedTuple, TypeVar
+from typing import Literal, NamedTuple, TypeVar
 
 import numpy as np
 import torch
@@ -32,7 +34,9 @@ __all__ = [
     "COLORS",
     "DIRECTIONS",
     "SHAPES",
+    "SHAPE_SIZES",
     "ShapeSample",
+    "ShapeSize",
     "ShapesDataset",
     "ShapesVideoDataset",
     "VideoSample",
@@ -178,6 +182,12 @@ _N_SLOTS = 32
 # Shape half-extent as a fraction of the image size (stills, videos).
 _SIZE_IMAGE = (0.22, 0.36)
 _SIZE_VIDEO = (0.14, 0.24)
+
+#: Which size range a video's shape is drawn from: ``"video"``, half-extent 14–24% of the
+#: frame (the default, room to travel), or ``"image"``, the stills' 22–36%.
+ShapeSize = Literal["video", "image"]
+SHAPE_SIZES: tuple[ShapeSize, ...] = ("video", "image")
+_SIZE_RANGES: dict[str, tuple[float, float]] = {"video": _SIZE_VIDEO, "image": _SIZE_IMAGE}
 _TRIANGLE_R = 1.2  # triangle circumradius / half-extent: similar area to the other shapes
 _CROSS_T = 0.42  # cross arm half-thickness / half-extent
 _SQUARE_S = 0.85  # square half-side / half-extent
@@ -210,12 +220,24 @@ def _muted(gray: Tensor, hue: Tensor, sat: Tensor) -> Tensor:
     return (gray[:, None] + sat[:, None] * tint).clamp(0.0, 1.0)
 
 
-def _sample_params(seed: int, indices: Tensor, stream: int, image_size: int) -> _Params:
+def _check_shape_size(shape_size: str) -> None:
+    if shape_size not in _SIZE_RANGES:
+        raise ValueError(
+            f"shape_size must be one of {SHAPE_SIZES}, got {shape_size!r}: 'video' for the "
+            "videos' smaller shapes, 'image' for the stills' sizes"
+        )
+
+
+def _sample_params(
+    seed: int, indices: Tensor, stream: int, image_size: int, shape_size: str = "video"
+) -> _Params:
+    """Draws every sample's parameters; ``shape_size`` picks the videos' size range (stills
+    always use theirs). Only the radius depends on it: the other draws are the same."""
     u = _uniform(seed, stream, indices, _N_SLOTS)
     shape = _pick(u[:, 0], len(SHAPES))
     color = _pick(u[:, 1], len(COLORS))
     background = _pick(u[:, 2], len(BACKGROUNDS))
-    lo, hi = _SIZE_VIDEO if stream == _STREAM_VIDEO else _SIZE_IMAGE
+    lo, hi = _SIZE_RANGES[shape_size] if stream == _STREAM_VIDEO else _SIZE_IMAGE
     radius = _lerp(lo, hi, u[:, 3]) * image_size
     rgb = (_COLOR_RGB[color] + _lerp(-0.06, 0.06, u[:, 6:9])).clamp(0.0, 1.0)
     shade = _lerp(0.0, 0.18, u[:, 9])
@@ -369,7 +391,11 @@ def _render_images(seed: int, indices: Tensor, image_size: int) -> tuple[Tensor,
 
 
 def _video_centers(p: _Params, image_size: int, frames: int) -> tuple[Tensor, Tensor]:
-    """Straight-line motion that stays inside the frame: (N, T, 2) centres and (N,) direction."""
+    """Straight-line motion that stays inside the frame: (N, T, 2) centres and (N,) direction.
+
+    The shape travels 60–100% of the room its size leaves, so larger shapes travel less
+    (at the stills' sizes, about 3 to 16 pixels in a 32-pixel frame).
+    """
     m = _margin(p)
     room = (image_size - 2.0 * m).clamp(min=0.0)  # (N,) free travel along each axis
     direction = _pick(p.u[:, 20], len(DIRECTIONS))
@@ -390,9 +416,10 @@ def _video_centers(p: _Params, image_size: int, frames: int) -> tuple[Tensor, Te
 
 
 def _render_videos(
-    seed: int, indices: Tensor, image_size: int, frames: int
+    seed: int, indices: Tensor, image_size: int, frames: int, shape_size: str = "video"
 ) -> tuple[Tensor, Tensor, Tensor, _Params]:
-    p = _sample_params(seed, indices, _STREAM_VIDEO, image_size)
+    _check_shape_size(shape_size)
+    p = _sample_params(seed, indices, _STREAM_VIDEO, image_size, shape_size)
     n = indices.shape[0]
     centers, direction = _video_centers(p, image_size, frames)  # (N, T, 2), (N,)
     bg = _background(seed, indices, p, image_size)  # (N, 3, H, W)
@@ -449,7 +476,12 @@ def make_batch(
 
 
 def make_video_batch(
-    n: int, seed: int = 0, image_size: int = 32, frames: int = _DEFAULT_FRAMES, start: int = 0
+    n: int,
+    seed: int = 0,
+    image_size: int = 32,
+    frames: int = _DEFAULT_FRAMES,
+    start: int = 0,
+    shape_size: ShapeSize = "video",
 ) -> tuple[Tensor, Tensor, list[str]]:
     """Renders video samples ``start .. start + n - 1`` of a seed in one vectorised pass.
 
@@ -459,12 +491,15 @@ def make_video_batch(
         image_size: Height and width in pixels.
         frames: Frames per clip.
         start: Index of the first sample.
+        shape_size: ``"video"``: the videos' smaller shapes; ``"image"``: the stills' sizes,
+            travelling less. Sample ``i`` keeps its class, colours, background, direction
+            and caption either way.
 
     Returns:
         videos (n, T, 3, H, W) float32 in [-1, 1], labels (n,) int64, and n captions.
     """
     indices = torch.arange(start, start + n)
-    videos, _, direction, p = _render_videos(seed, indices, image_size, frames)
+    videos, _, direction, p = _render_videos(seed, indices, image_size, frames, shape_size)
     labels = p.shape * len(COLORS) + p.color
     return videos, labels, _captions(p, direction)
 
@@ -535,7 +570,12 @@ class ShapesVideoDataset(_RenderedDataset[VideoSample]):
     """Short clips of a moving shape; item ``i`` depends only on (seed, i)."""
 
     def __init__(
-        self, size: int, seed: int = 0, image_size: int = 32, frames: int = _DEFAULT_FRAMES
+        self,
+        size: int,
+        seed: int = 0,
+        image_size: int = 32,
+        frames: int = _DEFAULT_FRAMES,
+        shape_size: ShapeSize = "video",
     ) -> None:
         """Creates the dataset; nothing is rendered until items are read.
 
@@ -544,14 +584,18 @@ class ShapesVideoDataset(_RenderedDataset[VideoSample]):
             seed: Seed; datasets with different seeds are independent draws.
             image_size: Height and width of each frame in pixels.
             frames: Frames per clip.
+            shape_size: ``"video"`` (smaller shapes) or ``"image"`` (the stills' sizes); see
+                :func:`make_video_batch`.
         """
+        _check_shape_size(shape_size)
         super().__init__(size, seed, image_size)
         self.frames = frames
+        self.shape_size = shape_size
 
     def __getitem__(self, index: int) -> VideoSample:
         index = self._position(index)
         videos, centers, direction, p = _render_videos(
-            self.seed, torch.tensor([index]), self.image_size, self.frames
+            self.seed, torch.tensor([index]), self.image_size, self.frames, self.shape_size
         )
         shape, color = SHAPES[int(p.shape[0])], COLORS[int(p.color[0])]
         background, moving = BACKGROUNDS[int(p.background[0])], DIRECTIONS[int(direction[0])]
@@ -576,5 +620,7 @@ class ShapesVideoDataset(_RenderedDataset[VideoSample]):
             videos (N, T, 3, H, W), labels (N,), and N captions.
         """
         idx = _as_indices(indices)
-        videos, _, direction, p = _render_videos(self.seed, idx, self.image_size, self.frames)
+        videos, _, direction, p = _render_videos(
+            self.seed, idx, self.image_size, self.frames, self.shape_size
+        )
         return videos, p.shape * len(COLORS) + p.color, _captions(p, direction)

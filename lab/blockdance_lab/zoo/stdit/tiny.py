@@ -26,11 +26,12 @@ from torch import nn
 
 from blockdance import lazy
 from blockdance_lab.data.captions import TinyTextEncoder
-from blockdance_lab.data.shapes import make_batch as make_image_batch
 from blockdance_lab.data.shapes import (
+    ShapeSize,
     make_video_batch,
     num_classes,
 )
+from blockdance_lab.data.shapes import make_batch as make_image_batch
 from blockdance_lab.training import (
     ModelFiles,
     Recipe,
@@ -161,11 +162,19 @@ class TrainConfig(BaseTrainConfig):
 MakeBatch = Callable[[int, int, int, int], tuple[torch.Tensor, list[str]]]
 
 
-def video_batches(model_cfg: TinySTDiTConfig) -> MakeBatch:
-    """The shipped model's data: captioned clips of moving shapes at the model's size."""
+def video_batches(model_cfg: TinySTDiTConfig, shape_size: ShapeSize = "video") -> MakeBatch:
+    """The shipped model's data: captioned clips of moving shapes at the model's size.
+
+    Args:
+        model_cfg: The model, for its frame size.
+        shape_size: ``"video"`` (the shipped model's data) or ``"image"``, shapes at the
+            stills' sizes (:func:`blockdance_lab.data.shapes.make_video_batch`).
+    """
 
     def batch(n: int, seed: int, start: int, frames: int) -> tuple[torch.Tensor, list[str]]:
-        videos, _, captions = make_video_batch(n, seed, model_cfg.image_size, frames, start)
+        videos, _, captions = make_video_batch(
+            n, seed, model_cfg.image_size, frames, start, shape_size
+        )
         return videos, captions
 
     return batch
@@ -247,6 +256,18 @@ def _load_across_frames(model: TinySTDiT, state: dict[str, torch.Tensor]) -> Tin
     return model
 
 
+def _saved_state(model_cfg: TinySTDiTConfig, path: Path | str) -> dict[str, torch.Tensor]:
+    """The state of weights this recipe saved, checked against ``model_cfg`` but its frames."""
+    saved = load_tiny_stdit(path)
+    if replace(saved.cfg, frames=model_cfg.frames) != model_cfg:
+        raise ValueError(
+            f"init_weights {path} hold a tiny STDiT of {saved.cfg}, which differs from the "
+            f"one to train, {model_cfg}, in more than its frames; train with the same "
+            "architecture flags or start from init='dit'"
+        )
+    return saved.state_dict()
+
+
 def _tiny_dit() -> nn.Module:
     """The shipped tiny DiT (the DiT plugin must be installed)."""
     from blockdance_lab.zoo.dit.tiny import load_tiny_dit
@@ -271,6 +292,7 @@ def train_tiny_stdit(
     progress: bool = True,
     device: str | torch.device = "cpu",
     on_step: Callable[[int, TinySTDiT], None] | None = None,
+    init_weights: Path | str | None = None,
 ) -> tuple[TinySTDiT, dict[str, Any]]:
     """Train with ε-prediction on freshly rendered clips; return the EMA model.
 
@@ -285,11 +307,16 @@ def train_tiny_stdit(
         cfg: Hyper-parameters.
         make_batch: ``make_batch(n, seed, start, frames)`` returns clips
             ``(n, frames, 3, H, W)`` in [-1, 1] and their captions; default:
-            :func:`video_batches`, the shipped model's data.
+            :func:`video_batches`, the shipped model's data (``video_batches(model_cfg,
+            "image")``: shapes at the stills' sizes).
         progress: Show a progress bar with the loss.
         device: Where to train; random draws stay on the CPU generator.
         on_step: Called after each video-stage step with its index and the EMA model, e.g.
             to save snapshots (:func:`blockdance_lab.training.train_with_ema`).
+        init_weights: Start from these weights instead of ``cfg.init``: a file this recipe
+            saved, of the same architecture at any frame count (e.g. an image stage saved at
+            ``frames=1``), so that pilots of the video stage can share one image stage;
+            usually with ``cfg.image_steps=0``.
     """
     if cfg.init not in ("dit", "none"):
         raise ValueError(f"init must be 'dit' or 'none', got {cfg.init!r}")
@@ -297,9 +324,12 @@ def train_tiny_stdit(
         raise ValueError(f"image_target must be 'dit' or 'noise', got {cfg.image_target!r}")
     batch = video_batches(model_cfg) if make_batch is None else make_batch
     image_cfg = replace(model_cfg, frames=1)
-    use_dit = "dit" in (cfg.init, cfg.image_target if cfg.image_steps > 0 else "")
+    start_from = "weights" if init_weights is not None else cfg.init
+    use_dit = "dit" in (start_from, cfg.image_target if cfg.image_steps > 0 else "")
     teacher = _tiny_dit() if use_dit else None
-    state = _from_dit(image_cfg, teacher) if teacher is not None and cfg.init == "dit" else None
+    state = _from_dit(image_cfg, teacher) if teacher is not None and start_from == "dit" else None
+    if init_weights is not None:
+        state = _saved_state(model_cfg, init_weights)
     logs: dict[str, Any] = {}
     if cfg.image_steps > 0:
         stage = replace(
