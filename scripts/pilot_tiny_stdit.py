@@ -5,7 +5,7 @@
     python -m blockdance_lab.zoo.train stdit --frames 1 --image-minutes 8 --steps 1 \\
         --max-minutes 1 --threads 1 --out outputs/video18/image8.safetensors
     # a video stage from it, on videos whose shapes have the stills' sizes
-    python scripts/pilot_stdit_video18.py --shape-size image \\
+    python scripts/pilot_tiny_stdit.py --shape-size image \\
         --init-weights outputs/video18/image8.safetensors --minutes 9 --steps 400 \\
         --warmup 50 --out outputs/video18/p_image.safetensors
     # judged as the card judges the shipped model
@@ -83,7 +83,7 @@ def main(argv: list[str] | None = None) -> None:
         "init_weights": str(args.init_weights) if args.init_weights else None,
         "log": log,
         "wall_minutes": (time.perf_counter() - start) / 60,
-        "command": "python scripts/pilot_stdit_video18.py " + " ".join(argv or sys.argv[1:]),
+        "command": "python scripts/pilot_tiny_stdit.py " + " ".join(argv or sys.argv[1:]),
     }
     save_tiny_stdit(model, args.out, meta)
     print(json.dumps(log, indent=1))

@@ -1,7 +1,7 @@
 """Judge a pilot tiny STDiT as ``scripts/eval_tiny.py --model stdit`` does, on seeds that ask
 for all four directions.
 
-    python scripts/eval_pilot_video18.py outputs/video18/p1_image.safetensors \\
+    python scripts/eval_tiny_stdit_directions.py outputs/video18/p1_image.safetensors \\
         --samples 32 --guidance 6 --shape-size image --threads 1
 
 ``eval_tiny.py`` samples seeds ``0 .. n-1``, which for ``n <= 80`` all ask for "moving left"
