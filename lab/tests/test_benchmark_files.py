@@ -59,3 +59,21 @@ def test_the_tiny_model_bench_files_hold_the_leading_configurations(name: str) -
     labels = [label for label, _ in load_bench_spec(BENCHMARKS / name).labelled()]
     missing = [want for want in LEADING[name] if want not in labels]
     assert not missing, (missing, labels)
+
+
+def test_the_static_control_threshold_reuses_as_many_steps_as_asked() -> None:
+    """benchmarks/ada_controls.py: the learned static schedule at a network's compute."""
+    import importlib.util
+
+    import torch
+
+    spec = importlib.util.spec_from_file_location("ada_controls", BENCHMARKS / "ada_controls.py")
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    probs = torch.tensor([0.9, 0.1, 0.5, 0.3, 0.95])
+    for reuse, steps in [(0, set()), (2, {1, 3}), (3, {1, 2, 3}), (5, {0, 1, 2, 3, 4})]:
+        t = module.matched_threshold(probs, reuse)
+        assert {i for i, m in enumerate(probs.tolist()) if m < t} == steps  # m < t: reuse
+    with pytest.raises(ValueError, match="tie"):
+        module.matched_threshold(torch.tensor([0.2, 0.2, 0.9]), 1)
