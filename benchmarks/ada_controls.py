@@ -53,7 +53,8 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=1)
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
-    ada = AdaConfig(weights=args.network)
+    rho = float(load_decider(args.network).meta["recipe"]["rho"])  # the ρ it was trained at
+    ada = AdaConfig(weights=args.network, rho=rho)
     (_, row) = evaluate_policies(args.workload, [("ada", ada)], seeds=range(args.seeds))
     counts = [len(s) for s in row["reuse_steps"]]
     reuse = round(sum(counts) / len(counts))
@@ -67,7 +68,9 @@ def main() -> None:
           f"{sum(counts) / len(counts):.2f} -> {reuse}; {distinct} distinct schedules of "
           f"{len(counts)}; ideal {row['ideal']:.4f}, SSIM {row['ssim']:.4f}")  # fmt: skip
     rel = os.path.relpath(args.static, "benchmarks")
-    print(f"  - {{kind: blockdance-ada, weights: {rel}, threshold: {threshold:.6g}, "
+    static_rho = float(static.meta["recipe"]["rho"])
+    rho_option = "" if static_rho == 0.4 else f"rho: {static_rho:g}, "
+    print(f"  - {{kind: blockdance-ada, weights: {rel}, {rho_option}threshold: {threshold:.6g}, "
           f'label: "ada static at {reuse} reuse steps"}}')  # fmt: skip
     for seed in args.random_seeds:
         print(f"  - {{kind: random, fraction: {reuse / steps:.6g}, window: "

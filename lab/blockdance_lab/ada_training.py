@@ -566,7 +566,7 @@ def train_ada(
         lam: λ (overrides ``config.lam``).
         config: The rest of the recipe.
         out: Folder for ``<workload>-<variant>-lam<λ>.safetensors`` / ``.json`` /
-            ``-curve.png``.
+            ``-curve.png`` (``-rho<ρ>`` added to the stem when ρ is not 0.4).
         registry: Where policies and architectures resolve (default: the process-wide one).
         precomputed: States from an earlier :func:`precompute` with the same workload,
             seeds, steps and ρ (a λ sweep shares one).
@@ -656,6 +656,8 @@ def train_ada(
 
     out = Path(out)
     stem = f"{wl.name}-{cfg.variant}-lam{cfg.lam:g}"
+    if cfg.rho != AdaTrainConfig.rho:  # another ρ: another file, not an overwrite
+        stem += f"-rho{cfg.rho:g}"
     weights = out / f"{stem}.safetensors"
     network = network.eval()
     meta = {

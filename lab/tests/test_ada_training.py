@@ -163,6 +163,16 @@ def test_a_warm_start_from_blockdance_n_reuses_its_grouping(tmp_path: Path, dit,
         AdaTrainConfig(init_group=0).check()
 
 
+def test_another_rho_writes_another_file(tmp_path: Path, dit) -> None:
+    workload, _ = dit
+    config = AdaTrainConfig(
+        steps=STEPS, rho=0.6, train_seeds=2, states=2, rollouts=2, updates=1, dim=16
+    )
+    result = train_ada(workload, 2.0, config=config, out=tmp_path, progress=False)
+    assert result.weights.name == "dit-tiny-shapes-network-lam2-rho0.6.safetensors"
+    assert json.loads(result.weights.with_suffix(".json").read_text())["config"]["first_step"] == 3
+
+
 def test_the_command_trains_and_evaluates(tmp_path: Path, capsys) -> None:
     code = main(
         [

@@ -21,18 +21,22 @@ def shipped_networks() -> list[Path]:
     return sorted(ASSETS.glob("*.safetensors"))
 
 
-def shipped_network(workload: str, lam: float, variant: str = "network") -> Path:
+def shipped_network(
+    workload: str, lam: float, variant: str = "network", rho: float | None = None
+) -> Path:
     """The weights file of a shipped network.
 
     Args:
         workload: The workload it was trained on, e.g. ``"dit-tiny-shapes"``.
         lam: Its λ (``R = C + λ·SSIM``).
         variant: ``"network"`` (per sample) or ``"static"`` (the learned static control).
+        rho: Its ρ when not the paper's 0.4 (pass the same ``rho`` to the policy).
 
     Raises:
         FileNotFoundError: No such network; the message lists the shipped ones.
     """
-    path = ASSETS / f"{workload}-{variant}-lam{lam:g}.safetensors"
+    stem = f"{workload}-{variant}-lam{lam:g}" + ("" if rho is None else f"-rho{rho:g}")
+    path = ASSETS / f"{stem}.safetensors"
     if not path.is_file():
         names = ", ".join(p.stem for p in shipped_networks()) or "(none)"
         raise FileNotFoundError(
