@@ -5,6 +5,7 @@ samples of the demo seeds."""
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 import torch
@@ -38,28 +39,44 @@ def test_a_shipped_network_loads_with_its_recipe(path) -> None:
     assert decider.config.num_steps == get_workload(meta["workload"]).num_steps
 
 
-@pytest.mark.slow
-@pytest.mark.parametrize("path", NETWORKS, ids=lambda p: p.stem)
-def test_a_shipped_network_decides_once_and_per_sample(path) -> None:
+def _generate(path: Path) -> tuple[AdaPolicy, blockdance.Handle, dict, int]:
+    """Generate the demo seeds with a shipped network; how often the network ran."""
     meta = json.loads(path.with_suffix(".json").read_text())
     workload = get_workload(meta["workload"])
     target = workload.build()
-    policy = AdaPolicy(AdaConfig(weights=path))
+    rho = meta["config"]["first_step"] / meta["config"]["num_steps"]
+    policy = AdaPolicy(AdaConfig(weights=path, rho=rho))
     runs: list[int] = []
-    network = policy.decider.network
-    network.register_forward_hook(lambda *_: runs.append(1))
+    policy.decider.network.register_forward_hook(lambda *_: runs.append(1))
     with blockdance.attach(target, policy, guidance_batch=2) as handle, torch.inference_mode():
         workload.generate(target, GenerateRequest(SEEDS, workload.num_steps))
-    assert len(runs) == 1  # one decision per generation, at step ρ
-    schedules = {tuple(s) for s in policy.reuse_steps_per_sample}
-    assert len(schedules) > 1, f"all {len(SEEDS)} samples got one schedule: {schedules}"
+    return policy, handle, meta, len(runs)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("path", NETWORKS, ids=lambda p: p.stem)
+def test_a_shipped_network_decides_once_at_rho(path: Path) -> None:
+    policy, handle, meta, runs = _generate(path)
+    assert runs == 1  # one decision per generation, at step ρ
     first = meta["config"]["first_step"]
-    assert all(min(s, default=first) >= first for s in schedules)
+    assert all(min(s, default=first) >= first for s in policy.reuse_steps_per_sample)
     # the runtime's count of skipped block calls agrees with the per-sample schedules
     blocks, boundary = len(handle.slots), meta["boundary"]
     reused = sum(len(s) for s in policy.reuse_steps_per_sample) * (boundary + 1)
-    expected = reused / (len(SEEDS) * workload.num_steps * blocks)
+    expected = reused / (len(SEEDS) * meta["config"]["num_steps"] * blocks)
     assert handle.stats.saved_fraction == pytest.approx(expected)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("workload", ["dit-tiny-shapes", "sd3-tiny-shapes"])
+def test_each_model_ships_a_network_that_decides_per_sample(workload: str) -> None:
+    """Some shipped networks decide one schedule for every sample (docs/ada.md); each model
+    has one whose samples get different schedules."""
+    found: dict[str, int] = {}
+    for path in (p for p in NETWORKS if p.name.startswith(workload)):
+        policy, *_ = _generate(path)
+        found[path.stem] = len({tuple(s) for s in policy.reuse_steps_per_sample})
+    assert max(found.values()) > 1, f"one schedule for all {len(SEEDS)} samples: {found}"
 
 
 def test_an_unknown_network_names_the_shipped_ones() -> None:
