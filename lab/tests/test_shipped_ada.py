@@ -4,6 +4,7 @@ samples of the demo seeds."""
 
 from __future__ import annotations
 
+import functools
 import json
 from pathlib import Path
 
@@ -39,8 +40,10 @@ def test_a_shipped_network_loads_with_its_recipe(path) -> None:
     assert decider.config.num_steps == get_workload(meta["workload"]).num_steps
 
 
+@functools.cache
 def _generate(path: Path) -> tuple[AdaPolicy, blockdance.Handle, dict, int]:
-    """Generate the demo seeds with a shipped network; how often the network ran."""
+    """Generate the demo seeds with a shipped network; how often the network ran. Cached: both
+    tests below read the same generation of each network."""
     meta = json.loads(path.with_suffix(".json").read_text())
     workload = get_workload(meta["workload"])
     target = workload.build()
