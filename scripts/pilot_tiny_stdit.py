@@ -31,11 +31,11 @@ import torch
 
 from blockdance_lab.data.shapes import SHAPE_SIZES
 from blockdance_lab.zoo.stdit.tiny import (
+    VIDEO_TRAINS,
     TinySTDiTConfig,
     TrainConfig,
     save_tiny_stdit,
     train_tiny_stdit,
-    video_batches,
 )
 
 
@@ -52,6 +52,7 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--image-minutes", type=float, default=0.0, help="image stage; 0 skips it")
     p.add_argument("--image-steps", type=int, default=1400)
     p.add_argument("--frames", type=int, default=8)
+    p.add_argument("--video-trains", choices=VIDEO_TRAINS, default="all")
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--no-progress", action="store_true")
     p.add_argument("--out", type=Path, required=True, help=".safetensors path")
@@ -68,18 +69,18 @@ def main(argv: list[str] | None = None) -> None:
         max_minutes=args.minutes,
         image_steps=args.image_steps if args.image_minutes > 0 else 0,
         image_minutes=args.image_minutes,
+        shape_size=args.shape_size,
+        video_trains=args.video_trains,
     )
     start = time.perf_counter()
     model, log = train_tiny_stdit(
         model_cfg,
         cfg,
-        video_batches(model_cfg, args.shape_size),
         progress=not args.no_progress,
         init_weights=args.init_weights,
     )
     meta = {
         "train": asdict(cfg),
-        "shape_size": args.shape_size,
         "init_weights": str(args.init_weights) if args.init_weights else None,
         "log": log,
         "wall_minutes": (time.perf_counter() - start) / 60,

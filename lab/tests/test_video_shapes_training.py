@@ -3,13 +3,15 @@ saved weights (``init_weights``), as issue 18's pilots use them."""
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
 import torch
 
-from blockdance_lab.data.shapes import make_video_batch
+from blockdance_lab.data.shapes import SHAPE_SIZES, ShapeSize, make_video_batch
 from blockdance_lab.zoo.stdit.tiny import (
+    MakeBatch,
     TinySTDiTConfig,
     TrainConfig,
     load_tiny_stdit,
@@ -59,3 +61,73 @@ def test_weights_of_another_architecture_are_refused_before_training(tmp_path: P
     cfg = TrainConfig(init="none", image_steps=0)
     with pytest.raises(ValueError, match="differs from the one to train"):
         train_tiny_stdit(SMALL, cfg, progress=False, init_weights=path)
+
+
+def _random_image_stage(tmp_path: Path) -> Path:
+    """Saved weights of a random 1-frame model with every weight nonzero."""
+    torch.manual_seed(4)
+    image_model = TinySTDiTConfig(**{**SMALL.__dict__, "frames": 1}).build()
+    with torch.no_grad():
+        for p in image_model.parameters():
+            p.normal_(0, 0.05)
+    path = tmp_path / "image.safetensors"
+    save_tiny_stdit(image_model, path, {})
+    return path
+
+
+def test_temporal_video_stage_changes_only_temporal_attention_and_caption_path(
+    tmp_path: Path,
+) -> None:
+    path = _random_image_stage(tmp_path)
+    before = load_tiny_stdit(path).state_dict()
+    cfg = TrainConfig(
+        steps=3, batch_size=2, warmup=1, lr=1e-2, image_steps=0, video_trains="temporal"
+    )
+    model, _ = train_tiny_stdit(SMALL, cfg, progress=False, init_weights=path)
+    trained = {"attn_temp.", "cross_attn.", "y_embedder.", "text_encoder."}
+    moved, kept = set(), set()
+    for key, value in model.state_dict().items():
+        if key == "stdit.pos_embed_temporal":
+            continue
+        (moved if not torch.equal(value, before[key]) else kept).add(key)
+    # Written out by hand, not from the code's own list: what a motion stage may touch.
+    assert all(any(part in key for part in trained) for key in moved), sorted(moved)
+    for part in trained:  # every trainable group learnt something
+        assert any(part in key for key in moved), part
+    frozen = ("blocks.0.attn.", "blocks.1.mlp.", "x_embedder.", "t_embedder.", "final_layer.")
+    for part in (f"stdit.{name}" for name in frozen):
+        assert any(part in key for key in kept), part
+        assert not [key for key in moved if part in key], part
+
+
+def test_shape_size_and_video_trains_are_checked_before_training() -> None:
+    with pytest.raises(ValueError, match="shape_size must be one of"):
+        train_tiny_stdit(SMALL, TrainConfig(init="none", shape_size="huge"), progress=False)
+    with pytest.raises(ValueError, match="video_trains must be one of"):
+        train_tiny_stdit(SMALL, TrainConfig(init="none", video_trains="spatial"), progress=False)
+
+
+def test_shape_size_field_picks_the_video_stage_data(monkeypatch: pytest.MonkeyPatch) -> None:
+    import blockdance_lab.zoo.stdit.tiny as tiny
+
+    seen: list[torch.Tensor] = []
+    original = tiny.video_batches
+
+    def recording(model_cfg: TinySTDiTConfig, shape_size: ShapeSize = "video") -> MakeBatch:
+        inner = original(model_cfg, shape_size)
+
+        def batch(n: int, seed: int, start: int, frames: int) -> tuple[torch.Tensor, list[str]]:
+            videos, captions = inner(n, seed, start, frames)
+            seen.append(videos)
+            return videos, captions
+
+        return batch
+
+    monkeypatch.setattr(tiny, "video_batches", recording)
+    for size in SHAPE_SIZES:
+        seen.clear()
+        cfg = TrainConfig(steps=1, batch_size=2, warmup=1, image_steps=0, init="none")
+        train_tiny_stdit(SMALL, replace(cfg, shape_size=size), progress=False)
+        # the clips of step 0 as the data module renders them at that size
+        expected, _, _ = make_video_batch(2, 0, 16, 4, 0, shape_size=size)
+        assert torch.equal(seen[0], expected), size

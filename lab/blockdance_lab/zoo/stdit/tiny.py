@@ -18,7 +18,7 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import torch
 import torch.nn.functional as F
@@ -27,6 +27,7 @@ from torch import nn
 from blockdance import lazy
 from blockdance_lab.data.captions import TinyTextEncoder
 from blockdance_lab.data.shapes import (
+    SHAPE_SIZES,
     ShapeSize,
     make_video_batch,
     num_classes,
@@ -51,6 +52,7 @@ DEFAULT_WEIGHTS = ASSETS / "tiny_stdit_shapes8x32.safetensors"
 __all__ = [
     "DEFAULT_WEIGHTS",
     "RECIPE",
+    "VIDEO_TRAINS",
     "TinySTDiT",
     "TinySTDiTConfig",
     "TrainConfig",
@@ -141,6 +143,14 @@ class TrainConfig(BaseTrainConfig):
             class-conditional ε on the DiT's own captioned images (distillation);
             ``"noise"``, the sampled noise on single video frames; with ``init="none"`` it
             trains an STDiT of any size, without the DiT.
+        shape_size: The video stage's clips: ``"video"``, shapes of 14–24% of the frame
+            with room to travel, or ``"image"``, the stills' sizes
+            (:func:`blockdance_lab.data.shapes.make_video_batch`).
+        video_trains: What the video stage trains: ``"all"`` the weights, or
+            ``"temporal"``, only the temporal attention and the caption path (text encoder,
+            caption embedder, cross-attention), which must learn the direction words; the
+            spatial attention, MLPs, embedders and output layer stay as the image stage
+            left them (:data:`VIDEO_TRAINS`).
     """
 
     steps: int = 2000
@@ -155,6 +165,24 @@ class TrainConfig(BaseTrainConfig):
     image_lr: float = 5e-3
     image_minutes: float = 18.0
     image_target: str = "dit"
+    shape_size: str = "video"
+    video_trains: str = "all"
+
+
+#: The choices of :attr:`TrainConfig.video_trains`.
+VIDEO_TRAINS = ("all", "temporal")
+
+
+def _train_temporal_only(model: TinySTDiT) -> TinySTDiT:
+    """Freeze what the image stage taught: only the temporal attention and the caption path
+    (text encoder, caption embedder, cross-attention) keep their gradients."""
+    model.requires_grad_(False)
+    for block in model.stdit.blocks:
+        block.attn_temp.requires_grad_(True)
+        block.cross_attn.requires_grad_(True)
+    model.stdit.y_embedder.requires_grad_(True)
+    model.text_encoder.requires_grad_(True)
+    return model
 
 
 #: ``make_batch(n, seed, start, frames)``: videos ``(n, frames, 3, H, W)`` in [-1, 1] and
@@ -307,8 +335,7 @@ def train_tiny_stdit(
         cfg: Hyper-parameters.
         make_batch: ``make_batch(n, seed, start, frames)`` returns clips
             ``(n, frames, 3, H, W)`` in [-1, 1] and their captions; default:
-            :func:`video_batches`, the shipped model's data (``video_batches(model_cfg,
-            "image")``: shapes at the stills' sizes).
+            :func:`video_batches` at ``cfg.shape_size``.
         progress: Show a progress bar with the loss.
         device: Where to train; random draws stay on the CPU generator.
         on_step: Called after each video-stage step with its index and the EMA model, e.g.
@@ -322,7 +349,12 @@ def train_tiny_stdit(
         raise ValueError(f"init must be 'dit' or 'none', got {cfg.init!r}")
     if cfg.image_target not in ("dit", "noise"):
         raise ValueError(f"image_target must be 'dit' or 'noise', got {cfg.image_target!r}")
-    batch = video_batches(model_cfg) if make_batch is None else make_batch
+    if cfg.video_trains not in VIDEO_TRAINS:
+        raise ValueError(f"video_trains must be one of {VIDEO_TRAINS}, got {cfg.video_trains!r}")
+    if cfg.shape_size not in SHAPE_SIZES:
+        raise ValueError(f"shape_size must be one of {SHAPE_SIZES}, got {cfg.shape_size!r}")
+    shape_size = cast(ShapeSize, cfg.shape_size)
+    batch = video_batches(model_cfg, shape_size) if make_batch is None else make_batch
     image_cfg = replace(model_cfg, frames=1)
     start_from = "weights" if init_weights is not None else cfg.init
     use_dit = "dit" in (start_from, cfg.image_target if cfg.image_steps > 0 else "")
@@ -373,7 +405,8 @@ def train_tiny_stdit(
 
     def build_video() -> TinySTDiT:
         model = model_cfg.build()
-        return model if init is None else _load_across_frames(model, init)
+        model = model if init is None else _load_across_frames(model, init)
+        return _train_temporal_only(model) if cfg.video_trains == "temporal" else model
 
     model, logs["video"] = train_with_ema(
         build_video,
