@@ -11,6 +11,12 @@ official checkpoints (``OpenSora-v1-16x256x256.pth`` and friends), so
 Differences that leave the weights untouched: attention runs through PyTorch's
 ``scaled_dot_product_attention`` (timm's ``Attention``) instead of xformers or
 flash-attn, and padded caption tokens are masked out instead of packed away.
+
+One option beyond v1, off by default: ``temporal_rope=True`` rotates the temporal
+attention's queries and keys by their frame index, as Open-Sora 1.1 and 1.2 do (STDiT2,
+STDiT3: ``RotaryEmbedding(head_dim).rotate_queries_or_keys``). v1 tells the frames apart
+only by the sin-cos table added inside the first block's temporal attention; with rotary
+positions every temporal attention sees the frames' order. It adds no weights.
 """
 
 from __future__ import annotations
@@ -31,6 +37,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "CaptionEmbedder",
+    "FrameRotaryAttention",
     "MultiHeadCrossAttention",
     "PatchEmbed3D",
     "STDiT",
@@ -51,6 +58,43 @@ approx_gelu = functools.partial(nn.GELU, approximate="tanh")
 def t2i_modulate(x: torch.Tensor, shift: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
     """Apply shift and scale, each (B, 1, D), to tokens (B, N, D)."""
     return x * (1 + scale) + shift
+
+
+def rotate_by_position(x: torch.Tensor, theta: float = 10000.0) -> torch.Tensor:
+    """Rotary position embedding along the sequence axis of ``x`` (B, H, N, head_dim).
+
+    Consecutive channel pairs ``(2i, 2i + 1)`` turn by ``n / theta^(2i / head_dim)`` at
+    position ``n``: the layout of ``rotary_embedding_torch``, which Open-Sora 1.1+ uses.
+    """
+    n, dim = x.shape[-2:]
+    freqs = theta ** -(torch.arange(0, dim, 2, device=x.device, dtype=torch.float32) / dim)
+    angles = torch.outer(torch.arange(n, device=x.device, dtype=torch.float32), freqs)
+    angles = angles.repeat_interleave(2, dim=-1).to(x.dtype)  # (N, head_dim)
+    pairs = rearrange(x, "... (d r) -> ... d r", r=2)
+    rotated = torch.stack((-pairs[..., 1], pairs[..., 0]), dim=-1)  # (..., head_dim / 2, 2)
+    return x * angles.cos() + rearrange(rotated, "... d r -> ... (d r)") * angles.sin()
+
+
+class FrameRotaryAttention(Attention):
+    """timm's ``Attention`` (same weights and names) with rotary positions on the queries
+    and keys: a token's position in its sequence, the frame index in temporal attention."""
+
+    def forward(
+        self,
+        x: torch.Tensor,
+        attn_mask: torch.Tensor | None = None,
+        is_causal: bool = False,
+    ) -> torch.Tensor:
+        """Attend among the N tokens of each row of ``x`` (B, N, D); returns (B, N, D)."""
+        if attn_mask is not None or is_causal:
+            raise ValueError("FrameRotaryAttention takes no attention mask")
+        b, n, _ = x.shape
+        qkv = self.qkv(x).reshape(b, n, 3, self.num_heads, self.head_dim).permute(2, 0, 3, 1, 4)
+        q, k, v = qkv.unbind(0)  # 3 x (B, H, N, head_dim)
+        q, k = rotate_by_position(self.q_norm(q)), rotate_by_position(self.k_norm(k))
+        x = F.scaled_dot_product_attention(q, k, v)  # (B, H, N, head_dim)
+        x = self.norm(x.transpose(1, 2).reshape(b, n, self.attn_dim))
+        return self.proj_drop(self.proj(x))
 
 
 #################################################################################
@@ -210,6 +254,7 @@ class STDiTBlock(nn.Module):
         d_t: int,
         mlp_ratio: float = 4.0,
         drop_path: float = 0.0,
+        temporal_rope: bool = False,
     ) -> None:
         """
         Args:
@@ -219,6 +264,8 @@ class STDiTBlock(nn.Module):
             d_t: Frames T (in patches).
             mlp_ratio: Width of the MLP's hidden layer relative to ``hidden_size``.
             drop_path: Stochastic-depth rate of the residual branches (training only).
+            temporal_rope: Rotary frame positions in the temporal attention
+                (:class:`FrameRotaryAttention`, Open-Sora 1.1+); v1 has none.
         """
         super().__init__()
         self.hidden_size = hidden_size
@@ -236,7 +283,8 @@ class STDiTBlock(nn.Module):
         )
         self.drop_path = DropPath(drop_path) if drop_path > 0.0 else nn.Identity()
         self.scale_shift_table = nn.Parameter(torch.randn(6, hidden_size) / hidden_size**0.5)
-        self.attn_temp = Attention(hidden_size, num_heads=num_heads, qkv_bias=True)
+        temporal = FrameRotaryAttention if temporal_rope else Attention
+        self.attn_temp = temporal(hidden_size, num_heads=num_heads, qkv_bias=True)
 
     def forward(
         self,
@@ -325,6 +373,7 @@ class STDiT(nn.Module):
         model_max_length: int = 120,
         space_scale: float = 1.0,
         time_scale: float = 1.0,
+        temporal_rope: bool = False,
     ) -> None:
         """
         Args:
@@ -344,6 +393,8 @@ class STDiT(nn.Module):
             space_scale: Divides the spatial positions of the sin-cos embedding (Open-Sora
                 v1 uses 0.5 for 256x256 and 1.0 for 512x512).
             time_scale: Divides the temporal positions of the sin-cos embedding.
+            temporal_rope: Rotate the temporal attention's queries and keys by frame index
+                (Open-Sora 1.1+; no weights of its own); False is v1.
         """
         super().__init__()
         if any(size % patch for size, patch in zip(input_size, patch_size)):
@@ -363,6 +414,7 @@ class STDiT(nn.Module):
         self.model_max_length = model_max_length
         self.space_scale = space_scale
         self.time_scale = time_scale
+        self.temporal_rope = temporal_rope
         grid = [size // patch for size, patch in zip(input_size, patch_size)]
         self.grid: Size3 = (grid[0], grid[1], grid[2])  # (T, H, W) in patches
         self.num_temporal = self.grid[0]
@@ -390,6 +442,7 @@ class STDiT(nn.Module):
                     d_t=self.num_temporal,
                     mlp_ratio=mlp_ratio,
                     drop_path=rates[i],
+                    temporal_rope=temporal_rope,
                 )
                 for i in range(depth)
             ]

@@ -25,7 +25,7 @@ from blockdance_stdit.examples import (
     tiny_latte,
     tiny_stdit,
 )
-from blockdance_stdit.model import STDiT, STDiT_models, STDiTBlock
+from blockdance_stdit.model import STDiT, STDiT_models, STDiTBlock, rotate_by_position
 from checkpoint_checks import (
     check_non_strict_and_missing_file,
     mismatch_message,
@@ -88,6 +88,55 @@ def test_null_caption_and_wrong_extent() -> None:
     assert model(x, t, model.y_embedder.null(2)).shape == (2, 4, 3, 4, 4)
     with pytest.raises(ValueError, match=r"latents of extent \(3, 4, 4\)"):
         model(torch.zeros(2, 4, 2, 4, 4), t, model.y_embedder.null(2))
+
+
+def _rope_reference(x: torch.Tensor, theta: float = 10000.0) -> torch.Tensor:
+    """Rotary embedding as complex multiplication: the channel pair (2i, 2i + 1) of position
+    n is the complex number x_2i + j x_2i+1, turned by the angle n * theta^(-2i / d)."""
+    n, d = x.shape[-2:]
+    z = torch.complex(x[..., 0::2].double(), x[..., 1::2].double())  # (..., N, d / 2)
+    angle = torch.arange(n).double()[:, None] * theta ** (-torch.arange(0, d, 2).double() / d)
+    turned = z * torch.polar(torch.ones_like(angle), angle)
+    return torch.stack((turned.real, turned.imag), dim=-1).flatten(-2).to(x.dtype)
+
+
+def test_rotary_positions_match_a_complex_reference() -> None:
+    x = torch.randn(2, 3, 5, 8)  # (B, H, N, head_dim)
+    torch.testing.assert_close(rotate_by_position(x), _rope_reference(x), atol=1e-5, rtol=0)
+    # Scores depend on the positions' difference only: shift both sequences by one.
+    q, k = torch.randn(1, 1, 4, 8), torch.randn(1, 1, 4, 8)
+    scores = rotate_by_position(q) @ rotate_by_position(k).transpose(-1, -2)  # (1, 1, 4, 4)
+    shifted = rotate_by_position(torch.cat([q[..., :1, :], q], -2))[..., 1:, :]
+    shifted_k = rotate_by_position(torch.cat([k[..., :1, :], k], -2))[..., 1:, :]
+    torch.testing.assert_close(shifted @ shifted_k.transpose(-1, -2), scores, atol=1e-5, rtol=0)
+
+
+def test_temporal_rope_tells_frame_order_and_keeps_the_weights() -> None:
+    torch.manual_seed(0)
+    v1, rope = STDiT(**TINY).eval(), STDiT(**TINY, temporal_rope=True).eval()
+    assert v1.state_dict().keys() == rope.state_dict().keys()  # no weights of its own
+    for model in (v1, rope):  # give the zero-initialised outputs weights
+        with torch.no_grad():
+            for p in model.parameters():
+                p.add_(torch.randn_like(p) * 0.05)
+    rope.load_state_dict(v1.state_dict())
+    x, t, y, _ = stdit_inputs()  # x: (B, C, T, H, W)
+    reverse = torch.arange(x.shape[2] - 1, -1, -1)
+    # Without the first block's sin-cos table, v1's temporal attention cannot tell the order:
+    # reversing the frames reverses its output. Rotary positions break that symmetry.
+    v1.pos_embed_temporal.zero_()
+    rope.pos_embed_temporal.zero_()
+    with torch.no_grad():
+        torch.testing.assert_close(v1(x[:, :, reverse], t, y), v1(x, t, y)[:, :, reverse])
+        assert not torch.allclose(rope(x[:, :, reverse], t, y), rope(x, t, y)[:, :, reverse])
+        # On one frame a rotation by position 0 is the identity: the same function as v1.
+        one = x[:, :, :1]
+        v1_1 = STDiT(**{**TINY, "input_size": (1, *TINY["input_size"][1:])}).eval()
+        rope_1 = STDiT(**{**TINY, "input_size": (1, *TINY["input_size"][1:])}, temporal_rope=True)
+        state = {k: v for k, v in v1.state_dict().items() if k != "pos_embed_temporal"}
+        v1_1.load_state_dict(state, strict=False)
+        rope_1.eval().load_state_dict(state, strict=False)
+        torch.testing.assert_close(rope_1(one, t, y), v1_1(one, t, y))
 
 
 def test_pos_embed_layout() -> None:
