@@ -6,7 +6,7 @@
 
 Samples one image (or video) per seed (class = seed % 16; for the SD3 and the STDiT, the
 caption of that class on background (seed // 16) % 5, for the STDiT moving in direction
-(seed // 80) % 4) with classifier-free guidance -- DDIM for the DiT and the STDiT, diffusers'
+(seed + seed // 16) % 4) with classifier-free guidance -- DDIM for the DiT and the STDiT, diffusers'
 flow-matching Euler for the SD3 -- and compares them with real samples of the held-out
 reference seed. Videos also get the share moving in the captioned direction and their
 temporal consistency (mean SSIM of adjacent frames), against the real videos'.

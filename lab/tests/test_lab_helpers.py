@@ -69,12 +69,16 @@ def test_workload_samples_are_images_videos_or_neither():
 def test_a_seed_asks_for_class_background_and_direction():
     seeds = [0, 1, 17, 95, 250]
     assert seed_labels(seeds).tolist() == [0, 1, 1, 15, 10]
-    assert seed_directions(seeds).tolist() == [0, 0, 0, 1, 3]
+    assert seed_directions(seeds).tolist() == [0, 1, 2, 0, 1]
     still, moving = seed_captions(seeds), seed_captions(seeds, moving=True)
     for seed, a, b in zip(seeds, still, moving):
         color, shape = CLASS_NAMES[seed % 16].split()
         assert a.startswith(f"a {color} {shape} on a ")
-        assert b == a.replace(" on a ", f" moving {DIRECTIONS[(seed // 80) % 4]} on a ", 1)
+        assert b == a.replace(" on a ", f" moving {DIRECTIONS[(seed + seed // 16) % 4]} on a ", 1)
+    # The first 64 seeds ask for every (class, direction) pair once.
+    first = range(64)
+    pairs = set(zip(seed_labels(first).tolist(), seed_directions(first).tolist()))
+    assert len(pairs) == 64
 
 
 def test_weights_round_trip_in_fp16_with_sidecar_and_header(tmp_path):

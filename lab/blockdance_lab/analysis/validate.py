@@ -57,7 +57,7 @@ __all__ = [
 #: so that a configuration is not chosen on the samples it is then reported on.
 VALIDATION_SEED0 = 100_000
 #: Default distance between validation seeds. The shipped workloads derive the condition
-#: from the seed (class ``s % 16``, background ``(s // 16) % 5``, direction ``(s // 80) % 4``):
+#: from the seed (class ``s % 16``, background ``(s // 16) % 5``, direction ``(s + s // 16) % 4``):
 #: consecutive seeds from 100000 all ask the SD3 for one background, a step of 17 spreads 16
 #: seeds over every class and background (docs/analysis.md). Seeds stay i.i.d. noise for any
 #: other workload, so the step costs nothing there.
