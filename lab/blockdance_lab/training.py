@@ -252,11 +252,23 @@ class ModelFiles(Generic[M]):
         name = self.name
         return f"`python -m blockdance_lab.zoo.train {name}` (scripts/train_tiny_{name}.py)"
 
+    def _build(self, config: dict[str, Any]) -> M:
+        """The model of a sidecar's config, which must name every architecture field: a
+        field added since the file was written would otherwise take today's default."""
+        missing = sorted({f.name for f in fields(self.config)} - config.keys())
+        if missing:
+            raise TypeError(  # read_model names the file and the remedy
+                f"no {', '.join(missing)}: the file predates these "
+                f'architecture fields of {self.config.__name__}; add them to its "config" '
+                "with the values it was trained with"
+            )
+        return self.config(**config).build()
+
     def load(self, path: Path | str | None = None, dtype: torch.dtype = torch.float32) -> M:
         """The model from :func:`save_weights` files (eval mode), by default the shipped ones."""
         return load_weights(
             self.shipped if path is None else path,
-            lambda config: self.config(**config).build(),
+            self._build,
             family=self.family,
             script=self.command,
             dtype=dtype,

@@ -131,3 +131,27 @@ def test_shape_size_field_picks_the_video_stage_data(monkeypatch: pytest.MonkeyP
         # the clips of step 0 as the data module renders them at that size
         expected, _, _ = make_video_batch(2, 0, 16, 4, 0, shape_size=size)
         assert torch.equal(seen[0], expected), size
+
+
+def test_a_sidecar_without_a_newer_architecture_field_is_refused(tmp_path: Path) -> None:
+    import json
+
+    from blockdance_lab.weights import WeightsFileError
+
+    path = tmp_path / "old.safetensors"
+    save_tiny_stdit(SMALL.build(), path, {})
+    sidecar = json.loads(path.with_suffix(".json").read_text())
+    del sidecar["config"]["temporal_rope"]  # as written before the field existed
+    path.with_suffix(".json").write_text(json.dumps(sidecar))
+    # Not built with today's default: which positions the file was trained with is unknown.
+    with pytest.raises(WeightsFileError, match="no temporal_rope: the file predates"):
+        load_tiny_stdit(path)
+
+
+def test_the_video_probe_compares_with_clips_like_the_training_clips() -> None:
+    from blockdance_lab.evaluation.shapes_probe import REFERENCE_SEED
+    from blockdance_lab.zoo.workloads import video_probe
+
+    size = TrainConfig().shape_size  # the shipped recipe's video data
+    expected, _, _ = make_video_batch(4, seed=REFERENCE_SEED, shape_size=size)  # type: ignore[arg-type]
+    assert torch.equal(video_probe().reference(4), expected)

@@ -11,7 +11,7 @@ from collections.abc import Callable, Sequence
 
 import torch
 
-from blockdance_lab.data.shapes import make_batch, make_video_batch
+from blockdance_lab.data.shapes import ShapeSize, make_batch, make_video_batch
 from blockdance_lab.evaluation.probe import DEFAULT_VIDEO_PROBE_PATH, load_probe, probe_features
 from blockdance_lab.workload import QualityProbe
 
@@ -46,7 +46,10 @@ def shapes_probe(
 
 
 def video_shapes_probe(
-    labels: Callable[[Sequence[int]], torch.Tensor], frames: int = 8, image_size: int = 32
+    labels: Callable[[Sequence[int]], torch.Tensor],
+    frames: int = 8,
+    image_size: int = 32,
+    shape_size: ShapeSize = "video",
 ) -> QualityProbe:
     """Judge videos ``(N, F, 3, H, W)`` with the shipped video-frame probe.
 
@@ -58,6 +61,8 @@ def video_shapes_probe(
         labels: Seeds -> the class each seed was asked to generate.
         frames: Frames per reference video.
         image_size: Side of the frames in pixels.
+        shape_size: The reference videos' shape sizes
+            (:func:`blockdance_lab.data.shapes.make_video_batch`): those of the model judged.
     """
     probe = load_probe(DEFAULT_VIDEO_PROBE_PATH)
 
@@ -72,6 +77,8 @@ def video_shapes_probe(
         return frame_logits.log_softmax(-1).view(n, f, -1).mean(1)  # (N, K)
 
     def reference(n: int) -> torch.Tensor:
-        return make_video_batch(n, seed=REFERENCE_SEED, image_size=image_size, frames=frames)[0]
+        return make_video_batch(
+            n, seed=REFERENCE_SEED, image_size=image_size, frames=frames, shape_size=shape_size
+        )[0]
 
     return QualityProbe(features=features, logits=logits, labels=labels, reference=reference)

@@ -17,6 +17,7 @@ from blockdance_lab.data.shapes import (
     COLORS,
     DIRECTIONS,
     SHAPES,
+    ShapeSize,
     caption_for,
     num_classes,
 )
@@ -61,11 +62,17 @@ def image_probe() -> QualityProbe:
     return shapes_probe(labels=seed_labels)
 
 
+#: The shape sizes of the tiny STDiT's training clips (its ``TrainConfig.shape_size``), and
+#: so of the real videos its FD-probe compares with: the stills' sizes.
+TINY_STDIT_SHAPE_SIZE: ShapeSize = "image"
+
+
 def video_probe() -> QualityProbe:
-    """The shipped video-frame probe, judging videos by the class their seed asked for."""
+    """The shipped video-frame probe, judging videos by the class their seed asked for,
+    against real clips like the tiny STDiT's training clips."""
     from blockdance_lab.evaluation.shapes_probe import video_shapes_probe
 
-    return video_shapes_probe(labels=seed_labels)
+    return video_shapes_probe(labels=seed_labels, shape_size=TINY_STDIT_SHAPE_SIZE)
 
 
 def generate_pixels(

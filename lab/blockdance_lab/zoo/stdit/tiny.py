@@ -42,8 +42,8 @@ from blockdance_lab.training import (
     train_with_ema,
 )
 from blockdance_lab.training import TrainConfig as BaseTrainConfig
+from blockdance_lab.zoo.workloads import TINY_STDIT_SHAPE_SIZE, video_probe
 from blockdance_lab.zoo.workloads import seed_captions as caption_seeds
-from blockdance_lab.zoo.workloads import video_probe
 from blockdance_stdit.model import STDiT
 
 ASSETS = Path(__file__).parent / "assets"
@@ -79,6 +79,7 @@ class TinySTDiTConfig:
     text_dim: int = 64
     text_depth: int = 1
     max_length: int = 10
+    temporal_rope: bool = True
 
     def build(self) -> TinySTDiT:
         return TinySTDiT(self)
@@ -106,6 +107,7 @@ class TinySTDiT(nn.Module):
             pred_sigma=False,
             caption_channels=cfg.text_dim,
             model_max_length=cfg.max_length,
+            temporal_rope=cfg.temporal_rope,
         )
         self.text_encoder = TinyTextEncoder(cfg.text_dim, cfg.max_length, cfg.text_depth)
 
@@ -165,8 +167,8 @@ class TrainConfig(BaseTrainConfig):
     image_lr: float = 5e-3
     image_minutes: float = 18.0
     image_target: str = "dit"
-    shape_size: str = "video"
-    video_trains: str = "all"
+    shape_size: str = TINY_STDIT_SHAPE_SIZE
+    video_trains: str = "temporal"
 
 
 #: The choices of :attr:`TrainConfig.video_trains`.
