@@ -29,8 +29,10 @@ def test_video_batches_render_the_asked_shape_size() -> None:
         expected, _, expected_captions = make_video_batch(3, 5, 16, 4, 7, shape_size=size)
         assert torch.equal(videos, expected) and captions == expected_captions
     assert not torch.equal(
-        video_batches(SMALL)(3, 5, 7, 4)[0], video_batches(SMALL, "image")(3, 5, 7, 4)[0]
+        video_batches(SMALL, "video")(3, 5, 7, 4)[0], video_batches(SMALL, "image")(3, 5, 7, 4)[0]
     )
+    default = video_batches(SMALL)(3, 5, 7, 4)[0]  # the shipped recipe's data
+    assert torch.equal(default, video_batches(SMALL, TrainConfig().shape_size)(3, 5, 7, 4)[0])  # type: ignore[arg-type]
 
 
 def test_video_stage_starts_from_saved_weights_of_another_frame_count(tmp_path: Path) -> None:

@@ -192,13 +192,16 @@ def _train_temporal_only(model: TinySTDiT) -> TinySTDiT:
 MakeBatch = Callable[[int, int, int, int], tuple[torch.Tensor, list[str]]]
 
 
-def video_batches(model_cfg: TinySTDiTConfig, shape_size: ShapeSize = "video") -> MakeBatch:
-    """The shipped model's data: captioned clips of moving shapes at the model's size.
+def video_batches(
+    model_cfg: TinySTDiTConfig, shape_size: ShapeSize = TINY_STDIT_SHAPE_SIZE
+) -> MakeBatch:
+    """Captioned clips of moving shapes at the model's size, by default the shipped model's.
 
     Args:
         model_cfg: The model, for its frame size.
-        shape_size: ``"video"`` (the shipped model's data) or ``"image"``, shapes at the
-            stills' sizes (:func:`blockdance_lab.data.shapes.make_video_batch`).
+        shape_size: ``"image"``, shapes at the stills' sizes (the shipped model's data), or
+            ``"video"``, smaller shapes with more room to travel (the model shipped before;
+            :func:`blockdance_lab.data.shapes.make_video_batch`).
     """
 
     def batch(n: int, seed: int, start: int, frames: int) -> tuple[torch.Tensor, list[str]]:
