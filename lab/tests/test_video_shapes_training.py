@@ -157,3 +157,22 @@ def test_the_video_probe_compares_with_clips_like_the_training_clips() -> None:
     size = TrainConfig().shape_size  # the shipped recipe's video data
     expected, _, _ = make_video_batch(4, seed=REFERENCE_SEED, shape_size=size)  # type: ignore[arg-type]
     assert torch.equal(video_probe().reference(4), expected)
+
+
+def test_conditioning_check_reads_the_shipped_model(capsys: pytest.CaptureFixture[str]) -> None:
+    import importlib.util
+    import re
+
+    root = Path(__file__).resolve().parents[2]
+    spec = importlib.util.spec_from_file_location(
+        "check_stdit_conditioning", root / "scripts" / "check_stdit_conditioning.py"
+    )
+    assert spec is not None and spec.loader is not None
+    script = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(script)
+    script.main(["--clips", "4", "--timesteps", "900"])
+    line = capsys.readouterr().out.strip()
+    order, word = (float(v) for v in re.findall(r"([\d.]+)%", line))
+    # Rotary frame positions: reversing the frames changes ε by a sizeable share of what the
+    # caption does (about 100% at t=900), unlike v1's positions (under 5%, the card).
+    assert order > 20 and word >= 0, line
