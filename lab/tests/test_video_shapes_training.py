@@ -35,14 +35,20 @@ def test_video_batches_render_the_asked_shape_size() -> None:
     assert torch.equal(default, video_batches(SMALL, TrainConfig().shape_size)(3, 5, 7, 4)[0])  # type: ignore[arg-type]
 
 
-def test_video_stage_starts_from_saved_weights_of_another_frame_count(tmp_path: Path) -> None:
-    torch.manual_seed(3)
+def _random_image_stage(tmp_path: Path) -> Path:
+    """Saved weights of a random 1-frame model with every weight nonzero."""
+    torch.manual_seed(4)
     image_model = TinySTDiTConfig(**{**SMALL.__dict__, "frames": 1}).build()
     with torch.no_grad():
         for p in image_model.parameters():
             p.normal_(0, 0.05)
     path = tmp_path / "image.safetensors"
     save_tiny_stdit(image_model, path, {})
+    return path
+
+
+def test_video_stage_starts_from_saved_weights_of_another_frame_count(tmp_path: Path) -> None:
+    path = _random_image_stage(tmp_path)
     saved = load_tiny_stdit(path).state_dict()  # the fp16 weights as written
     # A learning rate of ~0: the trained model is the saved one, at 4 frames.
     cfg = TrainConfig(steps=1, batch_size=2, warmup=1, lr=1e-12, image_steps=0, init="none")
@@ -63,18 +69,6 @@ def test_weights_of_another_architecture_are_refused_before_training(tmp_path: P
     cfg = TrainConfig(init="none", image_steps=0)
     with pytest.raises(ValueError, match="differs from the one to train"):
         train_tiny_stdit(SMALL, cfg, progress=False, init_weights=path)
-
-
-def _random_image_stage(tmp_path: Path) -> Path:
-    """Saved weights of a random 1-frame model with every weight nonzero."""
-    torch.manual_seed(4)
-    image_model = TinySTDiTConfig(**{**SMALL.__dict__, "frames": 1}).build()
-    with torch.no_grad():
-        for p in image_model.parameters():
-            p.normal_(0, 0.05)
-    path = tmp_path / "image.safetensors"
-    save_tiny_stdit(image_model, path, {})
-    return path
 
 
 def test_temporal_video_stage_changes_only_temporal_attention_and_caption_path(
