@@ -52,8 +52,8 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--image-minutes", type=float, default=0.0, help="image stage; 0 skips it")
     p.add_argument("--image-steps", type=int, default=1400)
     p.add_argument("--frames", type=int, default=8)
-    p.add_argument("--video-trains", choices=VIDEO_TRAINS, default="all")
-    p.add_argument("--temporal-rope", action="store_true", help="rotary frame positions")
+    p.add_argument("--video-trains", choices=VIDEO_TRAINS, default=TrainConfig().video_trains)
+    p.add_argument("--v1-positions", action="store_true", help="no rotary frame positions")
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--no-progress", action="store_true")
     p.add_argument("--out", type=Path, required=True, help=".safetensors path")
@@ -61,7 +61,7 @@ def main(argv: list[str] | None = None) -> None:
     if args.init_weights is None and args.image_minutes <= 0:
         p.error("give --init-weights (a saved image stage) or --image-minutes > 0")
     torch.set_num_threads(args.threads)
-    model_cfg = replace(TinySTDiTConfig(), frames=args.frames, temporal_rope=args.temporal_rope)
+    model_cfg = replace(TinySTDiTConfig(), frames=args.frames, temporal_rope=not args.v1_positions)
     cfg = TrainConfig(
         steps=args.steps,
         batch_size=args.batch_size,
