@@ -20,7 +20,7 @@ from pathlib import Path
 
 import torch
 
-from blockdance_lab.data.shapes import make_video_batch
+from blockdance_lab.data.shapes import check_shape_size, make_video_batch
 from blockdance_lab.training import linear_alphas_cumprod
 from blockdance_lab.zoo.stdit.tiny import DEFAULT_WEIGHTS, TrainConfig, load_tiny_stdit
 
@@ -38,9 +38,9 @@ def main(argv: list[str] | None = None) -> None:
     args = p.parse_args(argv)
     torch.set_num_threads(args.threads)
     model = load_tiny_stdit(args.weights)
-    n, size = args.clips, TrainConfig().shape_size
-    videos, _, captions = make_video_batch(n, args.seed, model.cfg.image_size,
-                                           model.cfg.frames, shape_size=size)  # type: ignore[arg-type]  # fmt: skip
+    n, size = args.clips, check_shape_size(TrainConfig().shape_size)  # the training clips'
+    videos, _, captions = make_video_batch(n, args.seed, model.cfg.image_size, model.cfg.frames,
+                                           shape_size=size)  # fmt: skip
     swapped = [" ".join(_OPPOSITE.get(w, w) for w in c.split()) for c in captions]
     x0 = videos.permute(0, 2, 1, 3, 4)  # (N, 3, T, H, W)
     abar = linear_alphas_cumprod()

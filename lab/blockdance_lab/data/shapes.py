@@ -20,7 +20,7 @@ Images are float32 tensors in ``[-1, 1]`` of shape ``(3, H, W)``; videos ``(T, 3
 from __future__ import annotations
 
 import math
-from typing import Literal, NamedTuple, TypeVar
+from typing import Literal, NamedTuple, TypeVar, cast
 
 import numpy as np
 import torch
@@ -41,6 +41,7 @@ __all__ = [
     "ShapesVideoDataset",
     "VideoSample",
     "caption_for",
+    "check_shape_size",
     "class_index",
     "make_batch",
     "make_video_batch",
@@ -220,12 +221,14 @@ def _muted(gray: Tensor, hue: Tensor, sat: Tensor) -> Tensor:
     return (gray[:, None] + sat[:, None] * tint).clamp(0.0, 1.0)
 
 
-def _check_shape_size(shape_size: str) -> None:
+def check_shape_size(shape_size: str) -> ShapeSize:
+    """``shape_size`` as a :data:`ShapeSize`, or a ValueError naming the choices."""
     if shape_size not in _SIZE_RANGES:
         raise ValueError(
             f"shape_size must be one of {SHAPE_SIZES}, got {shape_size!r}: 'video' for the "
             "videos' smaller shapes, 'image' for the stills' sizes"
         )
+    return cast(ShapeSize, shape_size)
 
 
 def _sample_params(
@@ -418,7 +421,7 @@ def _video_centers(p: _Params, image_size: int, frames: int) -> tuple[Tensor, Te
 def _render_videos(
     seed: int, indices: Tensor, image_size: int, frames: int, shape_size: str = "video"
 ) -> tuple[Tensor, Tensor, Tensor, _Params]:
-    _check_shape_size(shape_size)
+    check_shape_size(shape_size)
     p = _sample_params(seed, indices, _STREAM_VIDEO, image_size, shape_size)
     n = indices.shape[0]
     centers, direction = _video_centers(p, image_size, frames)  # (N, T, 2), (N,)
@@ -587,7 +590,7 @@ class ShapesVideoDataset(_RenderedDataset[VideoSample]):
             shape_size: ``"video"`` (smaller shapes) or ``"image"`` (the stills' sizes); see
                 :func:`make_video_batch`.
         """
-        _check_shape_size(shape_size)
+        check_shape_size(shape_size)
         super().__init__(size, seed, image_size)
         self.frames = frames
         self.shape_size = shape_size

@@ -18,7 +18,7 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any, cast
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -27,8 +27,8 @@ from torch import nn
 from blockdance import lazy
 from blockdance_lab.data.captions import TinyTextEncoder
 from blockdance_lab.data.shapes import (
-    SHAPE_SIZES,
     ShapeSize,
+    check_shape_size,
     make_video_batch,
     num_classes,
 )
@@ -356,9 +356,7 @@ def train_tiny_stdit(
         raise ValueError(f"image_target must be 'dit' or 'noise', got {cfg.image_target!r}")
     if cfg.video_trains not in VIDEO_TRAINS:
         raise ValueError(f"video_trains must be one of {VIDEO_TRAINS}, got {cfg.video_trains!r}")
-    if cfg.shape_size not in SHAPE_SIZES:
-        raise ValueError(f"shape_size must be one of {SHAPE_SIZES}, got {cfg.shape_size!r}")
-    shape_size = cast(ShapeSize, cfg.shape_size)
+    shape_size = check_shape_size(cfg.shape_size)
     batch = video_batches(model_cfg, shape_size) if make_batch is None else make_batch
     image_cfg = replace(model_cfg, frames=1)
     start_from = "weights" if init_weights is not None else cfg.init
