@@ -166,7 +166,8 @@ def test_conditioning_check_reads_the_shipped_model(capsys: pytest.CaptureFixtur
     spec.loader.exec_module(script)
     script.main(["--clips", "4", "--timesteps", "900"])
     line = capsys.readouterr().out.strip()
-    order, word = (float(v) for v in re.findall(r"([\d.]+)%", line))
+    order, word = (float(v) for v in re.findall(r"([\d.]+)%", line)[:2])
+    assert "loss gap of the word" in line, line
     # Rotary frame positions: reversing the frames changes ε by a sizeable share of what the
     # caption does (about 100% at t=900), unlike v1's positions (under 5%, the card).
     assert order > 20 and word >= 0, line
