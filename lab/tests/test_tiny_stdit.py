@@ -151,3 +151,33 @@ def test_shipped_weights_match_their_card():
     assert meta["command"] in card
     for stage in ("image", "video"):
         assert f"{stages[stage]['steps_run']} steps" in card
+
+
+class _ConstantTeacher(torch.nn.Module):
+    """A stand-in DiT whose ε for class ``c`` is ``(c + 1) / 20`` everywhere."""
+
+    def forward(self, x: torch.Tensor, t: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        return ((y.float() + 1) / 20).view(-1, 1, 1, 1).expand_as(x)
+
+
+@pytest.mark.parametrize("dropout", [0.0, 1.0])
+def test_image_stage_distils_the_teachers_guided_eps(dropout: float) -> None:
+    from blockdance_lab.data.shapes import make_batch, num_classes
+    from blockdance_lab.zoo.stdit.tiny import _distill_loss
+
+    cfg = TinySTDiTConfig(
+        frames=1, image_size=16, hidden_size=32, depth=2, num_heads=2, text_dim=16,
+        class_dropout_prob=dropout,
+    )  # fmt: skip
+    model = cfg.build().eval()  # its output layer starts at zero: ε = 0, loss = mean(target²)
+    train = TrainConfig(batch_size=6, min_snr=0.0)
+    w = 1.5
+    loss_fn = _distill_loss(_ConstantTeacher(), train, 16, 0.0, "cpu", teacher_guidance=w)
+    loss = loss_fn(model, 0, torch.Generator().manual_seed(0))
+    _, labels, _ = make_batch(6, train.seed, 16, start=0)
+    null = (num_classes + 1) / 20
+    if dropout == 0.0:  # every caption kept: the teacher guided at w
+        target = null + w * ((labels.double() + 1) / 20 - null)
+    else:  # every caption dropped: the teacher's null ε, unguided
+        target = torch.full((6,), null, dtype=torch.double)
+    torch.testing.assert_close(float(loss.detach()), float(target.square().mean()), rtol=1e-5, atol=0)
