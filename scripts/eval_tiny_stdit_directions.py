@@ -36,7 +36,7 @@ from blockdance_lab.report import temporal_consistency
 from blockdance_lab.workload import GenerateRequest
 from blockdance_lab.zoo.stdit.tiny import load_tiny_stdit
 from blockdance_lab.zoo.stdit.workloads import tiny_stdit_sampler
-from blockdance_lab.zoo.workloads import seed_directions, video_probe
+from blockdance_lab.zoo.workloads import TINY_STDIT_SHAPE_SIZE, seed_directions, video_probe
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -47,7 +47,12 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--first", type=int, default=0, help="index of the first sample")
     p.add_argument("--steps", type=int, default=50)
     p.add_argument("--guidance", type=float, default=6.0)
-    p.add_argument("--shape-size", choices=SHAPE_SIZES, default="video", help="FD reference")
+    p.add_argument(
+        "--shape-size",
+        choices=SHAPE_SIZES,
+        default=TINY_STDIT_SHAPE_SIZE,
+        help="FD reference (default: the shipped model's training clips)",
+    )
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--out", type=Path, default=None, help="default: <weights>.eval.json")
     args = p.parse_args(argv)
