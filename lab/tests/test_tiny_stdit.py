@@ -180,4 +180,6 @@ def test_image_stage_distils_the_teachers_guided_eps(dropout: float) -> None:
         target = null + w * ((labels.double() + 1) / 20 - null)
     else:  # every caption dropped: the teacher's null ε, unguided
         target = torch.full((6,), null, dtype=torch.double)
-    torch.testing.assert_close(float(loss.detach()), float(target.square().mean()), rtol=1e-5, atol=0)
+    torch.testing.assert_close(
+        float(loss.detach()), float(target.square().mean()), rtol=1e-5, atol=0
+    )

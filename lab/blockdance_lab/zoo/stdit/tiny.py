@@ -170,7 +170,7 @@ class TrainConfig(BaseTrainConfig):
     image_batch_size: int = 64
     image_lr: float = 5e-3
     image_minutes: float = 18.0
-    image_teacher_guidance: float = 1.0
+    image_teacher_guidance: float = 1.5
     image_target: str = "dit"
     shape_size: str = TINY_STDIT_SHAPE_SIZE
     video_trains: str = "temporal"
