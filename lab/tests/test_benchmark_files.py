@@ -77,3 +77,44 @@ def test_the_static_control_threshold_reuses_as_many_steps_as_asked() -> None:
         assert {i for i, m in enumerate(probs.tolist()) if m < t} == steps  # m < t: reuse
     with pytest.raises(ValueError, match="tie"):
         module.matched_threshold(torch.tensor([0.2, 0.2, 0.9]), 1)
+
+
+def test_record_magcache_writes_the_held_out_seeds_ratios(tmp_path: Path) -> None:
+    """benchmarks/record_magcache.py records on the seeds it names (held out: 10000..), as
+    a MagnitudeRecorder attached here to the same workload and seeds does, and says so."""
+    import importlib.util
+    import json
+
+    import torch
+
+    import blockdance
+    from blockdance.policies.magcache import MagnitudeRecorder
+    from blockdance_lab.workload import GenerateRequest, get_workload
+
+    spec = importlib.util.spec_from_file_location(
+        "record_magcache", BENCHMARKS / "record_magcache.py"
+    )
+    assert spec is not None and spec.loader is not None
+    script = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(script)
+    out = tmp_path / "ratios.json"
+    flags = "--workload dit-tiny-shapes --seeds 2 --steps 6 --threads 1"
+    script.main([*flags.split(), "--out", str(out)])
+    record = json.loads(out.read_text())
+    assert record["workload"] == "dit-tiny-shapes" and record["steps"] == 6
+    assert record["seeds"] == [10_000, 10_001]
+
+    def recorded(seeds: tuple[int, ...]) -> list[float]:
+        workload = get_workload("dit-tiny-shapes")
+        target, recorder = workload.build(), MagnitudeRecorder()
+        with (
+            blockdance.attach(target, recorder, num_steps=6) as handle,
+            handle.generation(6),
+            torch.inference_mode(),
+        ):
+            workload.generate(target, GenerateRequest(seeds, 6))
+        return recorder.ratios()
+
+    assert len(record["mag_ratios"]) == 6
+    assert record["mag_ratios"] == pytest.approx(recorded((10_000, 10_001)), rel=1e-6)
+    assert record["mag_ratios"] != pytest.approx(recorded((0, 1)), rel=1e-6)  # seeds matter
