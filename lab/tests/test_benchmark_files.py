@@ -3,7 +3,9 @@ cache) from its options, so a typo fails here rather than minutes into a run."""
 
 from __future__ import annotations
 
+import importlib.util
 from pathlib import Path
+from types import ModuleType
 
 import pytest
 
@@ -13,6 +15,15 @@ from blockdance_lab.external import is_external, parse_external
 
 BENCHMARKS = Path(__file__).resolve().parents[2] / "benchmarks"
 FILES = sorted(BENCHMARKS.glob("*.yaml"))
+
+
+def _benchmark_script(name: str) -> ModuleType:
+    """Import ``benchmarks/<name>.py``, which is a script, not a package module."""
+    spec = importlib.util.spec_from_file_location(name, BENCHMARKS / f"{name}.py")
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
 
 
 def test_there_are_bench_files() -> None:
@@ -63,14 +74,9 @@ def test_the_tiny_model_bench_files_hold_the_leading_configurations(name: str) -
 
 def test_the_static_control_threshold_reuses_as_many_steps_as_asked() -> None:
     """benchmarks/ada_controls.py: the learned static schedule at a network's compute."""
-    import importlib.util
-
     import torch
 
-    spec = importlib.util.spec_from_file_location("ada_controls", BENCHMARKS / "ada_controls.py")
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
+    module = _benchmark_script("ada_controls")
     probs = torch.tensor([0.9, 0.1, 0.5, 0.3, 0.95])
     for reuse, steps in [(0, set()), (2, {1, 3}), (3, {1, 2, 3}), (5, {0, 1, 2, 3, 4})]:
         t = module.matched_threshold(probs, reuse)
@@ -82,7 +88,6 @@ def test_the_static_control_threshold_reuses_as_many_steps_as_asked() -> None:
 def test_record_magcache_writes_the_held_out_seeds_ratios(tmp_path: Path) -> None:
     """benchmarks/record_magcache.py records on the seeds it names (held out: 10000..), as
     a MagnitudeRecorder attached here to the same workload and seeds does, and says so."""
-    import importlib.util
     import json
 
     import torch
@@ -91,12 +96,7 @@ def test_record_magcache_writes_the_held_out_seeds_ratios(tmp_path: Path) -> Non
     from blockdance.policies.magcache import MagnitudeRecorder
     from blockdance_lab.workload import GenerateRequest, get_workload
 
-    spec = importlib.util.spec_from_file_location(
-        "record_magcache", BENCHMARKS / "record_magcache.py"
-    )
-    assert spec is not None and spec.loader is not None
-    script = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(script)
+    script = _benchmark_script("record_magcache")
     out = tmp_path / "ratios.json"
     flags = "--workload dit-tiny-shapes --seeds 2 --steps 6 --threads 1"
     script.main([*flags.split(), "--out", str(out)])
