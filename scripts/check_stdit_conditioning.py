@@ -24,11 +24,9 @@ from pathlib import Path
 
 import torch
 
-from blockdance_lab.data.shapes import check_shape_size, make_video_batch
+from blockdance_lab.data.shapes import check_shape_size, make_video_batch, opposite_direction
 from blockdance_lab.training import linear_alphas_cumprod
 from blockdance_lab.zoo.stdit.tiny import DEFAULT_WEIGHTS, TrainConfig, load_tiny_stdit
-
-_OPPOSITE = {"left": "right", "right": "left", "up": "down", "down": "up"}
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -45,7 +43,7 @@ def main(argv: list[str] | None = None) -> None:
     n, size = args.clips, check_shape_size(TrainConfig().shape_size)  # the training clips'
     videos, _, captions = make_video_batch(n, args.seed, model.cfg.image_size, model.cfg.frames,
                                            shape_size=size)  # fmt: skip
-    swapped = [" ".join(_OPPOSITE.get(w, w) for w in c.split()) for c in captions]
+    swapped = [opposite_direction(c) for c in captions]
     x0 = videos.permute(0, 2, 1, 3, 4)  # (N, 3, T, H, W)
     abar = linear_alphas_cumprod()
     gen = torch.Generator().manual_seed(0)

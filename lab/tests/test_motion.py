@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from blockdance_lab.data.shapes import DIRECTIONS, make_video_batch
+from blockdance_lab.data.shapes import DIRECTIONS, caption_for, make_video_batch, opposite_direction
 from blockdance_lab.evaluation.motion import motion_direction, shape_centroids
 
 
@@ -25,6 +25,21 @@ def test_played_backwards_the_direction_flips():
     videos, _, captions = make_video_batch(32, seed=8)
     opposite = torch.tensor([1, 0, 3, 2])[_truth(captions)]  # left<->right, up<->down
     assert torch.equal(motion_direction(videos.flip(1)), opposite)
+
+
+def test_opposite_direction_turns_the_word_only():
+    turned = {"left": "right", "right": "left", "up": "down", "down": "up"}
+    for word, other in turned.items():
+        caption = caption_for("cross", "blue", "striped", word)
+        assert opposite_direction(caption) == caption_for("cross", "blue", "striped", other)
+    with pytest.raises(ValueError, match="names no direction"):
+        opposite_direction(caption_for("cross", "blue", "striped"))
+
+
+def test_the_opposite_word_names_the_clip_played_backwards():
+    videos, _, captions = make_video_batch(32, seed=9)
+    named = _truth([opposite_direction(c) for c in captions])
+    assert torch.equal(motion_direction(videos.flip(1)), named)
 
 
 def test_centroid_follows_a_moving_square():

@@ -4,6 +4,8 @@ shipped weights' card (test_workload_quality.py judges the shipped model's video
 from __future__ import annotations
 
 import json
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 
 import pytest
 import torch
@@ -183,3 +185,52 @@ def test_image_stage_distils_the_teachers_guided_eps(dropout: float) -> None:
     torch.testing.assert_close(
         float(loss.detach()), float(target.square().mean()), rtol=1e-5, atol=0
     )
+
+
+@dataclass
+class _DrawsTheWord:
+    """A stand-in sampler: a square moving the way its caption says, or, with ``reads=False``,
+    always to the right."""
+
+    captions: Callable[[Sequence[int]], list[str]] = seed_captions
+    reads: bool = True
+
+    def __call__(self, request: GenerateRequest) -> torch.Tensor:
+        steps = {"left": (-3, 0), "right": (3, 0), "up": (0, -3), "down": (0, 3)}
+        videos = torch.zeros(len(request.seeds), 8, 3, 32, 32)  # (N, F, C, H, W)
+        for i, caption in enumerate(self.captions(request.seeds)):
+            word = next(w for w in caption.split() if w in steps) if self.reads else "right"
+            dx, dy = steps[word]
+            for f in range(8):
+                x, y = 12 + dx * (f - 4), 12 + dy * (f - 4)
+                videos[i, f, :, y : y + 6, x : x + 6] = 1.0
+        return videos
+
+
+@pytest.mark.parametrize("reads", [True, False])
+def test_swap_control_tells_a_model_that_reads_the_word(reads: bool) -> None:
+    import importlib.util
+    from pathlib import Path
+
+    from blockdance_lab.evaluation.motion import motion_direction
+    from blockdance_lab.zoo.workloads import seed_directions
+
+    path = Path(__file__).parents[2] / "scripts" / "eval_tiny_stdit_directions.py"
+    spec = importlib.util.spec_from_file_location("eval_tiny_stdit_directions_script", path)
+    assert spec is not None and spec.loader is not None
+    script = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(script)
+    sampler, seeds = _DrawsTheWord(reads=reads), tuple(range(8))
+    asked = seed_directions(seeds)
+    moved = motion_direction(sampler(GenerateRequest(seeds, 1)))
+    control = script._swap_control(sampler, seeds, 1, asked, moved)
+    # the word read: every shape turns; ignored: none does, and the swapped word is met only
+    # where it asks for "right" (seeds asking "left")
+    assert control["direction_changed_by_word"] == (1.0 if reads else 0.0)
+    expected = 1.0 if reads else float((asked == 0).float().mean())
+    assert control["swapped_direction_accuracy"] == expected
+    drawn = ["left", "right", "up", "down"] if reads else ["right"] * 4
+    turned = {"left": 1, "right": 0, "up": 3, "down": 2}  # index of the opposite word's draw
+    assert control["directions_drawn_swapped"] == [
+        drawn[turned[["left", "right", "up", "down"][int(a)]]] for a in asked
+    ]

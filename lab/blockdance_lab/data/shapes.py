@@ -46,6 +46,7 @@ __all__ = [
     "make_batch",
     "make_video_batch",
     "num_classes",
+    "opposite_direction",
 ]
 
 # --------------------------------------------------------------------------------------
@@ -95,6 +96,25 @@ def caption_for(shape: str, color: str, background: str, direction: str | None =
     """
     motion = f" moving {direction}" if direction is not None else ""
     return f"a {color} {shape}{motion} on a {background} background"
+
+
+_OPPOSITE = {"left": "right", "right": "left", "up": "down", "down": "up"}
+
+
+def opposite_direction(caption: str) -> str:
+    """The same caption asking for the opposite motion (left ↔ right, up ↔ down).
+
+    A control for video models: sampled from the same noise, a model that reads the
+    direction word draws the shape moving the other way; one that ignores it draws the
+    same video.
+
+    Raises:
+        ValueError: The caption names no direction (a still image's caption).
+    """
+    words = caption.split()
+    if not any(w in _OPPOSITE for w in words):
+        raise ValueError(f"caption {caption!r} names no direction ({', '.join(DIRECTIONS)})")
+    return " ".join(_OPPOSITE.get(w, w) for w in words)
 
 
 # --------------------------------------------------------------------------------------
