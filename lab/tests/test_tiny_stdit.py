@@ -215,6 +215,7 @@ class _DrawsTheWord:
 
 @pytest.mark.parametrize("reads", [True, False])
 def test_swap_control_tells_a_model_that_reads_the_word(reads: bool) -> None:
+    from blockdance_lab.data.shapes import DIRECTIONS
     from blockdance_lab.evaluation.motion import motion_direction
     from blockdance_lab.zoo.workloads import seed_directions
 
@@ -228,8 +229,7 @@ def test_swap_control_tells_a_model_that_reads_the_word(reads: bool) -> None:
     assert control["direction_changed_by_word"] == (1.0 if reads else 0.0)
     expected = 1.0 if reads else float((asked == 0).float().mean())
     assert control["swapped_direction_accuracy"] == expected
-    drawn = ["left", "right", "up", "down"] if reads else ["right"] * 4
-    turned = {"left": 1, "right": 0, "up": 3, "down": 2}  # index of the opposite word's draw
+    opposite = {"left": "right", "right": "left", "up": "down", "down": "up"}
     assert control["directions_drawn_swapped"] == [
-        drawn[turned[["left", "right", "up", "down"][int(a)]]] for a in asked
+        opposite[DIRECTIONS[int(a)]] if reads else "right" for a in asked
     ]
