@@ -144,6 +144,28 @@ def test_sampler_makes_videos_and_blockdance_skips_blocks():
     assert not torch.equal(fast, base)
 
 
+def test_sampler_samples_a_training_mode_model_as_in_eval_mode():
+    # caption dropout is on in training mode: sampled so, every caption would be the null
+    torch.manual_seed(0)
+    model = TinySTDiTConfig(**{**SMALL.__dict__, "class_dropout_prob": 1.0}).build()
+    with torch.no_grad():  # zeroed outputs (cross-attention too): let the caption matter
+        for p in model.stdit.parameters():
+            if not p.any():
+                p.normal_(0, 0.02)
+    request = GenerateRequest((0, 1), 4)
+    reference = _sampler(model.eval())(request)
+    dropped = _sampler(model)  # as the training-mode model would give without eval():
+    with torch.no_grad():
+        null = model.stdit.y_embedder.null(2)
+        model.encode = lambda captions: null  # type: ignore[method-assign]
+        all_null = dropped(request)
+    del model.encode
+    assert not torch.allclose(all_null, reference)  # the captions do matter here
+    model.train()
+    assert torch.equal(_sampler(model)(request), reference)
+    assert model.training  # and the mode is given back
+
+
 CARD = DEFAULT_WEIGHTS.parent / "TINY_STDIT_CARD.md"
 
 

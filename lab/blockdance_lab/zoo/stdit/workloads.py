@@ -64,14 +64,20 @@ class STDiTSampler:
         shape = (3, cfg.frames, cfg.image_size, cfg.image_size)
         x = request.noise(shape, like=param)  # (N, 3, T, H, W)
         n = x.shape[0]
-        y = self.model.encode(self.captions(request.seeds))  # (N, 1, L, D)
-        y = torch.cat([y, self.transformer.y_embedder.null(n).to(y)])  # (2N, 1, L, D)
         self.scheduler.set_timesteps(request.num_steps, device=param.device)
-        for t in tqdm(self.scheduler.timesteps, desc="sample", disable=not request.progress):
-            eps = self.transformer(torch.cat([x, x]), timestep=t.expand(2 * n), y=y)
-            eps_cond, eps_uncond = eps.chunk(2)
-            eps = eps_uncond + self.guidance_scale * (eps_cond - eps_uncond)
-            x = self.scheduler.step(eps, t, x).prev_sample  # type: ignore[union-attr]
+        # a model in training mode drops captions at random (caption dropout): sample in eval
+        was_training = self.model.training
+        self.model.eval()
+        try:
+            y = self.model.encode(self.captions(request.seeds))  # (N, 1, L, D)
+            y = torch.cat([y, self.transformer.y_embedder.null(n).to(y)])  # (2N, 1, L, D)
+            for t in tqdm(self.scheduler.timesteps, desc="sample", disable=not request.progress):
+                eps = self.transformer(torch.cat([x, x]), timestep=t.expand(2 * n), y=y)
+                eps_cond, eps_uncond = eps.chunk(2)
+                eps = eps_uncond + self.guidance_scale * (eps_cond - eps_uncond)
+                x = self.scheduler.step(eps, t, x).prev_sample  # type: ignore[union-attr]
+        finally:
+            self.model.train(was_training)
         return x.permute(0, 2, 1, 3, 4)  # (N, T, 3, H, W)
 
 
