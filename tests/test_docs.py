@@ -13,7 +13,7 @@ import blockdance
 import blockdance_lab.plugin
 from blockdance.hookspecs import all_hookspec_names
 from blockdance.testing import make_registry
-from docs_examples import load_example
+from repo_files import load_example
 from toymodel import ToyPlugin, run
 
 ROOT = Path(__file__).resolve().parents[1]

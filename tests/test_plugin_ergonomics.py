@@ -30,7 +30,7 @@ from blockdance.cli import main
 from blockdance.errors import UnknownModelError, UnknownPolicyError
 from blockdance.testing import ArchitectureChecks, make_registry
 from blockdance_lab.workload import UnknownWorkloadError, Workload, workloads
-from docs_examples import load_example
+from repo_files import load_example
 from toymodel import TOY_SPEC, ToyBlock, ToyDenoiser, ToyPlugin, run
 
 two_list = load_example("two_list_plugin")

@@ -12,7 +12,7 @@ from torch import nn
 
 import blockdance
 from blockdance.testing import count_block_calls, make_registry
-from docs_examples import load_example
+from repo_files import load_example
 from toymodel import timesteps
 
 STEPS = 12

@@ -3,27 +3,17 @@ cache) from its options, so a typo fails here rather than minutes into a run."""
 
 from __future__ import annotations
 
-import importlib.util
 from pathlib import Path
-from types import ModuleType
 
 import pytest
 
 from blockdance import default_registry
 from blockdance_lab.bench import load_bench_spec
 from blockdance_lab.external import is_external, parse_external
+from repo_files import load_benchmark
 
 BENCHMARKS = Path(__file__).resolve().parents[2] / "benchmarks"
 FILES = sorted(BENCHMARKS.glob("*.yaml"))
-
-
-def _benchmark_script(name: str) -> ModuleType:
-    """Import ``benchmarks/<name>.py``, which is a script, not a package module."""
-    spec = importlib.util.spec_from_file_location(name, BENCHMARKS / f"{name}.py")
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 def test_there_are_bench_files() -> None:
@@ -76,7 +66,7 @@ def test_the_static_control_threshold_reuses_as_many_steps_as_asked() -> None:
     """benchmarks/ada_controls.py: the learned static schedule at a network's compute."""
     import torch
 
-    module = _benchmark_script("ada_controls")
+    module = load_benchmark("ada_controls")
     probs = torch.tensor([0.9, 0.1, 0.5, 0.3, 0.95])
     for reuse, steps in [(0, set()), (2, {1, 3}), (3, {1, 2, 3}), (5, {0, 1, 2, 3, 4})]:
         t = module.matched_threshold(probs, reuse)
@@ -96,7 +86,7 @@ def test_record_magcache_writes_the_held_out_seeds_ratios(tmp_path: Path) -> Non
     from blockdance.policies.magcache import MagnitudeRecorder
     from blockdance_lab.workload import GenerateRequest, get_workload
 
-    script = _benchmark_script("record_magcache")
+    script = load_benchmark("record_magcache")
     out = tmp_path / "ratios.json"
     flags = "--workload dit-tiny-shapes --seeds 2 --steps 6 --threads 1"
     script.main([*flags.split(), "--out", str(out)])

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import json
 from dataclasses import asdict
 from pathlib import Path
@@ -12,6 +11,7 @@ import pytest
 import torch
 
 from blockdance_lab.zoo.train import RECIPES, add_recipe_arguments, main, recipe
+from repo_files import load_script
 
 ROOT = Path(__file__).parents[2]
 
@@ -53,20 +53,11 @@ def test_architecture_flags_reach_the_model_config():
         _parse("dit", ["--snapshot-steps", "2"])  # only the STDiT has stages to snapshot
 
 
-def _script(name: str):
-    path = ROOT / "scripts" / f"train_tiny_{name}.py"
-    spec = importlib.util.spec_from_file_location(f"train_tiny_{name}_script", path)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
 def test_entry_point_and_old_script_train_the_same_and_record_their_command(tmp_path):
     flags = ["--steps", "2", "--batch-size", "2", "--warmup", "1", "--depth", "1", "--hidden",
              "32", "--heads", "2", "--no-progress"]  # fmt: skip
     main(["dit", *flags, "--out", str(tmp_path / "new.safetensors")])
-    _script("dit").main([*flags, "--out", str(tmp_path / "old.safetensors")])
+    load_script("train_tiny_dit").main([*flags, "--out", str(tmp_path / "old.safetensors")])
     new = json.loads((tmp_path / "new.json").read_text())
     old = json.loads((tmp_path / "old.json").read_text())
     assert new["command"].startswith("python -m blockdance_lab.zoo.train dit --steps 2")

@@ -3,12 +3,9 @@ shipped weights' card (test_workload_quality.py judges the shipped model's video
 
 from __future__ import annotations
 
-import importlib.util
 import json
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from pathlib import Path
-from types import ModuleType
 
 import pytest
 import torch
@@ -30,18 +27,9 @@ from blockdance_lab.zoo.stdit.workloads import (
     ddim_linear,
     tiny_stdit_sampler,
 )
+from repo_files import load_script
 
 SMALL = TinySTDiTConfig(frames=4, image_size=16, hidden_size=32, depth=4, num_heads=2, text_dim=16)
-
-
-def _script(name: str) -> ModuleType:
-    """``scripts/<name>.py`` loaded as a module (the scripts are not a package)."""
-    path = Path(__file__).parents[2] / "scripts" / f"{name}.py"
-    spec = importlib.util.spec_from_file_location(f"{name}_script", path)
-    assert spec is not None and spec.loader is not None
-    script = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(script)
-    return script
 
 
 def _sampler(model) -> STDiTSampler:
@@ -100,7 +88,7 @@ def test_image_stage_distils_the_shipped_dit():
 
 
 def test_training_script_saves_snapshots_of_the_video_stage(tmp_path):
-    script = _script("train_tiny_stdit")
+    script = load_script("train_tiny_stdit")
     out = tmp_path / "m.safetensors"
     flags = "--image-steps 1 --image-batch-size 2 --steps 3 --batch-size 1 --warmup 1"
     script.main([*flags.split(), "--no-progress", "--snapshot-steps", "2", "--out", str(out)])
@@ -241,7 +229,7 @@ def test_swap_control_tells_a_model_that_reads_the_word(reads: bool) -> None:
     from blockdance_lab.evaluation.motion import motion_direction
     from blockdance_lab.zoo.workloads import seed_directions
 
-    script = _script("eval_tiny_stdit_directions")
+    script = load_script("eval_tiny_stdit_directions")
     sampler, seeds = _DrawsTheWord(reads=reads), tuple(range(8))
     asked = seed_directions(seeds)
     moved = motion_direction(sampler(GenerateRequest(seeds, 1)))

@@ -19,6 +19,7 @@ from blockdance_lab.zoo.stdit.tiny import (
     train_tiny_stdit,
     video_batches,
 )
+from repo_files import load_script
 
 SMALL = TinySTDiTConfig(frames=4, image_size=16, hidden_size=32, depth=2, num_heads=2, text_dim=16)
 
@@ -154,16 +155,9 @@ def test_the_video_probe_compares_with_clips_like_the_training_clips() -> None:
 
 
 def test_conditioning_check_reads_the_shipped_model(capsys: pytest.CaptureFixture[str]) -> None:
-    import importlib.util
     import re
 
-    root = Path(__file__).resolve().parents[2]
-    spec = importlib.util.spec_from_file_location(
-        "check_stdit_conditioning", root / "scripts" / "check_stdit_conditioning.py"
-    )
-    assert spec is not None and spec.loader is not None
-    script = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(script)
+    script = load_script("check_stdit_conditioning")
     script.main(["--clips", "4", "--timesteps", "900"])
     line = capsys.readouterr().out.strip()
     order, word = (float(v) for v in re.findall(r"([\d.]+)%", line)[:2])
