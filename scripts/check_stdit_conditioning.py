@@ -24,7 +24,12 @@ from pathlib import Path
 
 import torch
 
-from blockdance_lab.data.shapes import check_shape_size, make_video_batch, opposite_direction
+from blockdance_lab.data.shapes import (
+    check_motion,
+    check_shape_size,
+    make_video_batch,
+    opposite_direction,
+)
 from blockdance_lab.training import linear_alphas_cumprod
 from blockdance_lab.zoo.stdit.tiny import DEFAULT_WEIGHTS, TrainConfig, load_tiny_stdit
 
@@ -40,9 +45,10 @@ def main(argv: list[str] | None = None) -> None:
     args = p.parse_args(argv)
     torch.set_num_threads(args.threads)
     model = load_tiny_stdit(args.weights)
-    n, size = args.clips, check_shape_size(TrainConfig().shape_size)  # the training clips'
+    train = TrainConfig()  # the shipped recipe's clips
+    n, size, motion = args.clips, check_shape_size(train.shape_size), check_motion(train.motion)
     videos, _, captions = make_video_batch(n, args.seed, model.cfg.image_size, model.cfg.frames,
-                                           shape_size=size)  # fmt: skip
+                                           shape_size=size, motion=motion)  # fmt: skip
     swapped = [opposite_direction(c) for c in captions]
     x0 = videos.permute(0, 2, 1, 3, 4)  # (N, 3, T, H, W)
     abar = linear_alphas_cumprod()

@@ -8,8 +8,9 @@ Sample ``i`` uses seed ``first + i`` through the workloads' seed-to-caption map,
 (DDIM-50, classifier-free guidance), probe (the shipped video-frame probe) and motion reader;
 64 seeds from a multiple of 16 ask for every (class, direction) pair once
 (:func:`blockdance_lab.zoo.workloads.seed_directions`). FD-probe compares with 1,024 real
-videos of the given shape size (the held-out reference seed), and is also reported against
-each size, to tell at which size the model draws its shapes. With ``--swap-control`` the
+videos of the given shape size and motion (the held-out reference seed; by default those the
+weights' sidecar says they were trained on), and is also reported against each size, to tell
+at which size the model draws its shapes. With ``--swap-control`` the
 seeds are sampled again from the same noise with the opposite direction word: a model that
 reads the word turns its shapes, one that ignores it draws the same directions (2026-12-01:
 a pilot scored 0.47 on 32 seeds and drew every one of them the same way with the word
@@ -30,6 +31,7 @@ import torch
 from blockdance_lab.data.shapes import (
     COLORS,
     DIRECTIONS,
+    MOTIONS,
     SHAPE_SIZES,
     SHAPES,
     make_video_batch,
@@ -42,7 +44,12 @@ from blockdance_lab.report import temporal_consistency
 from blockdance_lab.workload import GenerateRequest
 from blockdance_lab.zoo.stdit.tiny import load_tiny_stdit
 from blockdance_lab.zoo.stdit.workloads import STDiTSampler, tiny_stdit_sampler
-from blockdance_lab.zoo.workloads import TINY_STDIT_SHAPE_SIZE, seed_directions, video_probe
+from blockdance_lab.zoo.workloads import (
+    TINY_STDIT_MOTION,
+    TINY_STDIT_SHAPE_SIZE,
+    seed_directions,
+    video_probe,
+)
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -56,8 +63,15 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument(
         "--shape-size",
         choices=SHAPE_SIZES,
-        default=TINY_STDIT_SHAPE_SIZE,
-        help="FD reference (default: the shipped model's training clips)",
+        default=None,
+        help="FD reference (default: the weights' training clips, per their sidecar, else the "
+        "shipped model's)",
+    )
+    p.add_argument(
+        "--motion",
+        choices=MOTIONS,
+        default=None,
+        help="FD reference (default: as --shape-size)",
     )
     p.add_argument(
         "--swap-control",
@@ -68,6 +82,9 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--out", type=Path, default=None, help="default: <weights>.eval.json")
     args = p.parse_args(argv)
+    trained = _trained_on(args.weights)
+    args.shape_size = args.shape_size or trained.get("shape_size", TINY_STDIT_SHAPE_SIZE)
+    args.motion = args.motion or trained.get("motion", TINY_STDIT_MOTION)
     torch.set_num_threads(args.threads)
     seeds = tuple(range(args.first, args.first + args.samples))
     asked = seed_directions(seeds)
@@ -85,7 +102,9 @@ def main(argv: list[str] | None = None) -> None:
     features = probe.features(videos)
     fd_by_size = {}
     for size in SHAPE_SIZES:
-        real_size = make_video_batch(1024, seed=REFERENCE_SEED, shape_size=size)[0]
+        real_size = make_video_batch(
+            1024, seed=REFERENCE_SEED, shape_size=size, motion=args.motion
+        )[0]
         fd_by_size[size] = frechet_distance(features, probe.features(real_size))
         if size == args.shape_size:
             real = real_size
@@ -110,7 +129,7 @@ def main(argv: list[str] | None = None) -> None:
         "real_temporal": temporal_consistency(real[:256]),
         "fd_probe": fd_by_size[args.shape_size],
         "fd_probe_by_reference_size": fd_by_size,
-        "fd_reference": f"1024 real videos, shape_size={args.shape_size}",
+        "fd_reference": f"1024 real videos, shape_size={args.shape_size}, motion={args.motion}",
         "sampling_seconds": seconds,
         **control,
     }
@@ -129,6 +148,15 @@ def main(argv: list[str] | None = None) -> None:
             f"{control['swapped_direction_accuracy']:.3f} against the word asked; the drawn "
             f"direction changed for {control['direction_changed_by_word']:.3f} of the seeds"
         )
+
+
+def _trained_on(weights: Path) -> dict[str, Any]:
+    """The training config in the weights' sidecar (``<weights>.json``), or {} without one."""
+    sidecar = weights.with_suffix(".json")
+    if not sidecar.exists():
+        return {}
+    train: dict[str, Any] = json.loads(sidecar.read_text()).get("train", {})
+    return train
 
 
 def _swap_control(

@@ -243,3 +243,14 @@ def test_swap_control_tells_a_model_that_reads_the_word(reads: bool) -> None:
     assert control["directions_drawn_swapped"] == [
         opposite[DIRECTIONS[int(a)]] if reads else "right" for a in asked
     ]
+
+
+def test_direction_eval_compares_with_the_clips_the_weights_were_trained_on(tmp_path) -> None:
+    script = load_script("eval_tiny_stdit_directions")
+    weights = tmp_path / "pilot.safetensors"
+    assert script._trained_on(weights) == {}  # no sidecar: the shipped model's clips
+    weights.with_suffix(".json").write_text(
+        json.dumps({"train": {"shape_size": "image", "motion": "crossing"}})
+    )
+    assert script._trained_on(weights) == {"shape_size": "image", "motion": "crossing"}
+    assert script._trained_on(DEFAULT_WEIGHTS)["motion"] == "random"  # run 7's clips

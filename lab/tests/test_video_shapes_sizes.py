@@ -1,4 +1,5 @@
-"""Videos whose shapes have the stills' sizes (``shape_size="image"``), measured from pixels.
+"""Videos whose shapes have the stills' sizes (``shape_size="image"``) and paths that cross
+the frame (``motion="crossing"``), measured from pixels.
 
 Sizes, positions and motion are read from the rendered frames of clips on a plain
 background (one flat colour), with the shapes' areas from plane geometry, not from the
@@ -15,6 +16,7 @@ import torch
 from blockdance_lab.data.shapes import (
     DIRECTIONS,
     SHAPES,
+    Motion,
     ShapeSize,
     ShapesVideoDataset,
     make_batch,
@@ -62,9 +64,11 @@ def _centroids(masks: torch.Tensor) -> torch.Tensor:
     return torch.stack([(m * c).sum((1, 2)) / total, (m * c[:, None]).sum((1, 2)) / total], -1)
 
 
-def _plain_clips(n: int, seed: int, shape_size: ShapeSize) -> list[tuple[torch.Tensor, str, str]]:
+def _plain_clips(
+    n: int, seed: int, shape_size: ShapeSize, motion: Motion = "random"
+) -> list[tuple[torch.Tensor, str, str]]:
     """The clips on a plain background: (frames, shape, direction)."""
-    videos, _, captions = make_video_batch(n, seed=seed, shape_size=shape_size)
+    videos, _, captions = make_video_batch(n, seed=seed, shape_size=shape_size, motion=motion)
     out = []
     for video, caption in zip(videos, captions):
         if "plain background" in caption:
@@ -164,3 +168,44 @@ def test_unknown_shape_size_is_refused() -> None:
         make_video_batch(2, shape_size="huge")  # type: ignore[arg-type]
     with pytest.raises(ValueError, match="shape_size must be one of"):
         ShapesVideoDataset(2, shape_size="huge")  # type: ignore[arg-type]
+
+
+#: Along which axis (0: x, 1: y) and which way (+1: growing coordinates) each direction goes.
+AXIS = {"left": (0, -1), "right": (0, 1), "up": (1, -1), "down": (1, 1)}
+
+
+def test_crossing_paths_go_edge_to_edge_without_drift() -> None:
+    crossing = _plain_clips(384, 5, "image", "crossing")
+    random = _plain_clips(384, 5, "image")
+    assert len(crossing) > 40 and [(s, d) for _, s, d in crossing] == [
+        (s, d) for _, s, d in random
+    ]  # same clips, same shapes and directions: only the path changes
+    for (video, shape, direction), (other, _, _) in zip(crossing, random):
+        axis, sign = AXIS[direction]
+        masks = _masks(video)
+        c, c_random = _centroids(masks), _centroids(_masks(other))
+        along = sign * float(c[-1, axis] - c[0, axis])
+        assert along >= sign * float(c_random[-1, axis] - c_random[0, axis]) - 0.5
+        assert float(c[:, 1 - axis].max() - c[:, 1 - axis].min()) < 0.5  # no drift across
+        if shape == "circle":  # a circle reaches its margin: within 2 px of both edges (soft rim)
+            first = masks[0].any(axis).nonzero().flatten()  # covered rows or columns
+            last = masks[-1].any(axis).nonzero().flatten()
+            start, end = (first.min(), last.max()) if sign > 0 else (first.max(), last.min())
+            assert min(int(start), SIZE - 1 - int(start)) <= 2
+            assert min(int(end), SIZE - 1 - int(end)) <= 2
+    circles = [1 for _, s, _ in crossing if s == "circle"]
+    assert len(circles) >= 5
+
+
+def test_motion_reader_reads_crossing_paths_and_unknown_motion_is_refused() -> None:
+    videos, _, captions = make_video_batch(64, seed=8, shape_size="image", motion="crossing")
+    truth = torch.tensor(
+        [next(i for i, d in enumerate(DIRECTIONS) if f"moving {d} " in c) for c in captions]
+    )
+    assert torch.equal(motion_direction(videos), truth)
+    clip = ShapesVideoDataset(64, seed=8, shape_size="image", motion="crossing")[3]
+    assert torch.equal(clip.video, videos[3]) and clip.caption == captions[3]
+    with pytest.raises(ValueError, match="motion must be one of"):
+        make_video_batch(2, motion="zigzag")  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="motion must be one of"):
+        ShapesVideoDataset(2, motion="zigzag")  # type: ignore[arg-type]

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from blockdance_lab.data.shapes import SHAPE_SIZES, ShapeSize, make_video_batch
+from blockdance_lab.data.shapes import SHAPE_SIZES, Motion, ShapeSize, make_video_batch
 from blockdance_lab.zoo.stdit.tiny import (
     MakeBatch,
     TinySTDiTConfig,
@@ -104,14 +104,18 @@ def test_shape_size_and_video_trains_are_checked_before_training() -> None:
         train_tiny_stdit(SMALL, TrainConfig(init="none", video_trains="spatial"), progress=False)
 
 
-def test_shape_size_field_picks_the_video_stage_data(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_shape_size_and_motion_fields_pick_the_video_stage_data(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
     import blockdance_lab.zoo.stdit.tiny as tiny
 
     seen: list[torch.Tensor] = []
     original = tiny.video_batches
 
-    def recording(model_cfg: TinySTDiTConfig, shape_size: ShapeSize = "video") -> MakeBatch:
-        inner = original(model_cfg, shape_size)
+    def recording(
+        model_cfg: TinySTDiTConfig, shape_size: ShapeSize = "video", motion: Motion = "random"
+    ) -> MakeBatch:
+        inner = original(model_cfg, shape_size, motion)
 
         def batch(n: int, seed: int, start: int, frames: int) -> tuple[torch.Tensor, list[str]]:
             videos, captions = inner(n, seed, start, frames)
@@ -121,13 +125,15 @@ def test_shape_size_field_picks_the_video_stage_data(monkeypatch: pytest.MonkeyP
         return batch
 
     monkeypatch.setattr(tiny, "video_batches", recording)
-    for size in SHAPE_SIZES:
+    for size, motion in [(s, "random") for s in SHAPE_SIZES] + [("image", "crossing")]:
         seen.clear()
         cfg = TrainConfig(steps=1, batch_size=2, warmup=1, image_steps=0, init="none")
-        train_tiny_stdit(SMALL, replace(cfg, shape_size=size), progress=False)
-        # the clips of step 0 as the data module renders them at that size
-        expected, _, _ = make_video_batch(2, 0, 16, 4, 0, shape_size=size)
-        assert torch.equal(seen[0], expected), size
+        train_tiny_stdit(SMALL, replace(cfg, shape_size=size, motion=motion), progress=False)
+        # the clips of step 0 as the data module renders them at that size and motion
+        expected, _, _ = make_video_batch(2, 0, 16, 4, 0, shape_size=size, motion=motion)
+        assert torch.equal(seen[0], expected), (size, motion)
+    with pytest.raises(ValueError, match="motion must be one of"):
+        train_tiny_stdit(SMALL, replace(cfg, motion="zigzag"), progress=False)
 
 
 def test_a_sidecar_without_a_newer_architecture_field_is_refused(tmp_path: Path) -> None:

@@ -33,14 +33,17 @@ __all__ = [
     "CLASS_NAMES",
     "COLORS",
     "DIRECTIONS",
+    "MOTIONS",
     "SHAPES",
     "SHAPE_SIZES",
+    "Motion",
     "ShapeSample",
     "ShapeSize",
     "ShapesDataset",
     "ShapesVideoDataset",
     "VideoSample",
     "caption_for",
+    "check_motion",
     "check_shape_size",
     "class_index",
     "make_batch",
@@ -209,6 +212,12 @@ _SIZE_VIDEO = (0.14, 0.24)
 ShapeSize = Literal["video", "image"]
 SHAPE_SIZES: tuple[ShapeSize, ...] = ("video", "image")
 _SIZE_RANGES: dict[str, tuple[float, float]] = {"video": _SIZE_VIDEO, "image": _SIZE_IMAGE}
+#: How a video's shape moves: ``"random"``, 60–100% of the room its size leaves, from a
+#: random start, drifting up to 15% across (the default); or ``"crossing"``, from one edge
+#: of that room to the other along the caption's direction, without drift, so the caption
+#: and the shape's size and place across fix the whole path.
+Motion = Literal["random", "crossing"]
+MOTIONS: tuple[Motion, ...] = ("random", "crossing")
 _TRIANGLE_R = 1.2  # triangle circumradius / half-extent: similar area to the other shapes
 _CROSS_T = 0.42  # cross arm half-thickness / half-extent
 _SQUARE_S = 0.85  # square half-side / half-extent
@@ -249,6 +258,16 @@ def check_shape_size(shape_size: str) -> ShapeSize:
             "videos' smaller shapes, 'image' for the stills' sizes"
         )
     return cast(ShapeSize, shape_size)
+
+
+def check_motion(motion: str) -> Motion:
+    """``motion`` as a :data:`Motion`, or a ValueError naming the choices."""
+    if motion not in MOTIONS:
+        raise ValueError(
+            f"motion must be one of {MOTIONS}, got {motion!r}: 'random' for paths of random "
+            "length and start, 'crossing' for edge-to-edge paths the caption fixes"
+        )
+    return cast(Motion, motion)
 
 
 def _sample_params(
@@ -413,17 +432,23 @@ def _render_images(seed: int, indices: Tensor, image_size: int) -> tuple[Tensor,
     return _composite(bg, p, alpha, cy, image_size), p
 
 
-def _video_centers(p: _Params, image_size: int, frames: int) -> tuple[Tensor, Tensor]:
+def _video_centers(
+    p: _Params, image_size: int, frames: int, motion: Motion = "random"
+) -> tuple[Tensor, Tensor]:
     """Straight-line motion that stays inside the frame: (N, T, 2) centres and (N,) direction.
 
-    The shape travels 60–100% of the room its size leaves, so larger shapes travel less
-    (at the stills' sizes, about 3 to 16 pixels in a 32-pixel frame).
+    ``"random"``: the shape travels 60–100% of the room its size leaves, so larger shapes
+    travel less (at the stills' sizes, about 3 to 16 pixels in a 32-pixel frame).
+    ``"crossing"``: it travels all of it, from one side of the room to the other.
     """
     m = _margin(p)
     room = (image_size - 2.0 * m).clamp(min=0.0)  # (N,) free travel along each axis
     direction = _pick(p.u[:, 20], len(DIRECTIONS))
-    travel = _lerp(0.6, 1.0, p.u[:, 21]) * room  # along the direction of motion
-    drift = _lerp(-0.15, 0.15, p.u[:, 22]) * room  # across it
+    if motion == "crossing":
+        travel, drift = room, torch.zeros_like(room)
+    else:
+        travel = _lerp(0.6, 1.0, p.u[:, 21]) * room  # along the direction of motion
+        drift = _lerp(-0.15, 0.15, p.u[:, 22]) * room  # across it
     start_along = m + p.u[:, 23] * (room - travel)
     start_across = m + p.u[:, 24] * (room - drift.abs()) + drift.clamp(max=0.0).abs()
     s = torch.linspace(0.0, 1.0, frames).view(1, -1)  # (1, T)
@@ -439,12 +464,17 @@ def _video_centers(p: _Params, image_size: int, frames: int) -> tuple[Tensor, Te
 
 
 def _render_videos(
-    seed: int, indices: Tensor, image_size: int, frames: int, shape_size: str = "video"
+    seed: int,
+    indices: Tensor,
+    image_size: int,
+    frames: int,
+    shape_size: str = "video",
+    motion: str = "random",
 ) -> tuple[Tensor, Tensor, Tensor, _Params]:
     check_shape_size(shape_size)
     p = _sample_params(seed, indices, _STREAM_VIDEO, image_size, shape_size)
     n = indices.shape[0]
-    centers, direction = _video_centers(p, image_size, frames)  # (N, T, 2), (N,)
+    centers, direction = _video_centers(p, image_size, frames, check_motion(motion))
     bg = _background(seed, indices, p, image_size)  # (N, 3, H, W)
     rep = torch.arange(n).repeat_interleave(frames)  # (N*T,) sample of each frame
     pf = _Params(*(f[rep] for f in p))
@@ -505,6 +535,7 @@ def make_video_batch(
     frames: int = _DEFAULT_FRAMES,
     start: int = 0,
     shape_size: ShapeSize = "video",
+    motion: Motion = "random",
 ) -> tuple[Tensor, Tensor, list[str]]:
     """Renders video samples ``start .. start + n - 1`` of a seed in one vectorised pass.
 
@@ -517,12 +548,14 @@ def make_video_batch(
         shape_size: ``"video"``: the videos' smaller shapes; ``"image"``: the stills' sizes,
             travelling less. Sample ``i`` keeps its class, colours, background, direction
             and caption either way.
+        motion: ``"random"`` paths, or ``"crossing"``: from edge to edge (:data:`Motion`).
+            Only the path changes.
 
     Returns:
         videos (n, T, 3, H, W) float32 in [-1, 1], labels (n,) int64, and n captions.
     """
     indices = torch.arange(start, start + n)
-    videos, _, direction, p = _render_videos(seed, indices, image_size, frames, shape_size)
+    videos, _, direction, p = _render_videos(seed, indices, image_size, frames, shape_size, motion)
     labels = p.shape * len(COLORS) + p.color
     return videos, labels, _captions(p, direction)
 
@@ -599,6 +632,7 @@ class ShapesVideoDataset(_RenderedDataset[VideoSample]):
         image_size: int = 32,
         frames: int = _DEFAULT_FRAMES,
         shape_size: ShapeSize = "video",
+        motion: Motion = "random",
     ) -> None:
         """Creates the dataset; nothing is rendered until items are read.
 
@@ -609,16 +643,23 @@ class ShapesVideoDataset(_RenderedDataset[VideoSample]):
             frames: Frames per clip.
             shape_size: ``"video"`` (smaller shapes) or ``"image"`` (the stills' sizes); see
                 :func:`make_video_batch`.
+            motion: ``"random"`` or ``"crossing"`` paths (:data:`Motion`).
         """
         check_shape_size(shape_size)
         super().__init__(size, seed, image_size)
         self.frames = frames
         self.shape_size = shape_size
+        self.motion = check_motion(motion)
 
     def __getitem__(self, index: int) -> VideoSample:
         index = self._position(index)
         videos, centers, direction, p = _render_videos(
-            self.seed, torch.tensor([index]), self.image_size, self.frames, self.shape_size
+            self.seed,
+            torch.tensor([index]),
+            self.image_size,
+            self.frames,
+            self.shape_size,
+            self.motion,
         )
         shape, color = SHAPES[int(p.shape[0])], COLORS[int(p.color[0])]
         background, moving = BACKGROUNDS[int(p.background[0])], DIRECTIONS[int(direction[0])]
@@ -644,6 +685,6 @@ class ShapesVideoDataset(_RenderedDataset[VideoSample]):
         """
         idx = _as_indices(indices)
         videos, _, direction, p = _render_videos(
-            self.seed, idx, self.image_size, self.frames, self.shape_size
+            self.seed, idx, self.image_size, self.frames, self.shape_size, self.motion
         )
         return videos, p.shape * len(COLORS) + p.color, _captions(p, direction)

@@ -11,7 +11,7 @@ from collections.abc import Callable, Sequence
 
 import torch
 
-from blockdance_lab.data.shapes import ShapeSize, make_batch, make_video_batch
+from blockdance_lab.data.shapes import Motion, ShapeSize, make_batch, make_video_batch
 from blockdance_lab.evaluation.probe import DEFAULT_VIDEO_PROBE_PATH, load_probe, probe_features
 from blockdance_lab.workload import QualityProbe
 
@@ -50,6 +50,7 @@ def video_shapes_probe(
     frames: int = 8,
     image_size: int = 32,
     shape_size: ShapeSize = "video",
+    motion: Motion = "random",
 ) -> QualityProbe:
     """Judge videos ``(N, F, 3, H, W)`` with the shipped video-frame probe.
 
@@ -63,6 +64,7 @@ def video_shapes_probe(
         image_size: Side of the frames in pixels.
         shape_size: The reference videos' shape sizes
             (:func:`blockdance_lab.data.shapes.make_video_batch`): those of the model judged.
+        motion: How the reference videos' shapes move: as in the model's training clips.
     """
     probe = load_probe(DEFAULT_VIDEO_PROBE_PATH)
 
@@ -78,7 +80,12 @@ def video_shapes_probe(
 
     def reference(n: int) -> torch.Tensor:
         return make_video_batch(
-            n, seed=REFERENCE_SEED, image_size=image_size, frames=frames, shape_size=shape_size
+            n,
+            seed=REFERENCE_SEED,
+            image_size=image_size,
+            frames=frames,
+            shape_size=shape_size,
+            motion=motion,
         )[0]
 
     return QualityProbe(features=features, logits=logits, labels=labels, reference=reference)

@@ -17,6 +17,7 @@ from blockdance_lab.data.shapes import (
     COLORS,
     DIRECTIONS,
     SHAPES,
+    Motion,
     ShapeSize,
     caption_for,
     num_classes,
@@ -65,6 +66,8 @@ def image_probe() -> QualityProbe:
 #: The shape sizes of the tiny STDiT's training clips (its ``TrainConfig.shape_size``), and
 #: so of the real videos its FD-probe compares with: the stills' sizes.
 TINY_STDIT_SHAPE_SIZE: ShapeSize = "image"
+#: How the shapes of those clips move (its ``TrainConfig.motion``).
+TINY_STDIT_MOTION: Motion = "random"
 
 
 def video_probe() -> QualityProbe:
@@ -72,7 +75,9 @@ def video_probe() -> QualityProbe:
     against real clips like the tiny STDiT's training clips."""
     from blockdance_lab.evaluation.shapes_probe import video_shapes_probe
 
-    return video_shapes_probe(labels=seed_labels, shape_size=TINY_STDIT_SHAPE_SIZE)
+    return video_shapes_probe(
+        labels=seed_labels, shape_size=TINY_STDIT_SHAPE_SIZE, motion=TINY_STDIT_MOTION
+    )
 
 
 def generate_pixels(

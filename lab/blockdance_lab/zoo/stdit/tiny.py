@@ -27,7 +27,9 @@ from torch import nn
 from blockdance import lazy
 from blockdance_lab.data.captions import TinyTextEncoder
 from blockdance_lab.data.shapes import (
+    Motion,
     ShapeSize,
+    check_motion,
     check_shape_size,
     make_video_batch,
     num_classes,
@@ -42,7 +44,7 @@ from blockdance_lab.training import (
     train_with_ema,
 )
 from blockdance_lab.training import TrainConfig as BaseTrainConfig
-from blockdance_lab.zoo.workloads import TINY_STDIT_SHAPE_SIZE, video_probe
+from blockdance_lab.zoo.workloads import TINY_STDIT_MOTION, TINY_STDIT_SHAPE_SIZE, video_probe
 from blockdance_lab.zoo.workloads import seed_captions as caption_seeds
 from blockdance_stdit.model import STDiT
 
@@ -153,6 +155,9 @@ class TrainConfig(BaseTrainConfig):
         shape_size: The video stage's clips: ``"video"``, shapes of 14–24% of the frame
             with room to travel, or ``"image"``, the stills' sizes
             (:func:`blockdance_lab.data.shapes.make_video_batch`).
+        motion: How the video stage's shapes move: ``"random"`` paths, or ``"crossing"``,
+            edge to edge, so that the caption fixes the path
+            (:data:`blockdance_lab.data.shapes.Motion`).
         video_trains: What the video stage trains: ``"all"`` the weights, or
             ``"temporal"``, only the temporal attention and the caption path (text encoder,
             caption embedder, cross-attention), which must learn the direction words; the
@@ -174,6 +179,7 @@ class TrainConfig(BaseTrainConfig):
     image_teacher_guidance: float = 1.0
     image_target: str = "dit"
     shape_size: str = TINY_STDIT_SHAPE_SIZE
+    motion: str = TINY_STDIT_MOTION
     video_trains: str = "temporal"
 
 
@@ -199,7 +205,9 @@ MakeBatch = Callable[[int, int, int, int], tuple[torch.Tensor, list[str]]]
 
 
 def video_batches(
-    model_cfg: TinySTDiTConfig, shape_size: ShapeSize = TINY_STDIT_SHAPE_SIZE
+    model_cfg: TinySTDiTConfig,
+    shape_size: ShapeSize = TINY_STDIT_SHAPE_SIZE,
+    motion: Motion = TINY_STDIT_MOTION,
 ) -> MakeBatch:
     """Captioned clips of moving shapes at the model's size, by default the shipped model's.
 
@@ -208,11 +216,12 @@ def video_batches(
         shape_size: ``"image"``, shapes at the stills' sizes (the shipped model's data), or
             ``"video"``, smaller shapes with more room to travel (the model shipped before;
             :func:`blockdance_lab.data.shapes.make_video_batch`).
+        motion: ``"random"`` or ``"crossing"`` paths (:data:`blockdance_lab.data.shapes.Motion`).
     """
 
     def batch(n: int, seed: int, start: int, frames: int) -> tuple[torch.Tensor, list[str]]:
         videos, _, captions = make_video_batch(
-            n, seed, model_cfg.image_size, frames, start, shape_size
+            n, seed, model_cfg.image_size, frames, start, shape_size, motion
         )
         return videos, captions
 
@@ -361,7 +370,7 @@ def train_tiny_stdit(
         cfg: Hyper-parameters.
         make_batch: ``make_batch(n, seed, start, frames)`` returns clips
             ``(n, frames, 3, H, W)`` in [-1, 1] and their captions; default:
-            :func:`video_batches` at ``cfg.shape_size``.
+            :func:`video_batches` at ``cfg.shape_size`` and ``cfg.motion``.
         progress: Show a progress bar with the loss.
         device: Where to train; random draws stay on the CPU generator.
         on_step: Called after each video-stage step with its index and the EMA model, e.g.
@@ -377,8 +386,8 @@ def train_tiny_stdit(
         raise ValueError(f"image_target must be 'dit' or 'noise', got {cfg.image_target!r}")
     if cfg.video_trains not in VIDEO_TRAINS:
         raise ValueError(f"video_trains must be one of {VIDEO_TRAINS}, got {cfg.video_trains!r}")
-    shape_size = check_shape_size(cfg.shape_size)
-    batch = video_batches(model_cfg, shape_size) if make_batch is None else make_batch
+    shape_size, motion = check_shape_size(cfg.shape_size), check_motion(cfg.motion)
+    batch = video_batches(model_cfg, shape_size, motion) if make_batch is None else make_batch
     image_cfg = replace(model_cfg, frames=1)
     start_from = "weights" if init_weights is not None else cfg.init
     use_dit = "dit" in (start_from, cfg.image_target if cfg.image_steps > 0 else "")
