@@ -174,8 +174,9 @@ def test_unknown_shape_size_is_refused() -> None:
 AXIS = {"left": (0, -1), "right": (0, 1), "up": (1, -1), "down": (1, 1)}
 
 
-def test_crossing_paths_go_edge_to_edge_without_drift() -> None:
-    crossing = _plain_clips(384, 5, "image", "crossing")
+@pytest.mark.parametrize("motion", ["crossing", "fixed"])
+def test_crossing_paths_go_edge_to_edge_without_drift(motion: Motion) -> None:
+    crossing = _plain_clips(384, 5, "image", motion)
     random = _plain_clips(384, 5, "image")
     assert len(crossing) > 40 and [(s, d) for _, s, d in crossing] == [
         (s, d) for _, s, d in random
@@ -185,7 +186,8 @@ def test_crossing_paths_go_edge_to_edge_without_drift() -> None:
         masks = _masks(video)
         c, c_random = _centroids(masks), _centroids(_masks(other))
         along = sign * float(c[-1, axis] - c[0, axis])
-        assert along >= sign * float(c_random[-1, axis] - c_random[0, axis]) - 0.5
+        if motion == "crossing":  # the same shape, all of the room: at least as far
+            assert along >= sign * float(c_random[-1, axis] - c_random[0, axis]) - 0.5
         assert float(c[:, 1 - axis].max() - c[:, 1 - axis].min()) < 0.5  # no drift across
         if shape == "circle":  # a circle reaches its margin: within 2 px of both edges (soft rim)
             first = masks[0].any(axis).nonzero().flatten()  # covered rows or columns
@@ -209,3 +211,21 @@ def test_motion_reader_reads_crossing_paths_and_unknown_motion_is_refused() -> N
         make_video_batch(2, motion="zigzag")  # type: ignore[arg-type]
     with pytest.raises(ValueError, match="motion must be one of"):
         ShapesVideoDataset(2, motion="zigzag")  # type: ignore[arg-type]
+
+
+def test_fixed_paths_depend_on_the_caption_alone() -> None:
+    clips = _plain_clips(512, 6, "image", "fixed")
+    mid = sum(STILL_RANGE) / 2  # the middle of the stills' half-extents, 9.3 px
+    tracks: dict[tuple[str, str], list[torch.Tensor]] = {}
+    for video, shape, direction in clips:
+        masks = _masks(video)
+        assert abs(_radius(masks[0], shape) - mid) < 1.0
+        c = _centroids(masks)  # (F, 2)
+        axis, _ = AXIS[direction]
+        if shape != "triangle":  # a triangle's centroid sits off its centre
+            assert float((c[:, 1 - axis] - SIZE / 2).abs().max()) < 0.5  # centred across
+        tracks.setdefault((shape, direction), []).append(c)
+    repeated = [cs for cs in tracks.values() if len(cs) > 1]
+    assert len(repeated) >= 8
+    for cs in repeated:  # one path per shape and direction, whatever else the clip draws
+        assert float((torch.stack(cs) - cs[0]).abs().max()) <= 0.75  # masks: whole pixels

@@ -213,11 +213,12 @@ ShapeSize = Literal["video", "image"]
 SHAPE_SIZES: tuple[ShapeSize, ...] = ("video", "image")
 _SIZE_RANGES: dict[str, tuple[float, float]] = {"video": _SIZE_VIDEO, "image": _SIZE_IMAGE}
 #: How a video's shape moves: ``"random"``, 60–100% of the room its size leaves, from a
-#: random start, drifting up to 15% across (the default); or ``"crossing"``, from one edge
-#: of that room to the other along the caption's direction, without drift, so the caption
-#: and the shape's size and place across fix the whole path.
-Motion = Literal["random", "crossing"]
-MOTIONS: tuple[Motion, ...] = ("random", "crossing")
+#: random start, drifting up to 15% across (the default); ``"crossing"``, from one edge of
+#: that room to the other along the caption's direction, without drift, so the caption and
+#: the shape's size and place across fix the whole path; ``"fixed"``, crossing with every
+#: shape at the middle of its size range and centred across, so the caption alone fixes it.
+Motion = Literal["random", "crossing", "fixed"]
+MOTIONS: tuple[Motion, ...] = ("random", "crossing", "fixed")
 _TRIANGLE_R = 1.2  # triangle circumradius / half-extent: similar area to the other shapes
 _CROSS_T = 0.42  # cross arm half-thickness / half-extent
 _SQUARE_S = 0.85  # square half-side / half-extent
@@ -265,7 +266,8 @@ def check_motion(motion: str) -> Motion:
     if motion not in MOTIONS:
         raise ValueError(
             f"motion must be one of {MOTIONS}, got {motion!r}: 'random' for paths of random "
-            "length and start, 'crossing' for edge-to-edge paths the caption fixes"
+            "length and start, 'crossing' for edge-to-edge paths, 'fixed' for one path per "
+            "caption"
         )
     return cast(Motion, motion)
 
@@ -439,18 +441,20 @@ def _video_centers(
 
     ``"random"``: the shape travels 60–100% of the room its size leaves, so larger shapes
     travel less (at the stills' sizes, about 3 to 16 pixels in a 32-pixel frame).
-    ``"crossing"``: it travels all of it, from one side of the room to the other.
+    ``"crossing"``: it travels all of it, from one side of the room to the other;
+    ``"fixed"``: so, along the middle of the frame.
     """
     m = _margin(p)
     room = (image_size - 2.0 * m).clamp(min=0.0)  # (N,) free travel along each axis
     direction = _pick(p.u[:, 20], len(DIRECTIONS))
-    if motion == "crossing":
-        travel, drift = room, torch.zeros_like(room)
-    else:
+    if motion == "random":
         travel = _lerp(0.6, 1.0, p.u[:, 21]) * room  # along the direction of motion
         drift = _lerp(-0.15, 0.15, p.u[:, 22]) * room  # across it
+    else:
+        travel, drift = room, torch.zeros_like(room)
+    across = torch.full_like(room, 0.5) if motion == "fixed" else p.u[:, 24]
     start_along = m + p.u[:, 23] * (room - travel)
-    start_across = m + p.u[:, 24] * (room - drift.abs()) + drift.clamp(max=0.0).abs()
+    start_across = m + across * (room - drift.abs()) + drift.clamp(max=0.0).abs()
     s = torch.linspace(0.0, 1.0, frames).view(1, -1)  # (1, T)
     along = start_along[:, None] + travel[:, None] * s
     across = start_across[:, None] + drift[:, None] * s
@@ -473,8 +477,11 @@ def _render_videos(
 ) -> tuple[Tensor, Tensor, Tensor, _Params]:
     check_shape_size(shape_size)
     p = _sample_params(seed, indices, _STREAM_VIDEO, image_size, shape_size)
+    if check_motion(motion) == "fixed":  # every shape at the middle of its size range
+        lo, hi = _SIZE_RANGES[shape_size]
+        p = p._replace(radius=torch.full_like(p.radius, (lo + hi) / 2 * image_size))
     n = indices.shape[0]
-    centers, direction = _video_centers(p, image_size, frames, check_motion(motion))
+    centers, direction = _video_centers(p, image_size, frames, cast(Motion, motion))
     bg = _background(seed, indices, p, image_size)  # (N, 3, H, W)
     rep = torch.arange(n).repeat_interleave(frames)  # (N*T,) sample of each frame
     pf = _Params(*(f[rep] for f in p))
@@ -548,8 +555,9 @@ def make_video_batch(
         shape_size: ``"video"``: the videos' smaller shapes; ``"image"``: the stills' sizes,
             travelling less. Sample ``i`` keeps its class, colours, background, direction
             and caption either way.
-        motion: ``"random"`` paths, or ``"crossing"``: from edge to edge (:data:`Motion`).
-            Only the path changes.
+        motion: ``"random"`` paths; ``"crossing"``: from edge to edge; ``"fixed"``: from edge
+            to edge along the middle, every shape at the middle of its size range
+            (:data:`Motion`). Only the path (and, for ``"fixed"``, the size) changes.
 
     Returns:
         videos (n, T, 3, H, W) float32 in [-1, 1], labels (n,) int64, and n captions.
@@ -643,7 +651,7 @@ class ShapesVideoDataset(_RenderedDataset[VideoSample]):
             frames: Frames per clip.
             shape_size: ``"video"`` (smaller shapes) or ``"image"`` (the stills' sizes); see
                 :func:`make_video_batch`.
-            motion: ``"random"`` or ``"crossing"`` paths (:data:`Motion`).
+            motion: ``"random"``, ``"crossing"`` or ``"fixed"`` paths (:data:`Motion`).
         """
         check_shape_size(shape_size)
         super().__init__(size, seed, image_size)
