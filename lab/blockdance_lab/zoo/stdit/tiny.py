@@ -155,9 +155,9 @@ class TrainConfig(BaseTrainConfig):
         shape_size: The video stage's clips: ``"video"``, shapes of 14–24% of the frame
             with room to travel, or ``"image"``, the stills' sizes
             (:func:`blockdance_lab.data.shapes.make_video_batch`).
-        motion: How the video stage's shapes move: ``"random"`` paths, or ``"crossing"``,
-            edge to edge, so that the caption fixes the path
-            (:data:`blockdance_lab.data.shapes.Motion`).
+        motion: How the video stage's shapes move: ``"random"`` paths; ``"crossing"``, edge
+            to edge; ``"fixed"``, edge to edge along the middle at the middle size, so that
+            the caption alone fixes the path (:data:`blockdance_lab.data.shapes.Motion`).
         video_trains: What the video stage trains: ``"all"`` the weights, or
             ``"temporal"``, only the temporal attention and the caption path (text encoder,
             caption embedder, cross-attention), which must learn the direction words; the
@@ -216,7 +216,8 @@ def video_batches(
         shape_size: ``"image"``, shapes at the stills' sizes (the shipped model's data), or
             ``"video"``, smaller shapes with more room to travel (the model shipped before;
             :func:`blockdance_lab.data.shapes.make_video_batch`).
-        motion: ``"random"`` or ``"crossing"`` paths (:data:`blockdance_lab.data.shapes.Motion`).
+        motion: ``"random"``, ``"crossing"`` or ``"fixed"`` paths
+            (:data:`blockdance_lab.data.shapes.Motion`).
     """
 
     def batch(n: int, seed: int, start: int, frames: int) -> tuple[torch.Tensor, list[str]]:
