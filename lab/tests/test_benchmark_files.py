@@ -10,9 +10,9 @@ import pytest
 from blockdance import default_registry
 from blockdance_lab.bench import load_bench_spec
 from blockdance_lab.external import is_external, parse_external
-from repo_files import load_benchmark
+from repo_files import REPO, load_benchmark
 
-BENCHMARKS = Path(__file__).resolve().parents[2] / "benchmarks"
+BENCHMARKS = REPO / "benchmarks"
 FILES = sorted(BENCHMARKS.glob("*.yaml"))
 
 

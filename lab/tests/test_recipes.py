@@ -5,15 +5,12 @@ from __future__ import annotations
 import argparse
 import json
 from dataclasses import asdict
-from pathlib import Path
 
 import pytest
 import torch
 
 from blockdance_lab.zoo.train import RECIPES, add_recipe_arguments, main, recipe
 from repo_files import load_script
-
-ROOT = Path(__file__).parents[2]
 
 #: Each old script's flags (before the recipes), with their defaults, besides the train
 #: config's own and --threads, --device, --no-progress.
