@@ -452,9 +452,9 @@ def _video_centers(
         drift = _lerp(-0.15, 0.15, p.u[:, 22]) * room  # across it
     else:
         travel, drift = room, torch.zeros_like(room)
-    across = torch.full_like(room, 0.5) if motion == "fixed" else p.u[:, 24]
+    place = torch.full_like(room, 0.5) if motion == "fixed" else p.u[:, 24]  # across, in [0, 1]
     start_along = m + p.u[:, 23] * (room - travel)
-    start_across = m + across * (room - drift.abs()) + drift.clamp(max=0.0).abs()
+    start_across = m + place * (room - drift.abs()) + drift.clamp(max=0.0).abs()
     s = torch.linspace(0.0, 1.0, frames).view(1, -1)  # (1, T)
     along = start_along[:, None] + travel[:, None] * s
     across = start_across[:, None] + drift[:, None] * s
@@ -476,12 +476,13 @@ def _render_videos(
     motion: str = "random",
 ) -> tuple[Tensor, Tensor, Tensor, _Params]:
     check_shape_size(shape_size)
+    path = check_motion(motion)
     p = _sample_params(seed, indices, _STREAM_VIDEO, image_size, shape_size)
-    if check_motion(motion) == "fixed":  # every shape at the middle of its size range
+    if path == "fixed":  # every shape at the middle of its size range
         lo, hi = _SIZE_RANGES[shape_size]
         p = p._replace(radius=torch.full_like(p.radius, (lo + hi) / 2 * image_size))
     n = indices.shape[0]
-    centers, direction = _video_centers(p, image_size, frames, cast(Motion, motion))
+    centers, direction = _video_centers(p, image_size, frames, path)
     bg = _background(seed, indices, p, image_size)  # (N, 3, H, W)
     rep = torch.arange(n).repeat_interleave(frames)  # (N*T,) sample of each frame
     pf = _Params(*(f[rep] for f in p))
