@@ -17,6 +17,12 @@ attention's queries and keys by their frame index, as Open-Sora 1.1 and 1.2 do (
 STDiT3: ``RotaryEmbedding(head_dim).rotate_queries_or_keys``). v1 tells the frames apart
 only by the sin-cos table added inside the first block's temporal attention; with rotary
 positions every temporal attention sees the frames' order. It adds no weights.
+
+And ``frame_embed=True`` adds a learned table (1, T, D), started as the temporal sin-cos
+table, to every token of its frame before the first block, as Latte adds its temporal
+embedding to the tokens: rotary positions tell a temporal attention how far apart two frames
+are, not which frame a token is in, and where the frames look alike (at high noise) a token
+would not know its frame. It adds the parameter ``frame_embed``, absent from v1 checkpoints.
 """
 
 from __future__ import annotations
@@ -255,6 +261,7 @@ class STDiTBlock(nn.Module):
         mlp_ratio: float = 4.0,
         drop_path: float = 0.0,
         temporal_rope: bool = False,
+        frame_embed: bool = False,
     ) -> None:
         """
         Args:
@@ -356,6 +363,7 @@ class STDiT(nn.Module):
 
     pos_embed: torch.Tensor
     pos_embed_temporal: torch.Tensor
+    frame_embed: nn.Parameter | None
 
     def __init__(
         self,
@@ -374,6 +382,7 @@ class STDiT(nn.Module):
         space_scale: float = 1.0,
         time_scale: float = 1.0,
         temporal_rope: bool = False,
+        frame_embed: bool = False,
     ) -> None:
         """
         Args:
@@ -395,6 +404,8 @@ class STDiT(nn.Module):
             time_scale: Divides the temporal positions of the sin-cos embedding.
             temporal_rope: Rotate the temporal attention's queries and keys by frame index
                 (Open-Sora 1.1+; no weights of its own); False is v1.
+            frame_embed: Add a learned per-frame table (1, T, D), started as the temporal
+                sin-cos table, to the tokens before the first block; False is v1.
         """
         super().__init__()
         if any(size % patch for size, patch in zip(input_size, patch_size)):
@@ -425,6 +436,8 @@ class STDiT(nn.Module):
         temporal = get_1d_sincos_pos_embed(hidden_size, self.num_temporal, scale=time_scale)
         self.register_buffer("pos_embed", spatial.float().unsqueeze(0))  # (1, S, D)
         self.register_buffer("pos_embed_temporal", temporal.float().unsqueeze(0))  # (1, T, D)
+        # learned, so that each token knows its frame (started as the sin-cos table):
+        self.frame_embed = nn.Parameter(temporal.float().unsqueeze(0)) if frame_embed else None
 
         self.x_embedder = PatchEmbed3D(patch_size, in_channels, hidden_size)
         self.t_embedder = TimestepEmbedder(hidden_size)
@@ -522,6 +535,8 @@ class STDiT(nn.Module):
             )
         x = self.x_embedder(x)  # (B, T * S, D)
         x = rearrange(x, "b (t s) d -> b t s d", t=self.num_temporal) + self.pos_embed
+        if self.frame_embed is not None:
+            x = x + self.frame_embed[:, :, None]  # (1, T, 1, D): one row per frame
         x = rearrange(x, "b t s d -> b (t s) d")  # (B, T * S, D)
 
         t = self.t_embedder(timestep, dtype=x.dtype)  # (B, D)

@@ -139,6 +139,43 @@ def test_temporal_rope_tells_frame_order_and_keeps_the_weights() -> None:
         torch.testing.assert_close(rope_1(one, t, y), v1_1(one, t, y))
 
 
+def test_frame_embed_adds_a_learned_row_to_every_token_of_its_frame() -> None:
+    torch.manual_seed(0)
+    table = tiny_stdit(seed=1, frame_embed=True).eval()
+    plain = tiny_stdit(seed=1).eval()
+    assert "frame_embed" not in plain.state_dict()  # v1 checkpoints load unchanged
+    assert table.frame_embed is not None
+    # Starts as the temporal sin-cos table, then is a weight of its own.
+    torch.testing.assert_close(table.frame_embed.data, table.pos_embed_temporal)
+    with torch.no_grad():
+        table.frame_embed.normal_()
+    state = {k: v for k, v in table.state_dict().items() if k != "frame_embed"}
+    plain.load_state_dict(state)
+    frames, spatial = table.num_temporal, table.num_spatial
+    rows = table.frame_embed.detach()[0]  # (T, D)
+
+    def add_rows(_module: torch.nn.Module, _args: object, out: torch.Tensor) -> torch.Tensor:
+        # x_embedder's tokens are frame-major: token i is in frame i // S
+        frame_of_token = torch.arange(frames * spatial) // spatial  # (T * S,)
+        return out + rows[frame_of_token]
+
+    plain.x_embedder.register_forward_hook(add_rows)  # type: ignore[arg-type]
+    x, t, y, mask = stdit_inputs()
+    with torch.no_grad():
+        torch.testing.assert_close(table(x, t, y, mask), plain(x, t, y, mask))
+        # the table tells the frames apart: the same image in every frame, with the
+        # rows removed, comes out the same in every frame; with them, not
+        still = x[:, :, :1].expand_as(x).contiguous()
+        same = tiny_stdit(seed=1).eval()
+        same.load_state_dict(state)
+        same.pos_embed_temporal.zero_()
+        out = same(still, t, y, mask)  # (B, C, T, H, W)
+        torch.testing.assert_close(out, out[:, :, :1].expand_as(out))
+        table.pos_embed_temporal.zero_()
+        out = table(still, t, y, mask)
+        assert not torch.allclose(out, out[:, :, :1].expand_as(out), atol=1e-4)
+
+
 def test_pos_embed_layout() -> None:
     # Row-major tokens; first half of the channels encodes the column, second half the row.
     model = STDiT(**{**TINY, "input_size": (3, 6, 6)})  # 3 x 3 grid of patches
