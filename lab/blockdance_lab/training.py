@@ -31,6 +31,7 @@ __all__ = [
     "Recipe",
     "StepLoss",
     "TrainConfig",
+    "add_default_argument",
     "add_train_arguments",
     "linear_alphas_cumprod",
     "load_weights",
@@ -175,11 +176,19 @@ def add_train_arguments(parser: argparse.ArgumentParser, cls: type[TrainConfig])
     ``batch_size``) with its default, and ``--threads``, ``--device``, ``--no-progress``."""
     for f in fields(cls):
         if f.name != "extra":
-            flag = "--" + f.name.replace("_", "-")
-            parser.add_argument(flag, type=type(f.default), default=f.default)
+            add_default_argument(parser, "--" + f.name.replace("_", "-"), f.default)
     parser.add_argument("--threads", type=int, default=2, help="torch CPU threads")
     parser.add_argument("--device", default="cpu", help="e.g. cuda, for hyper-parameter sweeps")
     parser.add_argument("--no-progress", action="store_true")
+
+
+def add_default_argument(parser: argparse.ArgumentParser, flag: str, default: Any) -> None:
+    """Add ``flag`` parsed as its default's type; a bool as ``--flag`` / ``--no-flag``
+    (``type=bool`` would read the string ``"False"`` as True)."""
+    if isinstance(default, bool):
+        parser.add_argument(flag, action=argparse.BooleanOptionalAction, default=default)
+    else:
+        parser.add_argument(flag, type=type(default), default=default)
 
 
 def train_config_from(args: argparse.Namespace, cls: type[C]) -> C:

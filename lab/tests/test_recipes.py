@@ -46,6 +46,12 @@ def test_architecture_flags_reach_the_model_config():
     assert (args.hidden, args.depth, args.heads, args.mlp_ratio) == (64, 3, 2, 4.0)
     assert _parse("sd3", ["--layers", "3"]).layers == 3
     assert _parse("stdit", ["--snapshot-steps", "2", "5"]).snapshot_steps == [2, 5]
+    video = _parse("stdit", ["--frame-embed", "--prediction", "v_prediction"])
+    assert (video.frame_embed, video.prediction) == (True, "v_prediction")
+    # a bool flag is a switch: "--frame-embed False" would have read the string as True
+    assert _parse("stdit", ["--frame-embed", "--no-frame-embed"]).frame_embed is False
+    with pytest.raises(SystemExit):
+        _parse("stdit", ["--frame-embed", "False"])
     with pytest.raises(SystemExit):
         _parse("dit", ["--snapshot-steps", "2"])  # only the STDiT has stages to snapshot
 

@@ -23,7 +23,13 @@ from typing import Any
 import torch
 from torch import nn
 
-from blockdance_lab.training import Recipe, add_train_arguments, save_weights, train_config_from
+from blockdance_lab.training import (
+    Recipe,
+    add_default_argument,
+    add_train_arguments,
+    save_weights,
+    train_config_from,
+)
 
 __all__ = ["RECIPES", "add_recipe_arguments", "alias", "main", "recipe", "run_recipe"]
 
@@ -52,7 +58,7 @@ def add_recipe_arguments(parser: argparse.ArgumentParser, recipe: Recipe[Any]) -
     add_train_arguments(parser, recipe.train_config)
     shipped = {f.name: f.default for f in fields(recipe.files.config)}
     for flag, name in recipe.model_flags.items():
-        parser.add_argument(flag, type=type(shipped[name]), default=shipped[name])
+        add_default_argument(parser, flag, shipped[name])
     parser.add_argument("--out", type=Path, default=recipe.files.shipped)
     if recipe.snapshot_stage is not None:
         parser.add_argument(
