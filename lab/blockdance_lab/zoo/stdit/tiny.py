@@ -53,6 +53,7 @@ DEFAULT_WEIGHTS = ASSETS / "tiny_stdit_shapes8x32.safetensors"
 
 __all__ = [
     "DEFAULT_WEIGHTS",
+    "PREDICTIONS",
     "RECIPE",
     "VIDEO_TRAINS",
     "TinySTDiT",
@@ -66,9 +67,25 @@ __all__ = [
 ]
 
 
+#: What the model's output predicts, in diffusers' ``prediction_type`` names.
+PREDICTIONS = ("epsilon", "v_prediction")
+
+
 @dataclass(frozen=True)
 class TinySTDiTConfig:
-    """Architecture: the reference STDiT's kwargs plus the text encoder's size."""
+    """Architecture: the reference STDiT's kwargs plus the text encoder's size.
+
+    Args:
+        prediction: What the output predicts: ``"epsilon"``, the noise (Open-Sora v1), or
+            ``"v_prediction"``, ``v = √ᾱ ε − √(1−ᾱ) x₀`` (Salimans & Ho, 2022), which stays
+            informative about x₀ at high noise, where an ε model's output is nearly the input.
+            The sampler's scheduler must be told the same
+            (:func:`blockdance_lab.zoo.stdit.workloads.ddim_linear`).
+        frame_embed: The STDiT's learned per-frame table added to the tokens
+            (:class:`~blockdance_stdit.model.STDiT`).
+        Others: :class:`~blockdance_stdit.model.STDiT`'s arguments of the same names, and
+            the text encoder's width, depth and caption length.
+    """
 
     frames: int = 8
     image_size: int = 32
@@ -82,6 +99,12 @@ class TinySTDiTConfig:
     text_depth: int = 1
     max_length: int = 10
     temporal_rope: bool = True
+    frame_embed: bool = False
+    prediction: str = "epsilon"
+
+    def __post_init__(self) -> None:
+        if self.prediction not in PREDICTIONS:
+            raise ValueError(f"prediction must be one of {PREDICTIONS}, got {self.prediction!r}")
 
     def build(self) -> TinySTDiT:
         return TinySTDiT(self)
@@ -110,6 +133,7 @@ class TinySTDiT(nn.Module):
             caption_channels=cfg.text_dim,
             model_max_length=cfg.max_length,
             temporal_rope=cfg.temporal_rope,
+            frame_embed=cfg.frame_embed,
         )
         self.text_encoder = TinyTextEncoder(cfg.text_dim, cfg.max_length, cfg.text_depth)
 
@@ -119,7 +143,8 @@ class TinySTDiT(nn.Module):
         return embeds[:, None]
 
     def forward(self, x: torch.Tensor, t: torch.Tensor, captions: Sequence[str]) -> torch.Tensor:
-        """Noise prediction ``(N, 3, T, H, W)`` for videos ``x`` at timesteps ``t``."""
+        """The prediction ``(N, 3, T, H, W)`` (``cfg.prediction``) for videos ``x`` at timesteps
+        ``t``."""
         return self.stdit(x, t, self.encode(captions))
 
 
@@ -159,10 +184,17 @@ class TrainConfig(BaseTrainConfig):
             to edge; ``"fixed"``, edge to edge along the middle at the middle size, so that
             the caption alone fixes the path (:data:`blockdance_lab.data.shapes.Motion`).
         video_trains: What the video stage trains: ``"all"`` the weights, or
-            ``"temporal"``, only the temporal attention and the caption path (text encoder,
-            caption embedder, cross-attention), which must learn the direction words; the
-            spatial attention, MLPs, embedders and output layer stay as the image stage
-            left them (:data:`VIDEO_TRAINS`).
+            ``"temporal"``, only the temporal attention, the frame table and the caption path
+            (text encoder, caption embedder, cross-attention), which must learn the
+            direction words; the spatial attention, MLPs, embedders and output layer stay
+            as the image stage left them (:data:`VIDEO_TRAINS`).
+        high_noise_share: Share of the video stage's samples whose timestep is drawn from
+            ``[high_noise_from, 1000)`` instead of ``[0, 1000)``: the high-noise steps are
+            where a sampler decides the path, so where the direction word must be read.
+        high_noise_from: The first timestep of that range.
+
+    The video stage's target follows the model's ``prediction``
+    (:class:`TinySTDiTConfig`); the image stage always learns ε (the DiT teacher's).
     """
 
     steps: int = 2000
@@ -181,6 +213,8 @@ class TrainConfig(BaseTrainConfig):
     shape_size: str = TINY_STDIT_SHAPE_SIZE
     motion: str = TINY_STDIT_MOTION
     video_trains: str = "temporal"
+    high_noise_share: float = 0.0
+    high_noise_from: int = 600
 
 
 #: The choices of :attr:`TrainConfig.video_trains`.
@@ -188,14 +222,17 @@ VIDEO_TRAINS = ("all", "temporal")
 
 
 def _train_temporal_only(model: TinySTDiT) -> TinySTDiT:
-    """Freeze what the image stage taught: only the temporal attention and the caption path
-    (text encoder, caption embedder, cross-attention) keep their gradients."""
+    """Freeze what the image stage taught: only the temporal attention, the frame table if
+    any, and the caption path (text encoder, caption embedder, cross-attention) keep their
+    gradients."""
     model.requires_grad_(False)
     for block in model.stdit.blocks:
         block.attn_temp.requires_grad_(True)
         block.cross_attn.requires_grad_(True)
     model.stdit.y_embedder.requires_grad_(True)
     model.text_encoder.requires_grad_(True)
+    if model.stdit.frame_embed is not None:
+        model.stdit.frame_embed.requires_grad_(True)
     return model
 
 
@@ -229,7 +266,7 @@ def video_batches(
     return batch
 
 
-def _eps_loss(
+def _clip_loss(
     make_batch: MakeBatch,
     cfg: BaseTrainConfig,
     frames: int,
@@ -237,10 +274,18 @@ def _eps_loss(
     device: Any,
     *,
     single_frame: bool = False,
+    prediction: str = "epsilon",
+    high_noise_share: float = 0.0,
+    high_noise_from: int = 600,
 ) -> Callable[[TinySTDiT, int, torch.Generator], torch.Tensor]:
-    """The ε loss of one step on ``cfg.batch_size`` clips of ``frames`` frames.
+    """The loss of one step on ``cfg.batch_size`` clips of ``frames`` frames.
 
-    With ``single_frame`` each sample is one frame, drawn at random, of such a clip.
+    With ``single_frame`` each sample is one frame, drawn at random, of such a clip. With
+    ``prediction="epsilon"`` the target is the noise, min-SNR weighted; with
+    ``"v_prediction"`` it is ``v = √ᾱ ε − √(1−ᾱ) x₀``, unweighted (v's own weighting, which
+    is ε's times SNR + 1 and so keeps the high-noise steps that decide the motion). A share
+    ``high_noise_share`` of the samples draw their timestep from ``[high_noise_from, T)``
+    instead of ``[0, T)``.
     """
     abar = linear_alphas_cumprod()  # (T,)
 
@@ -252,11 +297,19 @@ def _eps_loss(
             videos = videos[torch.arange(n), pick][:, None]  # (B, 1, 3, H, W)
         x0 = videos.permute(0, 2, 1, 3, 4)  # (B, 3, T, H, W)
         t = torch.randint(0, len(abar), (n,), generator=gen)
+        if high_noise_share > 0:
+            high = torch.rand(n, generator=gen) < high_noise_share
+            t_high = torch.randint(high_noise_from, len(abar), (n,), generator=gen)
+            t = torch.where(high, t_high, t)
         noise = torch.randn(x0.shape, generator=gen)
         a = abar[t].view(-1, 1, 1, 1, 1)
         x0, noise, a, t = (v.to(device) for v in (x0, noise, a, t))
         xt = a.sqrt() * x0 + (1 - a).sqrt() * noise
-        per_sample = F.mse_loss(model(xt, t, captions), noise, reduction="none").mean((1, 2, 3, 4))
+        out = model(xt, t, captions)  # (B, 3, T, H, W)
+        if prediction == "v_prediction":
+            target = a.sqrt() * noise - (1 - a).sqrt() * x0  # v
+            return F.mse_loss(out, target)
+        per_sample = F.mse_loss(out, noise, reduction="none").mean((1, 2, 3, 4))
         return min_snr_mean(per_sample, a, min_snr)
 
     return loss_fn
@@ -311,23 +364,30 @@ def _distill_loss(
     return loss_fn
 
 
+#: Weights that depend on the frame count, so do not carry over to another one.
+_PER_FRAME = {"stdit.pos_embed_temporal", "stdit.frame_embed"}
+
+
 def _load_across_frames(model: TinySTDiT, state: dict[str, torch.Tensor]) -> TinySTDiT:
-    """Load weights trained at another frame count: only the temporal sin-cos table differs."""
-    own = {k: v for k, v in state.items() if k != "stdit.pos_embed_temporal"}
+    """Load weights trained at another frame count (or without a frame table): the temporal
+    sin-cos table is the model's own, and its frame table, if any, starts afresh."""
+    own = {k: v for k, v in state.items() if k not in _PER_FRAME}
     missing, unexpected = model.load_state_dict(own, strict=False)
-    if set(missing) != {"stdit.pos_embed_temporal"} or unexpected:
+    if "stdit.pos_embed_temporal" not in missing or not set(missing) <= _PER_FRAME or unexpected:
         raise ValueError(f"stage weights do not fit: missing {missing}, unexpected {unexpected}")
     return model
 
 
 def _saved_state(model_cfg: TinySTDiTConfig, path: Path | str) -> dict[str, torch.Tensor]:
-    """The state of weights this recipe saved, checked against ``model_cfg`` but its frames."""
+    """The state of weights this recipe saved, checked against ``model_cfg`` but its frames,
+    frame table and prediction (an image stage has neither table nor v-prediction)."""
     saved = load_tiny_stdit(path)
-    if replace(saved.cfg, frames=model_cfg.frames) != model_cfg:
+    free = {"frames", "frame_embed", "prediction"}
+    if replace(saved.cfg, **{k: getattr(model_cfg, k) for k in free}) != model_cfg:
         raise ValueError(
             f"init_weights {path} hold a tiny STDiT of {saved.cfg}, which differs from the "
-            f"one to train, {model_cfg}, in more than its frames; train with the same "
-            "architecture flags or start from init='dit'"
+            f"one to train, {model_cfg}, in more than its frames, frame table and prediction; "
+            "train with the same architecture flags or start from init='dit'"
         )
     return saved.state_dict()
 
@@ -358,7 +418,8 @@ def train_tiny_stdit(
     on_step: Callable[[int, TinySTDiT], None] | None = None,
     init_weights: Path | str | None = None,
 ) -> tuple[TinySTDiT, dict[str, Any]]:
-    """Train with ε-prediction on freshly rendered clips; return the EMA model.
+    """Train on freshly rendered clips (ε- or v-prediction, ``model_cfg.prediction``); return
+    the EMA model.
 
     As Open-Sora trains video models from an image model: optionally start from the tiny DiT,
     then an image stage on single frames (cheap: one frame of 64 tokens a sample) that
@@ -387,9 +448,15 @@ def train_tiny_stdit(
         raise ValueError(f"image_target must be 'dit' or 'noise', got {cfg.image_target!r}")
     if cfg.video_trains not in VIDEO_TRAINS:
         raise ValueError(f"video_trains must be one of {VIDEO_TRAINS}, got {cfg.video_trains!r}")
+    if not 0 <= cfg.high_noise_share <= 1 or not 0 <= cfg.high_noise_from < 1000:
+        raise ValueError(
+            f"high_noise_share must be in [0, 1] and high_noise_from in [0, 1000), got "
+            f"{cfg.high_noise_share} and {cfg.high_noise_from}"
+        )
     shape_size, motion = check_shape_size(cfg.shape_size), check_motion(cfg.motion)
     batch = video_batches(model_cfg, shape_size, motion) if make_batch is None else make_batch
-    image_cfg = replace(model_cfg, frames=1)
+    # single frames, learning the DiT's ε; the frame table is the video model's own
+    image_cfg = replace(model_cfg, frames=1, frame_embed=False, prediction="epsilon")
     start_from = "weights" if init_weights is not None else cfg.init
     use_dit = "dit" in (start_from, cfg.image_target if cfg.image_steps > 0 else "")
     teacher = _tiny_dit() if use_dit else None
@@ -432,7 +499,9 @@ def train_tiny_stdit(
                 cfg.image_teacher_guidance,
             )
         else:
-            loss = _eps_loss(batch, stage, model_cfg.frames, cfg.min_snr, device, single_frame=True)
+            loss = _clip_loss(
+                batch, stage, model_cfg.frames, cfg.min_snr, device, single_frame=True
+            )
         image_model, logs["image"] = train_with_ema(
             build_image,
             loss,
@@ -451,7 +520,16 @@ def train_tiny_stdit(
 
     model, logs["video"] = train_with_ema(
         build_video,
-        _eps_loss(batch, cfg, model_cfg.frames, cfg.min_snr, device),
+        _clip_loss(
+            batch,
+            cfg,
+            model_cfg.frames,
+            cfg.min_snr,
+            device,
+            prediction=model_cfg.prediction,
+            high_noise_share=cfg.high_noise_share,
+            high_noise_from=cfg.high_noise_from,
+        ),
         cfg,
         desc="video stage",
         progress=progress,
@@ -483,6 +561,11 @@ RECIPE: Recipe[TinySTDiT] = Recipe(
     train_tiny_stdit,
     sampler=lazy("blockdance_lab.zoo.stdit.workloads", "tiny_stdit_sampler"),
     probe=video_probe,
-    model_flags={"--depth": "depth", "--frames": "frames"},
+    model_flags={
+        "--depth": "depth",
+        "--frames": "frames",
+        "--prediction": "prediction",
+        "--frame-embed": "frame_embed",
+    },
     snapshot_stage="video",
 )

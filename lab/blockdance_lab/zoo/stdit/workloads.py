@@ -18,14 +18,19 @@ from blockdance_stdit.model import STDiT
 TINY_STDIT_GUIDANCE = 6.0
 
 
-def ddim_linear() -> DDIMScheduler:
-    """DDIM on the linear β schedule the model was trained with (no x₀ clipping)."""
+def ddim_linear(prediction_type: str = "epsilon") -> DDIMScheduler:
+    """DDIM on the linear β schedule the model was trained with (no x₀ clipping).
+
+    Args:
+        prediction_type: What the model predicts (``TinySTDiTConfig.prediction``).
+    """
     return DDIMScheduler(
         num_train_timesteps=1000,
         beta_start=1e-4,
         beta_end=0.02,
         beta_schedule="linear",
         clip_sample=False,
+        prediction_type=prediction_type,
     )
 
 
@@ -46,6 +51,15 @@ class STDiTSampler:
     scheduler: DDIMScheduler
     guidance_scale: float = TINY_STDIT_GUIDANCE
     captions: Callable[[Sequence[int]], list[str]] = field(default=seed_captions)
+
+    def __post_init__(self) -> None:
+        told = self.scheduler.config.get("prediction_type")
+        if told != self.model.cfg.prediction:
+            raise ValueError(
+                f"the model predicts {self.model.cfg.prediction!r} but the scheduler reads its "
+                f"output as {told!r}; build the scheduler with "
+                f"ddim_linear({self.model.cfg.prediction!r})"
+            )
 
     @property
     def transformer(self) -> STDiT:
@@ -72,10 +86,11 @@ class STDiTSampler:
             y = self.model.encode(self.captions(request.seeds))  # (N, 1, L, D)
             y = torch.cat([y, self.transformer.y_embedder.null(n).to(y)])  # (2N, 1, L, D)
             for t in tqdm(self.scheduler.timesteps, desc="sample", disable=not request.progress):
-                eps = self.transformer(torch.cat([x, x]), timestep=t.expand(2 * n), y=y)
-                eps_cond, eps_uncond = eps.chunk(2)
-                eps = eps_uncond + self.guidance_scale * (eps_cond - eps_uncond)
-                x = self.scheduler.step(eps, t, x).prev_sample  # type: ignore[union-attr]
+                # the prediction (ε or v): guidance is linear in either
+                out = self.transformer(torch.cat([x, x]), timestep=t.expand(2 * n), y=y)
+                cond, uncond = out.chunk(2)
+                out = uncond + self.guidance_scale * (cond - uncond)
+                x = self.scheduler.step(out, t, x).prev_sample  # type: ignore[union-attr]
         finally:
             self.model.train(was_training)
         return x.permute(0, 2, 1, 3, 4)  # (N, T, 3, H, W)
@@ -84,10 +99,10 @@ class STDiTSampler:
 def tiny_stdit_sampler(
     model: TinySTDiT | None = None, guidance_scale: float = TINY_STDIT_GUIDANCE
 ) -> STDiTSampler:
-    """The tiny STDiT (default: the shipped one) with DDIM and classifier-free guidance."""
-    return STDiTSampler(
-        load_tiny_stdit() if model is None else model, ddim_linear(), guidance_scale
-    )
+    """The tiny STDiT (default: the shipped one) with DDIM, reading its output as the model
+    predicts it, and classifier-free guidance."""
+    model = load_tiny_stdit() if model is None else model
+    return STDiTSampler(model, ddim_linear(model.cfg.prediction), guidance_scale)
 
 
 #: The shipped video-frame probe on the tiny STDiT's videos (the class of each caption).
