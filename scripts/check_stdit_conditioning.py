@@ -1,4 +1,4 @@
-"""How much a tiny STDiT's ε depends on the frames' order and on the caption's direction word.
+"""How much a tiny STDiT's output depends on the frames' order and on the caption's direction word.
 
     python scripts/check_stdit_conditioning.py [weights] --clips 32
 
@@ -6,10 +6,12 @@ A model that follows "moving left" must tell the frames' order apart and must re
 direction word. On real still-sized clips noised at a few timesteps, this prints, relative to
 the caption's whole effect (the squared change from the caption to the null caption):
 
-- *order*: ε on the frames reversed (then reversed back) against ε on the clip;
-- *direction*: ε with the direction word swapped (left↔right, up↔down) against ε;
-- *gap*: how much the true direction word lowers the ε loss against the swapped one, as a
-  share of how much the whole caption lowers it against the null caption. A model that
+- *order*: the output (ε or v, as the model predicts) on the frames reversed (then reversed
+  back) against the output on the clip;
+- *direction*: the output with the direction word swapped (left↔right, up↔down) against it;
+- *gap*: how much the true direction word lowers the error of the predicted clean clip x̂₀
+  against the swapped one, as a share of how much the whole caption lowers it against the
+  null caption (at one timestep the same share as in ε's loss for an ε model). A model that
   follows the word has a clearly positive gap at the noisy timesteps, where motion is decided;
   one that ignores it, a gap within its standard error of 0.
 
@@ -20,6 +22,7 @@ to order, and both it and the one shipped now barely read the direction word (0.
 from __future__ import annotations
 
 import argparse
+import json
 from pathlib import Path
 
 import torch
@@ -34,6 +37,14 @@ from blockdance_lab.training import linear_alphas_cumprod
 from blockdance_lab.zoo.stdit.tiny import DEFAULT_WEIGHTS, TrainConfig, load_tiny_stdit
 
 
+def _x0(prediction: str, out: torch.Tensor, xt: torch.Tensor, a: torch.Tensor) -> torch.Tensor:
+    """The clean clip predicted from ``out`` at ``xt`` (ᾱ = ``a``), from the noising
+    ``x_t = √ᾱ x₀ + √(1−ᾱ) ε`` (and ``v = √ᾱ ε − √(1−ᾱ) x₀``)."""
+    if prediction == "v_prediction":
+        return a.sqrt() * xt - (1 - a).sqrt() * out
+    return (xt - (1 - a).sqrt() * out) / a.sqrt()
+
+
 def main(argv: list[str] | None = None) -> None:
     """Prints the two sensitivities per timestep."""
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -45,8 +56,11 @@ def main(argv: list[str] | None = None) -> None:
     args = p.parse_args(argv)
     torch.set_num_threads(args.threads)
     model = load_tiny_stdit(args.weights)
-    train = TrainConfig()  # the shipped recipe's clips
-    n, size, motion = args.clips, check_shape_size(train.shape_size), check_motion(train.motion)
+    # the clips the weights were trained on (their sidecar), else the shipped recipe's
+    shipped = TrainConfig()
+    train = json.loads(args.weights.with_suffix(".json").read_text()).get("train", {})
+    size = check_shape_size(train.get("shape_size", shipped.shape_size))
+    n, motion = args.clips, check_motion(train.get("motion", shipped.motion))
     videos, _, captions = make_video_batch(n, args.seed, model.cfg.image_size, model.cfg.frames,
                                            shape_size=size, motion=motion)  # fmt: skip
     swapped = [opposite_direction(c) for c in captions]
@@ -60,15 +74,15 @@ def main(argv: list[str] | None = None) -> None:
             noise = torch.randn(x0.shape, generator=gen)
             xt = abar[t].sqrt() * x0 + (1 - abar[t]).sqrt() * noise
             ts = torch.full((n,), t)
-            eps, eps_null = model.stdit(xt, ts, y), model.stdit(xt, ts, null)
-            eps_swapped = model.stdit(xt, ts, y_swapped)
-            caption = (eps - eps_null).pow(2).mean()
-            order = (eps - model.stdit(xt.flip(2), ts, y).flip(2)).pow(2).mean()
-            word = (eps - eps_swapped).pow(2).mean()
+            out, out_null = model.stdit(xt, ts, y), model.stdit(xt, ts, null)
+            out_swapped = model.stdit(xt, ts, y_swapped)
+            caption = (out - out_null).pow(2).mean()
+            order = (out - model.stdit(xt.flip(2), ts, y).flip(2)).pow(2).mean()
+            word = (out - out_swapped).pow(2).mean()
             loss = {
-                k: (e - noise).pow(2).mean((1, 2, 3, 4))  # (N,)
-                for k, e in (("true", eps), ("null", eps_null), ("swapped", eps_swapped))
-            }
+                k: (_x0(model.cfg.prediction, o, xt, abar[t]) - x0).pow(2).mean((1, 2, 3, 4))
+                for k, o in (("true", out), ("null", out_null), ("swapped", out_swapped))
+            }  # (N,) each
             gap = loss["swapped"] - loss["true"]  # (N,)
             gain = float((loss["null"] - loss["true"]).mean())
             print(
