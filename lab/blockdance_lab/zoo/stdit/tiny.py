@@ -282,8 +282,9 @@ def _clip_loss(
 
     With ``single_frame`` each sample is one frame, drawn at random, of such a clip. With
     ``prediction="epsilon"`` the target is the noise, min-SNR weighted; with
-    ``"v_prediction"`` it is ``v = √ᾱ ε − √(1−ᾱ) x₀``, unweighted (v's own weighting, which
-    is ε's times SNR + 1 and so keeps the high-noise steps that decide the motion). A share
+    ``"v_prediction"`` it is ``v = √ᾱ ε − √(1−ᾱ) x₀``, unweighted: v's error is x₀'s times
+    SNR + 1, ε's times 1 + 1/SNR, so the high-noise steps that decide the motion weigh more
+    than in the ε loss. A share
     ``high_noise_share`` of the samples draw their timestep from ``[high_noise_from, T)``
     instead of ``[0, T)``.
     """
