@@ -122,7 +122,7 @@ def test_a_video_stage_with_a_frame_table_starts_from_an_image_stage_without_one
     tmp_path: Path,
 ) -> None:
     torch.manual_seed(4)
-    image = replace(SMALL, frames=1).build()  # an ε image stage: no table
+    image = replace(SMALL, frames=1, frame_embed=False, prediction="epsilon").build()
     with torch.no_grad():
         for p in image.parameters():
             p.normal_(0, 0.05)

@@ -66,8 +66,9 @@ def image_probe() -> QualityProbe:
 #: The shape sizes of the tiny STDiT's training clips (its ``TrainConfig.shape_size``), and
 #: so of the real videos its FD-probe compares with: the stills' sizes.
 TINY_STDIT_SHAPE_SIZE: ShapeSize = "image"
-#: How the shapes of those clips move (its ``TrainConfig.motion``).
-TINY_STDIT_MOTION: Motion = "random"
+#: How the shapes of those clips move (its ``TrainConfig.motion``): along the one path each
+#: caption fixes.
+TINY_STDIT_MOTION: Motion = "fixed"
 
 
 def video_probe() -> QualityProbe:

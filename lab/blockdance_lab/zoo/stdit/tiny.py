@@ -99,8 +99,8 @@ class TinySTDiTConfig:
     text_depth: int = 1
     max_length: int = 10
     temporal_rope: bool = True
-    frame_embed: bool = False
-    prediction: str = "epsilon"
+    frame_embed: bool = True
+    prediction: str = "v_prediction"
 
     def __post_init__(self) -> None:
         if self.prediction not in PREDICTIONS:
@@ -197,10 +197,10 @@ class TrainConfig(BaseTrainConfig):
     (:class:`TinySTDiTConfig`); the image stage always learns ε (the DiT teacher's).
     """
 
-    steps: int = 2000
+    steps: int = 1700
     batch_size: int = 8
-    lr: float = 2e-3
-    warmup: int = 200
+    lr: float = 1.5e-3
+    warmup: int = 50
     max_minutes: float = 20.5
     min_snr: float = 5.0
     init: str = "dit"
@@ -212,8 +212,8 @@ class TrainConfig(BaseTrainConfig):
     image_target: str = "dit"
     shape_size: str = TINY_STDIT_SHAPE_SIZE
     motion: str = TINY_STDIT_MOTION
-    video_trains: str = "temporal"
-    high_noise_share: float = 0.0
+    video_trains: str = "all"
+    high_noise_share: float = 0.5
     high_noise_from: int = 600
 
 
