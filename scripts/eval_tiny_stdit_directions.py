@@ -15,6 +15,10 @@ seeds are sampled again from the same noise with the opposite direction word: a 
 reads the word turns its shapes, one that ignores it draws the same directions (2026-12-01:
 a pilot scored 0.47 on 32 seeds and drew every one of them the same way with the word
 swapped).
+
+With ``--policy`` every sample is drawn under that reuse policy (a kind name, a JSON object
+or a JSON policy file such as ``blockdance calibrate`` writes), to see whether reuse keeps
+the motion: the direction and the swap control are then the policy's.
 """
 
 from __future__ import annotations
@@ -22,12 +26,12 @@ from __future__ import annotations
 import argparse
 import json
 import time
-from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 import torch
 
+import blockdance
 from blockdance_lab.data.shapes import (
     COLORS,
     DIRECTIONS,
@@ -40,6 +44,7 @@ from blockdance_lab.data.shapes import (
 from blockdance_lab.evaluation.metrics import class_accuracy, frechet_distance
 from blockdance_lab.evaluation.motion import motion_direction
 from blockdance_lab.evaluation.shapes_probe import REFERENCE_SEED
+from blockdance_lab.policy_entries import parse_policy_arg
 from blockdance_lab.report import temporal_consistency
 from blockdance_lab.workload import GenerateRequest
 from blockdance_lab.zoo.stdit.tiny import load_tiny_stdit
@@ -79,6 +84,13 @@ def main(argv: list[str] | None = None) -> None:
         help="sample the seeds again with the opposite direction word (same noise) and report "
         "how often the drawn direction changes: a model that ignores the word scores 0",
     )
+    p.add_argument(
+        "--policy",
+        type=parse_policy_arg,
+        default="none",
+        help="sample under this reuse policy: a kind name, a JSON object or a JSON file "
+        "(default: none, the full model)",
+    )
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--out", type=Path, default=None, help="default: <weights>.eval.json")
     args = p.parse_args(argv)
@@ -90,15 +102,19 @@ def main(argv: list[str] | None = None) -> None:
     asked = seed_directions(seeds)
     sampler = tiny_stdit_sampler(load_tiny_stdit(args.weights), guidance_scale=args.guidance)
     start = time.perf_counter()
-    with torch.inference_mode():
+    with torch.inference_mode(), blockdance.attach(sampler, args.policy) as handle:
         videos = sampler(GenerateRequest(seeds, args.steps)).clamp(-1, 1).cpu()
-    seconds = time.perf_counter() - start
+        seconds = time.perf_counter() - start
+        control = (
+            _swap_control(sampler, seeds, args.steps, asked, motion_direction(videos))
+            if args.swap_control
+            else {}
+        )
     probe = video_probe()
     logits, labels = probe.logits(videos), probe.labels(seeds)
     shape_pred, shape_true = logits.argmax(1) // len(COLORS), labels // len(COLORS)
     color_pred, color_true = logits.argmax(1) % len(COLORS), labels % len(COLORS)
     moved = motion_direction(videos)
-    control = _swap_control(sampler, seeds, args.steps, asked, moved) if args.swap_control else {}
     features = probe.features(videos)
     fd_by_size = {}
     for size in SHAPE_SIZES:
@@ -113,6 +129,8 @@ def main(argv: list[str] | None = None) -> None:
         "seeds": list(seeds),
         "guidance": args.guidance,
         "steps": args.steps,
+        "policy": args.policy,
+        "saved_fraction": handle.stats.saved_fraction,
         "accuracy": class_accuracy(logits, labels),
         "shape_accuracy": {
             name: float((shape_pred[shape_true == k] == k).float().mean())
@@ -140,7 +158,8 @@ def main(argv: list[str] | None = None) -> None:
         f"{args.weights}: accuracy {result['accuracy']:.3f} ({shapes}), colour "
         f"{result['color_accuracy']:.2f}, direction {result['direction_accuracy']:.3f}, "
         f"temporal {result['temporal']:.3f} (real {result['real_temporal']:.3f}), "
-        f"FD-probe {result['fd_probe']:.2f}, {seconds:.0f}s; wrote {out}"
+        f"FD-probe {result['fd_probe']:.2f}, {seconds:.0f}s, block calls saved "
+        f"{result['saved_fraction']:.1%}; wrote {out}"
     )
     if control:
         print(
@@ -173,9 +192,13 @@ def _swap_control(
     turns with the word shows that the word is read.
     """
     captions = sampler.captions
-    swapped = replace(sampler, captions=lambda s: [opposite_direction(c) for c in captions(s)])
-    with torch.inference_mode():
-        videos = swapped(GenerateRequest(seeds, steps)).clamp(-1, 1).cpu()
+    # the same sampler object, so that a policy attached to it keeps counting its generations
+    sampler.captions = lambda s: [opposite_direction(c) for c in captions(s)]
+    try:
+        with torch.inference_mode():
+            videos = sampler(GenerateRequest(seeds, steps)).clamp(-1, 1).cpu()
+    finally:
+        sampler.captions = captions
     moved_swapped = motion_direction(videos)
     turned = [DIRECTIONS.index(opposite_direction(d)) for d in DIRECTIONS]
     opposite = torch.tensor(turned)[asked]  # (N,) the direction the swapped word asks

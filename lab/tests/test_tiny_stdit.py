@@ -254,3 +254,18 @@ def test_direction_eval_compares_with_the_clips_the_weights_were_trained_on(tmp_
     )
     assert script._trained_on(weights) == {"shape_size": "image", "motion": "crossing"}
     assert script._trained_on(DEFAULT_WEIGHTS)["motion"] == "fixed"  # run 9's clips
+
+
+def test_direction_eval_samples_under_a_reuse_policy(tmp_path) -> None:
+    script = load_script("eval_tiny_stdit_directions")
+    out = {name: tmp_path / f"{name}.json" for name in ("none", "blockdance")}
+    common = [str(DEFAULT_WEIGHTS), "--samples", "2", "--steps", "8", "--swap-control"]
+    script.main([*common, "--out", str(out["none"])])
+    policy = '{"kind": "blockdance", "N": 2, "window": [0.0, 1.0]}'
+    script.main([*common, "--policy", policy, "--out", str(out["blockdance"])])
+    full, reused = (json.loads(path.read_text()) for path in out.values())
+    assert full["policy"] == "none" and full["saved_fraction"] == 0.0
+    assert reused["policy"] == {"kind": "blockdance", "N": 2, "window": [0.0, 1.0]}
+    assert reused["saved_fraction"] > 0.2  # both generations (asked and swapped word) reused
+    with pytest.raises(SystemExit):
+        script.main([*common, "--policy", "{not json"])
