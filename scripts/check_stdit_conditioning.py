@@ -27,6 +27,7 @@ from pathlib import Path
 
 import torch
 
+from blockdance_lab.analysis.x0 import predicted_x0
 from blockdance_lab.data.shapes import (
     check_motion,
     check_shape_size,
@@ -35,14 +36,7 @@ from blockdance_lab.data.shapes import (
 )
 from blockdance_lab.training import linear_alphas_cumprod
 from blockdance_lab.zoo.stdit.tiny import DEFAULT_WEIGHTS, TrainConfig, load_tiny_stdit
-
-
-def _x0(prediction: str, out: torch.Tensor, xt: torch.Tensor, a: torch.Tensor) -> torch.Tensor:
-    """The clean clip predicted from ``out`` at ``xt`` (ᾱ = ``a``), from the noising
-    ``x_t = √ᾱ x₀ + √(1−ᾱ) ε`` (and ``v = √ᾱ ε − √(1−ᾱ) x₀``)."""
-    if prediction == "v_prediction":
-        return a.sqrt() * xt - (1 - a).sqrt() * out
-    return (xt - (1 - a).sqrt() * out) / a.sqrt()
+from blockdance_lab.zoo.stdit.workloads import ddim_linear
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -66,6 +60,7 @@ def main(argv: list[str] | None = None) -> None:
     swapped = [opposite_direction(c) for c in captions]
     x0 = videos.permute(0, 2, 1, 3, 4)  # (N, 3, T, H, W)
     abar = linear_alphas_cumprod()
+    scheduler = ddim_linear(model.cfg.prediction)  # reads the output as the model predicts it
     gen = torch.Generator().manual_seed(0)
     with torch.inference_mode():
         y, y_swapped = model.encode(captions), model.encode(swapped)
@@ -80,7 +75,7 @@ def main(argv: list[str] | None = None) -> None:
             order = (out - model.stdit(xt.flip(2), ts, y).flip(2)).pow(2).mean()
             word = (out - out_swapped).pow(2).mean()
             loss = {
-                k: (_x0(model.cfg.prediction, o, xt, abar[t]) - x0).pow(2).mean((1, 2, 3, 4))
+                k: (predicted_x0(scheduler, xt, o, t) - x0).pow(2).mean((1, 2, 3, 4))
                 for k, o in (("true", out), ("null", out_null), ("swapped", out_swapped))
             }  # (N,) each
             gap = loss["swapped"] - loss["true"]  # (N,)

@@ -105,16 +105,14 @@ def main(argv: list[str] | None = None) -> None:
     with torch.inference_mode(), blockdance.attach(sampler, args.policy) as handle:
         videos = sampler(GenerateRequest(seeds, args.steps)).clamp(-1, 1).cpu()
         seconds = time.perf_counter() - start
+        moved = motion_direction(videos)
         control = (
-            _swap_control(sampler, seeds, args.steps, asked, motion_direction(videos))
-            if args.swap_control
-            else {}
+            _swap_control(sampler, seeds, args.steps, asked, moved) if args.swap_control else {}
         )
     probe = video_probe()
     logits, labels = probe.logits(videos), probe.labels(seeds)
     shape_pred, shape_true = logits.argmax(1) // len(COLORS), labels // len(COLORS)
     color_pred, color_true = logits.argmax(1) % len(COLORS), labels % len(COLORS)
-    moved = motion_direction(videos)
     features = probe.features(videos)
     fd_by_size = {}
     for size in SHAPE_SIZES:

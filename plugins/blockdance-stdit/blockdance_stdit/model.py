@@ -261,7 +261,6 @@ class STDiTBlock(nn.Module):
         mlp_ratio: float = 4.0,
         drop_path: float = 0.0,
         temporal_rope: bool = False,
-        frame_embed: bool = False,
     ) -> None:
         """
         Args:
